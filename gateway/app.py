@@ -1,0 +1,102 @@
+"""The composition root: the one place that builds the core, the store and the adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from gateway.arbiter import Arbiter, ArbiterSettings
+from gateway.config import Config
+from gateway.metrics import CoreMetrics
+from gateway.runtime import Clock, CoreRuntime
+from gateway.setpoint_rules import SetpointBounds
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Adapter(Protocol):
+    """An I/O adapter: started after the core, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def arbiter_settings(config: Config) -> ArbiterSettings:
+    lim = config.limits
+    return ArbiterSettings(
+        bounds=SetpointBounds(lim.min_limit_w, lim.max_limit_w, lim.max_command_age_s, lim.future_tolerance_s),
+        initial_limit_w=lim.initial_limit_w,
+        fallback_limit_w=lim.fallback_limit_w,
+        hold_timeout_s=lim.hold_timeout_s,
+        meter_stale_after_s=config.ocpp.meter_stale_after_s,
+    )
+
+
+@dataclass
+class Gateway:
+    config: Config
+    runtime: CoreRuntime
+    adapters: list[Adapter] = field(default_factory=list)
+    metrics_server: object | None = None
+
+    async def start(self) -> None:
+        self.runtime.scheduler.start()
+        self.runtime.start()
+        started: list[Adapter] = []
+        try:
+            for adapter in self.adapters:
+                await adapter.start()
+                started.append(adapter)
+        except BaseException:
+            for adapter in reversed(started):
+                await adapter.stop()
+            await self.runtime.close()
+            raise
+        if self.config.metrics.enabled:
+            self.metrics_server = self.runtime.metrics.serve(self.config.metrics.listen_host, self.config.metrics.port)
+
+    async def stop(self) -> None:
+        for adapter in reversed(self.adapters):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("adapter %r did not stop cleanly", adapter)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()  # type: ignore[attr-defined]
+            self.metrics_server.server_close()  # type: ignore[attr-defined]
+        await self.runtime.close()
+
+
+def build_gateway(config: Config, clock: Clock = time.time) -> Gateway:
+    """Wire everything from ``config``; nothing listens until ``start()``."""
+    store = Store(config.store.path)
+    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), clock())
+    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+    runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, clock)
+    gateway = Gateway(config, runtime)
+    gateway.adapters.extend(_build_adapters(config, runtime))
+    return gateway
+
+
+def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
+    adapters: list[Adapter] = []
+    # Adapters are added here as they land (iec104/, ocpp_side/).
+    return adapters
+
+
+async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:
+    gateway = build_gateway(config)
+    await gateway.start()
+    log.info("ocpp809 running")
+    try:
+        await stop.wait()
+    finally:
+        log.info("ocpp809 stopping")
+        await gateway.stop()

@@ -1,0 +1,105 @@
+"""Command line: the only place that configures logging and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from gateway import __version__
+from gateway.config import load_config
+from gateway.errors import ConfigError, StoreError
+
+EXIT_CONFIG = 2
+
+# Subcommands that live in other packages register here (scenario runner, simulators),
+# so the CLI does not import them until they are asked for.
+Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
+_EXTRA_COMMANDS: list[str] = ["scenarios.cli"]
+
+
+def _configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The libraries log every frame at INFO; keep them quiet unless asked for DEBUG.
+    if level.upper() != "DEBUG":
+        for noisy in ("websockets", "ocpp", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import run_until_stopped
+
+    config = load_config(args.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_until_stopped(config, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocpp809", description="DSO grid-integration gateway for EV charging")
+    parser.add_argument("--version", action="version", version=f"ocpp809 {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="human", choices=["human", "json"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in defaults)")
+    run.set_defaults(handler=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_cmd_check_config)
+
+    for module_name in _EXTRA_COMMANDS:
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name and exc.name != module_name.split(".")[0]:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level, args.log_format)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

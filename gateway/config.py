@@ -1,0 +1,264 @@
+"""Typed configuration: one TOML file, validated once at start-up, every key defaulted.
+
+Parsing and type checks are pydantic's (strict: no "6000" for 6000, unknown keys are
+errors); the cross-field rules a DSO engineer would get wrong live in ``_check``.
+Every error becomes one ``ConfigError(file, key, reason)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from gateway.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+Port = int  # 0 lets the OS choose (tests); otherwise 1..65535
+Unit = Literal["W", "kW"]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LimitsConfig:
+    min_limit_w: float = 6000.0  # the minimum profile: setpoints below it are refused (T3)
+    max_limit_w: float = 100000.0  # grid connection capacity
+    fallback_limit_w: float = 10000.0  # after hold_timeout_s without a DSO link
+    initial_limit_w: float = 100000.0  # before the first DSO setpoint
+    hold_timeout_s: float = 300.0  # how long the last setpoint is held on link loss
+    max_command_age_s: float = 30.0  # oldest acceptable C_SE_TC_1 time tag
+    future_tolerance_s: float = 5.0  # clock skew tolerated for a time tag in the future
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PointConfig:
+    ioa: int
+    unit: Unit = "W"
+    select_before_operate: bool = False
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PointMap:
+    limit_setpoint: PointConfig = PointConfig(100)  # C_SE_NC_1
+    limit_setpoint_time_tagged: PointConfig = PointConfig(101)  # C_SE_TC_1
+    total_power: PointConfig = PointConfig(200)  # M_ME_TF_1
+    limit_in_force: PointConfig = PointConfig(201)  # M_ME_TF_1
+    fallback_active: PointConfig = PointConfig(300)  # M_SP_TB_1
+    limit_enforced: PointConfig = PointConfig(301)  # M_SP_TB_1
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TlsConfig:
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Iec104Config:
+    listen_host: str = "0.0.0.0"
+    port: Port = 2404
+    common_address: int = 1
+    allowed_masters: tuple[str, ...] = ()  # empty: any address (logged as a warning)
+    max_connections: int = 2
+    t0_s: int = 30
+    t1_s: int = 15
+    t2_s: int = 10
+    t3_s: int = 20
+    k: int = 12
+    w: int = 8
+    tick_rate_ms: int = 100
+    select_timeout_ms: int = 10000
+    deadband_w: float = 100.0  # spontaneous M_ME_TF_1 only when a value moves this much
+    periodic_interval_s: float = 60.0  # cyclic transmission of every monitored point
+    command_timeout_s: float = 2.0  # the core must answer a command within this, else FAILURE
+    points: PointMap = PointMap()
+    tls: TlsConfig = TlsConfig()
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StationConfig:
+    password: str = ""  # HTTP Basic Auth, security profiles 1 and 2
+    max_power_w: float | None = None
+    min_power_w: float | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class OcppConfig:
+    listen_host: str = "0.0.0.0"
+    port: Port = 9000
+    accepted_stations: tuple[str, ...] = ()  # empty: any station id
+    security_profile: Literal[0, 1, 2, 3] = 0
+    tls: TlsConfig = TlsConfig()
+    heartbeat_interval_s: int = 300
+    meter_sample_interval_s: int = 60
+    clock_aligned_interval_s: int = 900
+    measurands: tuple[str, ...] = (
+        "Energy.Active.Import.Register",
+        "Power.Active.Import",
+        "Current.Import",
+        "Voltage",
+    )
+    meter_stale_after_s: float = 180.0  # a reading older than this is flagged not topical
+    station_max_power_w: float = 22000.0  # default when a station's own entry does not say
+    station_min_power_w: float = 4140.0  # 6 A x 3 phases x 230 V
+    profile_refresh_s: float = 300.0  # the live profile is re-sent this often
+    profile_validity_s: float = 900.0  # validTo of the live profile: a few refreshes ahead
+    call_timeout_s: float = 10.0
+    authorize: Literal["accept_all", "local_list"] = "accept_all"
+    local_id_tags: tuple[str, ...] = ()
+    stations: dict[str, StationConfig] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class UpstreamConfig:
+    csms_url: str = ""  # empty: standalone, the gateway answers the stations itself
+    notify_v16: Literal["none", "datatransfer"] = "none"
+    on_outage: Literal["buffer", "close_station"] = "buffer"
+    close_grace_s: float = 60.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StoreConfig:
+    path: str = "ocpp809.sqlite3"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class MetricsConfig:
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    port: Port = 9108
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Config:
+    limits: LimitsConfig = LimitsConfig()
+    iec104: Iec104Config = Iec104Config()
+    ocpp: OcppConfig = OcppConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    store: StoreConfig = StoreConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def parse_config(data: dict[str, object], file: str = "<config>") -> Config:
+    """Validate a TOML document already parsed into a dict."""
+    try:
+        # JSON mode: strict types, yet arrays may fill tuples and tables fill dataclasses.
+        config = _ADAPTER.validate_json(json.dumps(data, default=str))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        reason = "unknown key" if error["type"] == "unexpected_keyword_argument" else error["msg"]
+        raise ConfigError(file, key, reason) from None
+    _check(config, file)
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read ``path`` (None: built-in defaults) into a validated Config."""
+    if path is None:
+        return Config()
+    file = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(file, "(file)", "no such file") from None
+    except OSError as exc:
+        raise ConfigError(file, "(file)", exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", str(exc)) from None
+    return parse_config(data, file)
+
+
+def _check(config: Config, file: str) -> None:
+    def fail(key: str, reason: str) -> None:
+        raise ConfigError(file, key, reason)
+
+    lim = config.limits
+    for name in ("min_limit_w", "max_limit_w", "fallback_limit_w", "initial_limit_w"):
+        value = getattr(lim, name)
+        if not math.isfinite(value) or value < 0:
+            fail(f"limits.{name}", f"must be a finite number >= 0, got {value}")
+    if lim.min_limit_w > lim.max_limit_w:
+        fail("limits.min_limit_w", f"{lim.min_limit_w:g} is above limits.max_limit_w={lim.max_limit_w:g}")
+    for name in ("fallback_limit_w", "initial_limit_w"):
+        value = getattr(lim, name)
+        if not lim.min_limit_w <= value <= lim.max_limit_w:
+            fail(
+                f"limits.{name}",
+                f"{value:g} is outside [min_limit_w={lim.min_limit_w:g}, max_limit_w={lim.max_limit_w:g}]",
+            )
+    for name in ("hold_timeout_s", "max_command_age_s"):
+        if not getattr(lim, name) > 0:
+            fail(f"limits.{name}", "must be > 0")
+    if lim.future_tolerance_s < 0:
+        fail("limits.future_tolerance_s", "must be >= 0")
+
+    iec = config.iec104
+    seen: dict[int, str] = {}
+    for role in PointMap.__dataclass_fields__:
+        point: PointConfig = getattr(iec.points, role)
+        if not 1 <= point.ioa <= 0xFFFFFF:
+            fail(f"iec104.points.{role}.ioa", f"{point.ioa} is outside 1..16777215")
+        if point.ioa in seen:
+            fail(f"iec104.points.{role}.ioa", f"IOA {point.ioa} is already used by {seen[point.ioa]}")
+        seen[point.ioa] = role
+    if not 1 <= iec.common_address <= 65534:
+        fail("iec104.common_address", f"{iec.common_address} is outside 1..65534")
+    if not iec.t1_s > iec.t2_s:
+        fail("iec104.t2_s", f"must be below t1_s={iec.t1_s} (IEC 60870-5-104 5.3)")
+    if not 1 <= iec.w <= iec.k * 2 // 3:
+        fail("iec104.w", f"must be within 1..2/3 of k={iec.k}")
+    if iec.max_connections < 1:
+        fail("iec104.max_connections", "must be >= 1")
+    for name in ("deadband_w", "periodic_interval_s", "command_timeout_s"):
+        if not getattr(iec, name) >= 0:
+            fail(f"iec104.{name}", "must be >= 0")
+    _check_tls(iec.tls, "iec104.tls", fail)
+
+    oc = config.ocpp
+    for key, port in (("iec104.port", iec.port), ("ocpp.port", oc.port), ("metrics.port", config.metrics.port)):
+        if not 0 <= port <= 65535:
+            fail(key, f"{port} is outside 0..65535")
+    if oc.security_profile >= 2 and not oc.tls.enabled:
+        fail("ocpp.tls.enabled", f"security_profile={oc.security_profile} needs TLS")
+    _check_tls(oc.tls, "ocpp.tls", fail)
+    if oc.station_min_power_w > oc.station_max_power_w:
+        fail("ocpp.station_min_power_w", "is above ocpp.station_max_power_w")
+    if not oc.profile_validity_s > oc.profile_refresh_s > 0:
+        fail("ocpp.profile_validity_s", "must be above profile_refresh_s, which must be > 0")
+    for station_id, station in oc.stations.items():
+        if not 0 < len(station_id) <= 48 or ":" in station_id:
+            fail(f"ocpp.stations.{station_id}", "a station id has 1..48 characters and no ':'")
+        if oc.security_profile in (1, 2) and not station.password:
+            fail(f"ocpp.stations.{station_id}.password", "security profiles 1 and 2 need a password")
+        lo = station.min_power_w if station.min_power_w is not None else oc.station_min_power_w
+        hi = station.max_power_w if station.max_power_w is not None else oc.station_max_power_w
+        if lo > hi:
+            fail(f"ocpp.stations.{station_id}.min_power_w", f"{lo:g} is above max_power_w {hi:g}")
+    if oc.meter_stale_after_s <= 0:
+        fail("ocpp.meter_stale_after_s", "must be > 0")
+
+    url = config.upstream.csms_url
+    if url and not url.startswith(("ws://", "wss://")):
+        fail("upstream.csms_url", "must start with ws:// or wss://")
+
+
+def _check_tls(tls: TlsConfig, key: str, fail: object) -> None:
+    if tls.enabled:
+        for name in ("cert_file", "key_file"):
+            if not getattr(tls, name):
+                fail(f"{key}.{name}", "TLS is enabled but no file is given")  # type: ignore[operator]
+        if tls.require_client_cert and not tls.ca_file:
+            fail(f"{key}.ca_file", "require_client_cert needs a CA file")  # type: ignore[operator]

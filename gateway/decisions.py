@@ -1,0 +1,77 @@
+"""Decisions: commands the arbiter hands back to the shell and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.model import LimitSource, Mode, Quality, RejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmSetpoint:
+    """Positive activation confirmation: the setpoint is the limit in force."""
+
+    value_w: float
+
+
+@dataclass(frozen=True, slots=True)
+class RejectSetpoint:
+    """Negative activation confirmation; nothing changed."""
+
+    value_w: float
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """The site limit in force, its source and why (also drives fallback telemetry)."""
+
+    limit_w: float
+    source: LimitSource
+    mode: Mode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyStationLimit:
+    """Install this station's share: ``limit_w`` live, ``fallback_w`` when the gateway is gone."""
+
+    station_id: str
+    limit_w: float
+    fallback_w: float
+    seq: int
+    source: LimitSource
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTotalPower:
+    """Sum of the connected stations' measured active power, with its quality."""
+
+    power_w: float
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementChanged:
+    """Whether every connected station has accepted its latest allocation (IOA 301)."""
+
+    enforced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AllStationsEnforced:
+    """Every station accepted the allocation that followed a limit change ``elapsed_s`` ago."""
+
+    elapsed_s: float
+
+
+Decision = (
+    ConfirmSetpoint
+    | RejectSetpoint
+    | LimitChanged
+    | ApplyStationLimit
+    | PublishTotalPower
+    | EnforcementChanged
+    | AllStationsEnforced
+)

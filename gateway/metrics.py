@@ -1,0 +1,67 @@
+"""Prometheus metrics of the core shell; adapters register theirs on the same registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from gateway.decisions import (
+    AllStationsEnforced,
+    Decision,
+    EnforcementChanged,
+    LimitChanged,
+    PublishTotalPower,
+)
+from gateway.model import LimitSource, Mode
+
+
+class CoreMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.limit_w = Gauge("ocpp809_limit_w", "Site limit in force (W)", registry=r)
+        self.limit_source = Gauge(
+            "ocpp809_limit_source", "1 for the source of the limit in force", ["source"], registry=r
+        )
+        self.mode = Gauge("ocpp809_mode", "1 for the current arbitration mode", ["mode"], registry=r)
+        self.dso_link_up = Gauge("ocpp809_dso_link_up", "1 while a DSO master is connected", registry=r)
+        self.setpoints = Counter(
+            "ocpp809_setpoints", "DSO setpoints by result and reason", ["result", "reason"], registry=r
+        )
+        self.stations_connected = Gauge(
+            "ocpp809_stations_connected", "Connected stations by OCPP version", ["version"], registry=r
+        )
+        self.profile_results = Counter(
+            "ocpp809_profile_results", "SetChargingProfile results by outcome", ["outcome"], registry=r
+        )
+        self.total_power_w = Gauge("ocpp809_total_power_w", "Measured site active power (W)", registry=r)
+        self.enforced = Gauge("ocpp809_limit_enforced", "1 when every station accepted its share", registry=r)
+        self.enforce_seconds = Histogram(
+            "ocpp809_setpoint_to_enforced_seconds",
+            "Time from a limit change to every station Accepted",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.store_errors = Counter("ocpp809_store_errors", "Failed writes to the durable store", registry=r)
+
+    def observe(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            match decision:
+                case LimitChanged():
+                    self.limit_w.set(decision.limit_w)
+                    for source in LimitSource:
+                        self.limit_source.labels(source.value).set(int(source is decision.source))
+                    for mode in Mode:
+                        self.mode.labels(mode.value).set(int(mode is decision.mode))
+                case PublishTotalPower():
+                    self.total_power_w.set(decision.power_w)
+                case EnforcementChanged():
+                    self.enforced.set(int(decision.enforced))
+                case AllStationsEnforced():
+                    self.enforce_seconds.observe(decision.elapsed_s)
+                case _:
+                    pass
+
+    def serve(self, host: str, port: int) -> object:
+        """Start the /metrics HTTP endpoint; returns the server so it can be shut down."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server
