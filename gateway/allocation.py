@@ -38,8 +38,10 @@ def _ceil_dw(watts: float) -> int:
 def allocate(limit_w: float, stations: Sequence[StationRange]) -> dict[str, float]:
     """Return each station's allocation in watts (multiples of 0.1 W)."""
     limit_dw = max(0, _floor_dw(limit_w))
-    lows = [_ceil_dw(s.min_w) for s in stations]
-    highs = [max(_floor_dw(s.max_w), low) for s, low in zip(stations, lows, strict=True)]
+    highs = [max(0, _floor_dw(s.max_w)) for s in stations]
+    # A maximum is a safety bound, a minimum a charging one: if rounding makes them
+    # cross, the maximum wins.
+    lows = [min(_ceil_dw(s.min_w), high) for s, high in zip(stations, highs, strict=True)]
 
     active = len(stations)
     need = sum(lows)

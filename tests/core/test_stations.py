@@ -1,0 +1,158 @@
+"""Stations: allocations on connect/disconnect, enforcement tracking, measured power."""
+
+from __future__ import annotations
+
+from gateway.decisions import (
+    AllStationsEnforced,
+    ApplyStationLimit,
+    EnforcementChanged,
+    PublishTotalPower,
+)
+from gateway.events import (
+    MeterSampled,
+    ProfileResult,
+    SetpointReceived,
+    StationConnected,
+    StationDisconnected,
+    Tick,
+)
+from gateway.model import LimitSource, OcppVersion, ProfileOutcome, Quality
+from tests.core.helpers import SETTINGS, T0, new_arbiter, of_type
+
+V16 = OcppVersion.V16
+
+
+def connect(arbiter, station_id: str, now: float = T0, max_w: float = 22000, min_w: float = 4140):  # type: ignore[no-untyped-def]
+    return arbiter.handle(StationConnected(station_id, V16, max_w, min_w), now)
+
+
+def accept_all(arbiter, decisions, now: float):  # type: ignore[no-untyped-def]
+    out = []
+    for apply in of_type(decisions, ApplyStationLimit):
+        out += arbiter.handle(ProfileResult(apply.station_id, apply.seq, ProfileOutcome.ACCEPTED), now)
+    return out
+
+
+def test_a_connecting_station_gets_its_share_and_fallback_share() -> None:
+    arbiter = new_arbiter()
+    [apply] = of_type(connect(arbiter, "cp1"), ApplyStationLimit)
+    assert (apply.station_id, apply.limit_w, apply.fallback_w, apply.source) == (
+        "cp1",
+        22000.0,
+        10000.0,
+        LimitSource.INITIAL,
+    )
+
+
+def test_second_station_splits_the_limit_and_both_are_told() -> None:
+    arbiter = new_arbiter()
+    arbiter.handle(SetpointReceived(20000), T0)
+    connect(arbiter, "cp1")
+    applies = of_type(connect(arbiter, "cp2"), ApplyStationLimit)
+    assert {(a.station_id, a.limit_w, a.fallback_w) for a in applies} == {
+        ("cp1", 10000.0, 5000.0),
+        ("cp2", 10000.0, 5000.0),
+    }
+
+
+def test_reconnect_always_reapplies_even_when_unchanged() -> None:
+    arbiter = new_arbiter()
+    first = of_type(connect(arbiter, "cp1"), ApplyStationLimit)
+    again = of_type(connect(arbiter, "cp1"), ApplyStationLimit)
+    assert [a.limit_w for a in again] == [a.limit_w for a in first]
+    assert again[0].seq > first[0].seq
+
+
+def test_disconnect_gives_the_share_to_the_others() -> None:
+    arbiter = new_arbiter()
+    arbiter.handle(SetpointReceived(20000), T0)
+    connect(arbiter, "cp1")
+    connect(arbiter, "cp2")
+    [apply] = of_type(arbiter.handle(StationDisconnected("cp2"), T0), ApplyStationLimit)
+    assert (apply.station_id, apply.limit_w) == ("cp1", 20000.0)
+    assert arbiter.handle(StationDisconnected("nobody"), T0) == []
+
+
+def test_enforced_only_when_every_station_accepted_its_latest_allocation() -> None:
+    arbiter = new_arbiter()
+    d1 = connect(arbiter, "cp1")
+    d2 = connect(arbiter, "cp2")
+    assert EnforcementChanged(False) in d1
+    accept_all(arbiter, d1, T0)  # cp1's first allocation was replaced when cp2 came
+    assert not arbiter.view().enforced
+    out = accept_all(arbiter, d2, T0 + 0.5)
+    assert EnforcementChanged(True) in out and arbiter.view().enforced
+
+
+def test_time_from_setpoint_to_all_enforced_is_reported() -> None:
+    arbiter = new_arbiter()
+    accept_all(arbiter, connect(arbiter, "cp1") + connect(arbiter, "cp2"), T0)
+    decisions = arbiter.handle(SetpointReceived(20000), T0 + 10)
+    assert EnforcementChanged(False) in decisions
+    applies = of_type(decisions, ApplyStationLimit)
+    first = arbiter.handle(ProfileResult(applies[0].station_id, applies[0].seq, ProfileOutcome.ACCEPTED), T0 + 10.1)
+    assert of_type(first, AllStationsEnforced) == []
+    last = arbiter.handle(ProfileResult(applies[1].station_id, applies[1].seq, ProfileOutcome.ACCEPTED), T0 + 10.4)
+    [done] = of_type(last, AllStationsEnforced)
+    assert abs(done.elapsed_s - 0.4) < 1e-6
+
+
+def test_rejected_profile_keeps_enforcement_off() -> None:
+    arbiter = new_arbiter()
+    [apply] = of_type(connect(arbiter, "cp1"), ApplyStationLimit)
+    arbiter.handle(ProfileResult("cp1", apply.seq, ProfileOutcome.REJECTED), T0)
+    assert not arbiter.view().enforced
+    stale_answer = arbiter.handle(ProfileResult("cp1", apply.seq - 1, ProfileOutcome.ACCEPTED), T0)
+    assert stale_answer == [] and not arbiter.view().enforced
+
+
+def test_t4_two_stations_drawing_7200_w_in_total() -> None:
+    arbiter = new_arbiter()
+    connect(arbiter, "cp1")
+    connect(arbiter, "cp2")
+    first = arbiter.handle(MeterSampled("cp1", 3600), T0)
+    assert of_type(first, PublishTotalPower) == [PublishTotalPower(3600.0, Quality.INVALID)]
+    [total] = of_type(arbiter.handle(MeterSampled("cp2", 3600), T0), PublishTotalPower)
+    assert total == PublishTotalPower(7200.0, Quality.GOOD)
+    assert arbiter.view().total_power_w == 7200.0
+
+
+def test_total_follows_updates_and_disconnects_exactly() -> None:
+    arbiter = new_arbiter()
+    connect(arbiter, "cp1")
+    connect(arbiter, "cp2")
+    for value in (0.1, 0.2, 3600.3, 7200.7):
+        arbiter.handle(MeterSampled("cp1", value), T0)
+    arbiter.handle(MeterSampled("cp2", 0.2), T0)
+    assert arbiter.view().total_power_w == 7200.9
+    [total] = of_type(arbiter.handle(StationDisconnected("cp1"), T0), PublishTotalPower)
+    assert total == PublishTotalPower(0.2, Quality.GOOD)
+
+
+def test_unknown_station_sample_is_ignored() -> None:
+    arbiter = new_arbiter()
+    assert arbiter.handle(MeterSampled("ghost", 1000), T0) == []
+    assert arbiter.view().total_power_w == 0
+
+
+def test_stale_reading_is_flagged_not_topical_then_recovers() -> None:
+    arbiter = new_arbiter()
+    connect(arbiter, "cp1")
+    arbiter.handle(MeterSampled("cp1", 7200), T0)
+    stale_at = T0 + SETTINGS.meter_stale_after_s
+    assert arbiter.next_deadline() == stale_at
+    assert of_type(arbiter.handle(Tick(), stale_at - 1), PublishTotalPower) == []
+    [flagged] = of_type(arbiter.handle(Tick(), stale_at), PublishTotalPower)
+    assert flagged == PublishTotalPower(7200.0, Quality.NOT_TOPICAL)
+    [fresh] = of_type(arbiter.handle(MeterSampled("cp1", 7000), stale_at + 1), PublishTotalPower)
+    assert fresh == PublishTotalPower(7000.0, Quality.GOOD)
+
+
+def test_stale_check_follows_the_oldest_fresh_reading() -> None:
+    arbiter = new_arbiter()
+    connect(arbiter, "cp1")
+    arbiter.handle(MeterSampled("cp1", 1000), T0)
+    arbiter.handle(MeterSampled("cp1", 1000), T0 + 100)
+    # The first check comes early (conservative), finds nothing stale and re-arms.
+    assert arbiter.handle(Tick(), T0 + 180) == []
+    assert arbiter.next_deadline() == T0 + 280

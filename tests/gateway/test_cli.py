@@ -1,0 +1,83 @@
+"""The CLI: one-line config errors with exit 2, and a clean start/stop of `ocpp809 run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ocpp809.toml"
+OCPP809 = [sys.executable, "-m", "gateway.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*OCPP809, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run_cli("check-config", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_check_config_bad_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmin_limt_w = 6000\n")
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {bad}: limits.min_limt_w: unknown key"]
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("ocpp809 ")
+
+
+def test_run_starts_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"""
+[iec104]
+listen_host = "127.0.0.1"
+port = 0
+[ocpp]
+listen_host = "127.0.0.1"
+port = 0
+[metrics]
+enabled = false
+[store]
+path = "{tmp_path / 'store.sqlite3'}"
+"""
+    )
+    proc = subprocess.Popen(
+        [*OCPP809, "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while time.monotonic() < deadline:  # bounded: read lines until the start is logged
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "ocpp809 running" in line:
+                break
+        assert any("ocpp809 running" in line for line in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[1]
+        assert proc.returncode == 0, rest
+        assert "ocpp809 stopping" in rest
+        assert "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert (tmp_path / "store.sqlite3").exists()
