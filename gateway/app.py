@@ -61,6 +61,14 @@ class Gateway:
             raise
         if self.config.metrics.enabled:
             self.metrics_server = self.runtime.metrics.serve(self.config.metrics.listen_host, self.config.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen_host, self.metrics_port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound metrics port (the configured one may be 0)."""
+        if self.metrics_server is None:
+            return None
+        return int(self.metrics_server.server_address[1])  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         for adapter in reversed(self.adapters):
