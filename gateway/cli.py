@@ -61,7 +61,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ocpp809", description="DSO grid-integration gateway for EV charging")
+    parser = argparse.ArgumentParser(
+        prog="ocpp809", description="DSO grid-integration gateway for EV charging"
+    )
     parser.add_argument("--version", action="version", version=f"ocpp809 {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="human", choices=["human", "json"])

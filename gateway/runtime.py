@@ -75,7 +75,9 @@ class CoreRuntime:
     def start(self) -> None:
         """Announce the resumed limit to every adapter and arm the first deadline."""
         self._persist_if_changed(None)
-        decision = self.arbiter.limit_changed("resumed from the store" if self.arbiter.mode is not Mode.INITIAL else "initial limit")
+        decision = self.arbiter.limit_changed(
+            "resumed from the store" if self.arbiter.mode is not Mode.INITIAL else "initial limit"
+        )
         log.info("limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
         self._dispatch([decision])
         self._arm_deadline()
@@ -136,7 +138,13 @@ class CoreRuntime:
         for decision in decisions:
             if isinstance(decision, LimitChanged):
                 level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
-                log.log(level, "limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
+                log.log(
+                    level,
+                    "limit in force %.1f W (%s): %s",
+                    decision.limit_w,
+                    decision.source,
+                    decision.reason,
+                )
         self._dispatch(decisions)
         self._arm_deadline()
         return decisions
@@ -176,7 +184,16 @@ class CoreRuntime:
         reason = "ok" if outcome.reason is None else outcome.reason.value
         self.metrics.setpoints.labels(result, reason).inc()
         self._write_audit(
-            AuditRow(now, event.peer, event.kind.value, event.value_w, event.time_tag_s, outcome.accepted, reason, outcome.detail)
+            AuditRow(
+                now,
+                event.peer,
+                event.kind.value,
+                event.value_w,
+                event.time_tag_s,
+                outcome.accepted,
+                reason,
+                outcome.detail,
+            )
         )
 
     def _write_audit(self, row: AuditRow) -> None:

@@ -47,7 +47,9 @@ events = st.one_of(
     ),
     st.builds(StationDisconnected, st.sampled_from(STATION_IDS)),
     st.builds(MeterSampled, st.sampled_from(STATION_IDS), st.floats(0, 50000)),
-    st.builds(ProfileResult, st.sampled_from(STATION_IDS), st.integers(0, 40), st.sampled_from(list(ProfileOutcome))),
+    st.builds(
+        ProfileResult, st.sampled_from(STATION_IDS), st.integers(0, 40), st.sampled_from(list(ProfileOutcome))
+    ),
 )
 steps = st.lists(st.tuples(st.floats(0, 400), events), max_size=60)
 
@@ -76,7 +78,9 @@ def test_invariants_over_random_sequences(steps: list[tuple[float, Event]]) -> N
             readings.pop(event.station_id, None)
         if isinstance(event, StationDisconnected):
             readings.pop(event.station_id, None)
-        if isinstance(event, MeterSampled) and event.station_id in {s.station_id for s in arbiter.view().stations}:
+        if isinstance(event, MeterSampled) and event.station_id in {
+            s.station_id for s in arbiter.view().stations
+        }:
             readings[event.station_id] = event.power_w
 
         view = arbiter.view()

@@ -9,8 +9,20 @@ import pytest
 
 CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter"]
 FORBIDDEN = {
-    "c104", "ocpp", "websockets", "asyncio", "socket", "sqlite3", "threading", "time",
-    "datetime", "apscheduler", "prometheus_client", "os", "subprocess", "random",
+    "c104",
+    "ocpp",
+    "websockets",
+    "asyncio",
+    "socket",
+    "sqlite3",
+    "threading",
+    "time",
+    "datetime",
+    "apscheduler",
+    "prometheus_client",
+    "os",
+    "subprocess",
+    "random",
 }
 ROOT = Path(__file__).resolve().parents[2] / "gateway"
 
