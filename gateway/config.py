@@ -7,9 +7,11 @@ Every error becomes one ``ConfigError(file, key, reason)``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -79,6 +81,7 @@ class Iec104Config:
     deadband_w: float = 100.0  # spontaneous M_ME_TF_1 only when a value moves this much
     periodic_interval_s: float = 60.0  # cyclic transmission of every monitored point
     command_timeout_s: float = 2.0  # the core must answer a command within this, else FAILURE
+    link_poll_s: float = 0.5  # how often the active connection count is read (link up/down detection)
     points: PointMap = PointMap()
     tls: TlsConfig = TlsConfig()
 
@@ -225,6 +228,7 @@ def _check(config: Config, file: str) -> None:
     for name in ("deadband_w", "periodic_interval_s", "command_timeout_s"):
         if not getattr(iec, name) >= 0:
             fail(f"iec104.{name}", "must be >= 0")
+    _check_iec104(iec, fail)
     _check_tls(iec.tls, "iec104.tls", fail)
 
     oc = config.ocpp
@@ -253,6 +257,30 @@ def _check(config: Config, file: str) -> None:
     url = config.upstream.csms_url
     if url and not url.startswith(("ws://", "wss://")):
         fail("upstream.csms_url", "must start with ws:// or wss://")
+
+
+def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:
+    for name in ("t0_s", "t1_s", "t2_s", "t3_s", "k", "tick_rate_ms", "select_timeout_ms"):
+        if getattr(iec, name) < 1:
+            fail(f"iec104.{name}", "must be >= 1")
+    for name in ("command_timeout_s", "link_poll_s"):
+        value = getattr(iec, name)
+        if not (math.isfinite(value) and value > 0):
+            fail(f"iec104.{name}", "must be a finite number > 0")
+    if not math.isfinite(iec.deadband_w):
+        fail("iec104.deadband_w", "must be finite")
+    for address in iec.allowed_masters:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail("iec104.allowed_masters", f"{address!r} is not an IP address")
+    for role in ("fallback_active", "limit_enforced"):
+        point: PointConfig = getattr(iec.points, role)
+        if point.unit != "W":
+            fail(f"iec104.points.{role}.unit", "a single-point status has no unit")
+    for role in ("total_power", "limit_in_force", "fallback_active", "limit_enforced"):
+        if getattr(iec.points, role).select_before_operate:
+            fail(f"iec104.points.{role}.select_before_operate", "only setpoint (command) points can be selected")
 
 
 def _check_tls(tls: TlsConfig, key: str, fail: object) -> None:

@@ -1,0 +1,250 @@
+"""The IEC 104 translation module: point map <-> core events and decisions. Pure, no sockets.
+
+Everything the outstation decides about a point lives here, so it is tested without c104:
+which IOA plays which role, kW/W conversion, how a received command becomes a
+``SetpointReceived`` (or why it is refused before the core sees it), how a core decision
+becomes monitored values with IEC 104 quality flags, and when a value is worth a
+spontaneous transmission (deadband) versus only the cyclic one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.arbiter import SiteView
+from gateway.config import PointConfig, PointMap
+from gateway.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower
+from gateway.events import SetpointReceived
+from gateway.model import Mode, Quality, RejectReason, SetpointKind
+from iec104.codec import Cot, Cp56Time, QualityFlag, TypeId
+
+
+class Role(StrEnum):
+    """What a point means; the names are the keys of ``[iec104.points]``."""
+
+    LIMIT_SETPOINT = "limit_setpoint"
+    LIMIT_SETPOINT_TIME_TAGGED = "limit_setpoint_time_tagged"
+    TOTAL_POWER = "total_power"
+    LIMIT_IN_FORCE = "limit_in_force"
+    FALLBACK_ACTIVE = "fallback_active"
+    LIMIT_ENFORCED = "limit_enforced"
+
+
+ROLE_TYPES: dict[Role, TypeId] = {
+    Role.LIMIT_SETPOINT: TypeId.C_SE_NC_1,
+    Role.LIMIT_SETPOINT_TIME_TAGGED: TypeId.C_SE_TC_1,
+    Role.TOTAL_POWER: TypeId.M_ME_TF_1,
+    Role.LIMIT_IN_FORCE: TypeId.M_ME_TF_1,
+    Role.FALLBACK_ACTIVE: TypeId.M_SP_TB_1,
+    Role.LIMIT_ENFORCED: TypeId.M_SP_TB_1,
+}
+COMMAND_ROLES = (Role.LIMIT_SETPOINT, Role.LIMIT_SETPOINT_TIME_TAGGED)
+MONITORED_ROLES = (Role.TOTAL_POWER, Role.LIMIT_IN_FORCE, Role.FALLBACK_ACTIVE, Role.LIMIT_ENFORCED)
+
+_UNIT_FACTOR = {"W": 1.0, "kW": 1000.0}
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    role: Role
+    ioa: int
+    type_id: TypeId
+    unit: str = "W"
+    select_before_operate: bool = False
+
+    @property
+    def is_command(self) -> bool:
+        return self.role in COMMAND_ROLES
+
+
+def point_specs(points: PointMap) -> tuple[PointSpec, ...]:
+    """The configured point map as specs, in role order."""
+    specs = []
+    for role in Role:
+        cfg: PointConfig = getattr(points, role.value)
+        specs.append(PointSpec(role, cfg.ioa, ROLE_TYPES[role], cfg.unit, cfg.select_before_operate))
+    return tuple(specs)
+
+
+def to_watts(value: float, unit: str) -> float:
+    """A value in the point's unit, in watts. NaN and infinities pass through for the core to refuse."""
+    return value * _UNIT_FACTOR[unit]
+
+
+def from_watts(value_w: float, unit: str) -> float:
+    return value_w / _UNIT_FACTOR[unit]
+
+
+def quality_flags(quality: Quality) -> QualityFlag:
+    """Core quality onto QDS/SIQ bits: not topical -> NT, invalid (no reading at all) -> IV."""
+    match quality:
+        case Quality.GOOD:
+            return QualityFlag(0)
+        case Quality.NOT_TOPICAL:
+            return QualityFlag.NT
+        case Quality.INVALID:
+            return QualityFlag.IV
+    raise ValueError(quality)  # pragma: no cover - exhaustive over Quality
+
+
+# -- commands (master -> outstation) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandIn:
+    """A command as it arrived, before any judgement."""
+
+    type_id: int
+    ioa: int
+    common_address: int
+    cot: int
+    value: float
+    time_tag: Cp56Time | None = None
+    peer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRefused:
+    """The adapter refuses the command before the core sees it (audited with this reason)."""
+
+    reason: RejectReason
+    detail: str
+    kind: str
+    value_w: float | None
+
+
+def command_kind(type_id: int) -> str:
+    try:
+        return TypeId(type_id).name
+    except ValueError:
+        return f"type {type_id}"
+
+
+def translate_command(
+    command: CommandIn, common_address: int, specs: tuple[PointSpec, ...]
+) -> SetpointReceived | CommandRefused:
+    """Turn a received command into the core's event, or say why it cannot go to the core."""
+    kind = command_kind(command.type_id)
+    spec = next((s for s in specs if s.ioa == command.ioa and s.is_command), None)
+    value_w = to_watts(command.value, spec.unit) if spec is not None else command.value
+    if command.common_address != common_address:
+        return CommandRefused(
+            RejectReason.WRONG_COMMON_ADDRESS,
+            f"{kind} to common address {command.common_address}, this station is {common_address}",
+            kind,
+            value_w,
+        )
+    if spec is None:
+        return CommandRefused(RejectReason.UNKNOWN_POINT, f"{kind} to unknown IOA {command.ioa}", kind, value_w)
+    if command.type_id != spec.type_id:
+        return CommandRefused(
+            RejectReason.UNKNOWN_POINT,
+            f"{kind} to IOA {command.ioa}, which takes {spec.type_id.name}",
+            kind,
+            value_w,
+        )
+    if command.cot != Cot.ACTIVATION:
+        return CommandRefused(
+            RejectReason.UNEXPECTED_CAUSE,
+            f"{kind} at IOA {command.ioa} with cause of transmission {command.cot}, only activation (6) is accepted",
+            kind,
+            value_w,
+        )
+    if spec.type_id == TypeId.C_SE_TC_1:
+        if command.time_tag is None:  # pragma: no cover - the codec always decodes the tag of type 63
+            return CommandRefused(RejectReason.STALE, "C_SE_TC_1 without a time tag", kind, value_w)
+        # An invalid tag (IV bit) has no age: NaN makes the core refuse it as stale.
+        tag_s = math.nan if command.time_tag.invalid else command.time_tag.timestamp_s
+        return SetpointReceived(value_w, SetpointKind.TIME_TAGGED, tag_s, command.peer)
+    return SetpointReceived(value_w, SetpointKind.PLAIN, None, command.peer)
+
+
+# -- telemetry (outstation -> master) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoredValue:
+    """One monitored point's current state, ready for the wire. ``value_w`` drives the deadband."""
+
+    role: Role
+    ioa: int
+    type_id: TypeId
+    value: float | bool
+    quality: QualityFlag
+    recorded_at_s: float
+    value_w: float | None = None
+
+
+def _measured(spec: PointSpec, value_w: float, quality: QualityFlag, now_s: float) -> MonitoredValue:
+    return MonitoredValue(spec.role, spec.ioa, spec.type_id, from_watts(value_w, spec.unit), quality, now_s, value_w)
+
+
+def _status(spec: PointSpec, on: bool, now_s: float) -> MonitoredValue:
+    return MonitoredValue(spec.role, spec.ioa, spec.type_id, on, QualityFlag(0), now_s)
+
+
+def _by_role(specs: tuple[PointSpec, ...]) -> dict[Role, PointSpec]:
+    return {s.role: s for s in specs}
+
+
+def telemetry_for(decisions: list[Decision] | tuple[Decision, ...], specs: tuple[PointSpec, ...], now_s: float) -> list[MonitoredValue]:
+    """The monitored values a batch of core decisions changes (the latest per point wins)."""
+    roles = _by_role(specs)
+    out: dict[Role, MonitoredValue] = {}
+    for decision in decisions:
+        match decision:
+            case LimitChanged():
+                out[Role.LIMIT_IN_FORCE] = _measured(roles[Role.LIMIT_IN_FORCE], decision.limit_w, QualityFlag(0), now_s)
+                out[Role.FALLBACK_ACTIVE] = _status(roles[Role.FALLBACK_ACTIVE], decision.mode is Mode.FALLBACK, now_s)
+            case PublishTotalPower():
+                out[Role.TOTAL_POWER] = _measured(
+                    roles[Role.TOTAL_POWER], decision.power_w, quality_flags(decision.quality), now_s
+                )
+            case EnforcementChanged():
+                out[Role.LIMIT_ENFORCED] = _status(roles[Role.LIMIT_ENFORCED], decision.enforced, now_s)
+            case _:
+                pass
+    return list(out.values())
+
+
+def telemetry_from_view(view: SiteView, specs: tuple[PointSpec, ...], now_s: float) -> list[MonitoredValue]:
+    """Every monitored point from the core's current view (start-up and resynchronisation)."""
+    roles = _by_role(specs)
+    return [
+        _measured(roles[Role.TOTAL_POWER], view.total_power_w, quality_flags(view.quality), now_s),
+        _measured(roles[Role.LIMIT_IN_FORCE], view.limit_w, QualityFlag(0), now_s),
+        _status(roles[Role.FALLBACK_ACTIVE], view.mode is Mode.FALLBACK, now_s),
+        _status(roles[Role.LIMIT_ENFORCED], view.enforced, now_s),
+    ]
+
+
+class TransmitPolicy:
+    """Spontaneous transmission on change: status and quality on any change, measured values beyond a deadband.
+
+    The deadband compares with the last value *sent*, so a slow drift is still reported once it
+    adds up. Values inside the deadband reach the master through the cyclic transmission and
+    general interrogation, which always carry the current value.
+    """
+
+    def __init__(self, deadband_w: float) -> None:
+        self.deadband_w = deadband_w
+        self._sent: dict[int, MonitoredValue] = {}
+
+    def should_send(self, value: MonitoredValue) -> bool:
+        last = self._sent.get(value.ioa)
+        if last is None or last.quality != value.quality:
+            return True
+        if value.value_w is None or last.value_w is None:
+            return value.value != last.value
+        if value.value_w == last.value_w:
+            return False
+        return abs(value.value_w - last.value_w) >= self.deadband_w
+
+    def sent(self, value: MonitoredValue) -> None:
+        self._sent[value.ioa] = value
+
+    def forget(self) -> None:
+        """After a new master starts data transfer nothing counts as sent any more."""
+        self._sent.clear()
