@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ocpp809.toml"
 OCPP809 = [sys.executable, "-m", "gateway.cli"]
@@ -37,7 +40,8 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.startswith("ocpp809 ")
 
 
-def test_run_starts_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["human", "json"])
+def test_run_starts_and_stops_cleanly_on_sigint(tmp_path: Path, log_format: str) -> None:
     config = tmp_path / "site.toml"
     config.write_text(
         f"""
@@ -54,7 +58,7 @@ path = "{tmp_path / "store.sqlite3"}"
 """
     )
     proc = subprocess.Popen(
-        [*OCPP809, "run", "--config", str(config)],
+        [*OCPP809, "--log-format", log_format, "run", "--config", str(config)],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -81,3 +85,6 @@ path = "{tmp_path / "store.sqlite3"}"
             proc.kill()
             proc.wait(timeout=10)
     assert (tmp_path / "store.sqlite3").exists()
+    if log_format == "json":
+        records = [json.loads(line) for line in "".join(seen).splitlines() + rest.splitlines() if line]
+        assert any(r["message"] == "ocpp809 running" and r["levelname"] == "INFO" for r in records)
