@@ -1,0 +1,452 @@
+"""OCPP fan-out benchmark: ``python -m bench.fanout`` prints one table.
+
+For each number of simulated stations and each central system under test (the
+plain ``ocpp``-library baseline and the ocpp809 gateway's station server), in
+separate processes on 127.0.0.1:
+
+* connect + boot: from the first connection attempt to the last BootNotification
+  Accepted (measured by the station process);
+* setpoint -> all stations Accepted, measured in the server process: from the
+  setpoint's submission to each station's Accepted reaching the server (baseline:
+  its gather; gateway: the ProfileResult into the core, the clock stopped by the
+  core's AllStationsEnforced). Per round: p50/p99/max over the stations; the
+  table shows the median of each over the rounds;
+* MeterValues ingestion: every station sends its share back to back, one CALL
+  outstanding per connection; messages answered per second, and server CPU per
+  message (from /proc, steadier than wall time on a shared machine);
+* server RSS per station: (RSS with every station connected, booted and holding
+  its profile - RSS after a warm-up with no station) / N.
+
+Every process started here is stopped here; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.server_process import SYSTEMS, run_server
+from bench.stations import POWER_W, V16, V201, run_simulator
+
+SHARES_W = (10000.0, 11000.0)  # per-station shares the rounds alternate between
+WARMUP_STATIONS = 5
+
+TARGETS = {
+    1000: 0.100,  # setpoint -> all 1,000 stations Accepted, seconds
+    5000: 0.500,
+}
+TARGET_METER_RATE = 10000.0  # MeterValues/s
+TARGET_RSS_KB = 40.0  # per connected station
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Options:
+    stations: tuple[int, ...] = (100, 1000, 5000)
+    systems: tuple[str, ...] = SYSTEMS
+    version: str = V16
+    rounds: int = 7
+    meter_messages: int = 20000
+    connect_concurrency: int = 100
+    timeout_s: float = 120.0
+    reject_profiles: bool = False  # stations answer Rejected: the harness must notice
+    profile: bool = False  # cProfile the server during fan-out and ingestion
+
+
+@dataclass
+class CaseResult:
+    system: str
+    stations: int
+    version: str
+    connect_boot_s: float | None = None
+    fanout_p50_s: float | None = None
+    fanout_p99_s: float | None = None
+    fanout_max_s: float | None = None
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    not_accepted: int = 0
+    meter_rate: float | None = None
+    meter_answered: int = 0
+    server_cpu_us_per_msg: float | None = None
+    rss_kb_per_station: float | None = None
+    profiles_held: dict[str, int] = field(default_factory=dict)
+    server_calls: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    profile_fanout: str = ""
+    profile_meter: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Child:
+    """A child process answering (command, kwargs) on a pipe; always stopped by ``close``."""
+
+    def __init__(self, name: str, target: Any, *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.name = name
+        self.conn: Connection
+        self.conn, child_end = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child_end, *args), name=name, daemon=True)
+        self.proc.start()
+        child_end.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def request(self, command: str, wait_s: float, /, **kwargs: Any) -> Any:
+        self.conn.send((command, kwargs))
+        if not self.conn.poll(wait_s):
+            raise BenchError(f"{self.name}: no answer to {command} within {wait_s:g} s")
+        reply = self.conn.recv()
+        if not reply["ok"]:
+            raise BenchError(f"{self.name}: {command} failed: {reply['error']}")
+        return reply.get("result")
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("exit", {}))
+                if self.conn.poll(15):
+                    self.conn.recv()
+            except (OSError, EOFError):
+                pass
+            self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _wait_disconnected(server: Child, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.request("connected", 10) == 0:
+            return
+        time.sleep(0.05)
+    raise BenchError("warm-up stations still connected after closing them")
+
+
+def run_case(system: str, stations: int, opts: Options) -> CaseResult:
+    """Measure one central system with ``stations`` simulated stations; never raises BenchError."""
+    result = CaseResult(system, stations, opts.version)
+    server = Child(f"server-{system}", run_server, system, stations)
+    sim: Child | None = None
+    t = opts.timeout_s
+    try:
+        port = server.request("start", 60)["port"]
+        url = f"ws://127.0.0.1:{port}"
+        sim = Child("stations", run_simulator)
+
+        # Warm-up: schemas, code paths and caches are loaded before the RSS baseline.
+        warm = sim.request(
+            "connect", t, url=url, version=opts.version, prefix="W", count=WARMUP_STATIONS,
+            concurrency=opts.connect_concurrency, timeout_s=t / 2,
+        )
+        if warm["failed"]:
+            raise BenchError(f"warm-up connections failed: {warm['errors']}")
+        if not server.request("wait_ready", t, stations=WARMUP_STATIONS, timeout_s=t / 2)["ok"]:
+            raise BenchError("warm-up stations never became ready")
+        server.request("fan_out", t, site_limit_w=WARMUP_STATIONS * SHARES_W[0], timeout_s=t / 2)
+        sim.request("meter_burst", t, prefix="W", per_station=2, timeout_s=t / 2)
+        sim.request("close", t, prefix="W")
+        _wait_disconnected(server, 30)
+        time.sleep(0.3)
+        rss_before = rss_kb(server.pid)
+
+        boot = sim.request(
+            "connect", t * 2, url=url, version=opts.version, prefix="S", count=stations,
+            concurrency=opts.connect_concurrency, timeout_s=t, reject_profiles=opts.reject_profiles,
+        )
+        result.connect_boot_s = boot["elapsed_s"]
+        if boot["failed"]:
+            raise BenchError(f"{boot['failed']} of {stations} stations did not boot: {boot['errors']}")
+        ready = server.request("wait_ready", t, stations=stations, timeout_s=t / 2)
+        if not ready["ok"]:
+            if opts.reject_profiles:
+                result.notes.append("not ready: stations reject profiles")
+            else:
+                raise BenchError(f"server not ready with {stations} stations: {ready}")
+        time.sleep(0.5)  # let connect-time configuration traffic drain before timing
+
+        if opts.profile:
+            server.request("profile_start", 10)
+        share_w = SHARES_W[0]
+        for index in range(opts.rounds):
+            share_w = SHARES_W[index % 2]
+            answer = server.request("fan_out", t, site_limit_w=stations * share_w, timeout_s=t / 2)
+            times = sorted(answer["accept_times_s"])
+            result.not_accepted += answer["not_accepted"]
+            round_stats = {"elapsed_s": answer["elapsed_s"], "answers": len(times)}
+            if times:
+                round_stats.update(p50_s=percentile(times, 50), p99_s=percentile(times, 99), max_s=times[-1])
+            result.rounds.append(round_stats)
+            time.sleep(0.2)
+        if opts.profile:
+            result.profile_fanout = server.request("profile_stop", 30)
+        if result.not_accepted:
+            result.errors.append(f"{result.not_accepted} station answers over all rounds were not Accepted in time")
+        elapsed = [r["elapsed_s"] for r in result.rounds]
+        result.fanout_max_s = statistics.median(elapsed)
+        with_answers = [r for r in result.rounds if "p50_s" in r]
+        if with_answers:
+            result.fanout_p50_s = statistics.median(r["p50_s"] for r in with_answers)
+            result.fanout_p99_s = statistics.median(r["p99_s"] for r in with_answers)
+        elif not result.not_accepted:
+            result.notes.append("per-station answer times not observable; max only")
+
+        held = sim.request("profile_summary", 30, prefix="S")
+        result.profiles_held = held["top_level_limits"]
+        result.server_calls = held["server_calls"]
+        expected = f"{share_w:g} W"
+        if not opts.reject_profiles and held["top_level_limits"].get(expected, 0) != stations:
+            result.errors.append(f"stations hold {held['top_level_limits']}, expected {stations} x {expected}")
+        time.sleep(0.3)
+        result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
+
+        per_station = max(1, math.ceil(opts.meter_messages / stations))
+        counted_before = server.request("ingestion", 30)["meter_values"]
+        if opts.profile:
+            server.request("profile_start", 10)
+        cpu_before = cpu_s(server.pid)
+        burst = sim.request("meter_burst", t * 2, prefix="S", per_station=per_station, timeout_s=t)
+        cpu_used = cpu_s(server.pid) - cpu_before
+        if opts.profile:
+            result.profile_meter = server.request("profile_stop", 30)
+        result.meter_answered = burst["answered"]
+        if burst["failed"]:
+            result.errors.append(f"{burst['failed']} MeterValues failed: {burst['errors']}")
+        if burst["answered"]:
+            result.meter_rate = burst["answered"] / burst["elapsed_s"]
+            result.server_cpu_us_per_msg = cpu_used / burst["answered"] * 1e6
+        ingestion = server.request("ingestion", 30)
+        counted = ingestion["meter_values"] - counted_before
+        if counted < burst["answered"]:
+            result.errors.append(f"server counted {counted} MeterValues of {burst['answered']} answered")
+        if abs(ingestion["total_power_w"] - stations * POWER_W) > 1:
+            result.errors.append(f"server total {ingestion['total_power_w']:g} W, expected {stations * POWER_W:g} W")
+    except BenchError as exc:
+        result.errors.append(str(exc))
+    finally:
+        if sim is not None:
+            sim.close()
+        server.close()
+    return result
+
+
+# -- output --------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f}" if value >= 0.1 else f"{value * 1000:.1f}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("ocpp", "websockets", "orjson"))
+    return (
+        f"{platform.node() or 'host'}: {model}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()} on {platform.system()} {platform.release()}; {versions}"
+    )
+
+
+def render_table(results: list[CaseResult]) -> str:
+    head = (
+        "| stations | system | connect+boot (s) | setpoint→Accepted p50 / p99 / max (ms) "
+        "| MeterValues/s | server CPU µs/msg | RSS KB/station | status |"
+    )
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        fan = f"{_ms(r.fanout_p50_s)} / {_ms(r.fanout_p99_s)} / {_ms(r.fanout_max_s)}"
+        status = "ok" if r.ok else "FAILED: " + "; ".join(r.errors)[:200]
+        lines.append(
+            f"| {r.stations} | {r.system} | {_num(r.connect_boot_s, '.2f')} | {fan} "
+            f"| {_num(r.meter_rate, ',.0f')} | {_num(r.server_cpu_us_per_msg, ',.0f')} "
+            f"| {_num(r.rss_kb_per_station, '.1f')} | {status} |"
+        )
+    by_key = {(r.stations, r.system): r for r in results}
+    ratio_lines = []
+    for n in sorted({r.stations for r in results}):
+        g, b = by_key.get((n, "gateway")), by_key.get((n, "baseline"))
+        if g is None or b is None:
+            continue
+        fan = (
+            f"{_ratio(g.fanout_p50_s, b.fanout_p50_s)} / {_ratio(g.fanout_p99_s, b.fanout_p99_s)}"
+            f" / {_ratio(g.fanout_max_s, b.fanout_max_s)}"
+        )
+        ratio_lines.append(
+            f"| {n} | gateway/baseline | {_ratio(g.connect_boot_s, b.connect_boot_s)} | {fan} "
+            f"| {_ratio(g.meter_rate, b.meter_rate)} | {_ratio(g.server_cpu_us_per_msg, b.server_cpu_us_per_msg)} "
+            f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | |"
+        )
+    return "\n".join(lines + ratio_lines)
+
+
+def render_targets(results: list[CaseResult]) -> str:
+    lines = ["| target (gateway, strict validation on) | measured | met |", "|---|---:|---|"]
+    for r in results:
+        if r.system != "gateway":
+            continue
+        if r.stations in TARGETS:
+            limit = TARGETS[r.stations]
+            met = r.fanout_max_s is not None and r.ok and r.fanout_max_s <= limit
+            lines.append(
+                f"| setpoint → all {r.stations:,} Accepted ≤ {limit * 1000:.0f} ms "
+                f"| {_ms(r.fanout_max_s)} ms | {'yes' if met else 'no'} |"
+            )
+        met = r.meter_rate is not None and r.meter_rate >= TARGET_METER_RATE
+        lines.append(
+            f"| MeterValues ≥ {TARGET_METER_RATE:,.0f}/s ({r.stations:,} stations) "
+            f"| {_num(r.meter_rate, ',.0f')}/s | {'yes' if met else 'no'} |"
+        )
+        met = r.rss_kb_per_station is not None and r.rss_kb_per_station <= TARGET_RSS_KB
+        lines.append(
+            f"| RSS ≤ {TARGET_RSS_KB:.0f} KB/station ({r.stations:,} stations) "
+            f"| {_num(r.rss_kb_per_station, '.1f')} KB | {'yes' if met else 'no'} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# -- command line --------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stations", default="100,1000,5000", help="comma-separated station counts")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="baseline,gateway (either or both)")
+    parser.add_argument("--version", choices=("1.6", "2.0.1"), default="1.6")
+    parser.add_argument("--rounds", type=int, default=None, help="setpoint rounds per case (default 7, quick 3)")
+    parser.add_argument("--meter-messages", type=int, default=None, help="MeterValues per case (default 20000)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds and 5,000 MeterValues per case")
+    parser.add_argument("--profile", action="store_true", help="cProfile the servers (times inflated)")
+    parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
+    args = parser.parse_args(argv)
+    try:
+        stations = tuple(int(n) for n in args.stations.split(",") if n.strip())
+    except ValueError:
+        parser.error(f"--stations: not a list of integers: {args.stations!r}")
+    if not stations or min(stations) < 1:
+        parser.error("--stations: give at least one count >= 1")
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    for system in systems:
+        if system not in SYSTEMS:
+            parser.error(f"--systems: unknown system {system!r}")
+    if args.version == "2.0.1" and "baseline" in systems:
+        parser.error("--version 2.0.1: the baseline speaks 1.6 only; use --systems gateway")
+    opts = Options(
+        stations=stations,
+        systems=systems,
+        version=V16 if args.version == "1.6" else V201,
+        rounds=args.rounds or (3 if args.quick else 7),
+        meter_messages=args.meter_messages or (5000 if args.quick else 20000),
+        profile=args.profile,
+    )
+    return opts, args
+
+
+def run(opts: Options, progress: Any = None) -> list[CaseResult]:
+    results = []
+    for stations in opts.stations:
+        for system in opts.systems:
+            if progress is not None:
+                progress(f"{system}: {stations} stations ({opts.version}) ...")
+            started = time.monotonic()
+            result = run_case(system, stations, opts)
+            if progress is not None:
+                state = "ok" if result.ok else f"FAILED: {result.errors}"
+                progress(f"  done in {time.monotonic() - started:.0f} s, {state}")
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts, args = parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = run(opts, progress)
+    print(f"Machine: {machine_description()}")
+    print(
+        f"OCPP {opts.version.removeprefix('ocpp')}, {opts.rounds} setpoint rounds (medians shown), "
+        f"{opts.meter_messages:,} MeterValues per case, strict schema validation on in both systems.\n"
+    )
+    print(render_table(results))
+    targets = render_targets(results)
+    if targets:
+        print()
+        print(targets)
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.system} {r.stations}: {note}")
+        if r.server_calls:
+            print(f"server→station calls, {r.system} {r.stations}: {r.server_calls}")
+    if opts.profile:
+        for r in results:
+            print(f"\n### profile: {r.system}, {r.stations} stations, fan-out rounds\n{r.profile_fanout}")
+            print(f"\n### profile: {r.system}, {r.stations} stations, MeterValues burst\n{r.profile_meter}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": machine_description(), "results": [asdict(r) for r in results]}, out, indent=1)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The central system under test, in its own process, driven by the harness over a pipe.
+
+Both systems offer the same small surface (``start/stop``, ``port``, ``connected``,
+``ready``, ``fan_out``, ``meter_count``, ``total_power_w``), so the harness treats
+them alike. Commands are read on a dedicated thread, so the asyncio loop and the
+default executor (which the ``ocpp`` library uses for validation) stay the
+system's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import logging
+import pstats
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.stations import raise_fd_limit
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("baseline", "gateway")
+
+
+def _make_system(system: str, stations_hint: int) -> Any:
+    if system == "baseline":
+        from bench.baseline_csms import BaselineCsms
+
+        return BaselineCsms()
+    if system == "gateway":
+        from bench.gateway_under_test import GatewayUnderTest
+
+        return GatewayUnderTest(stations_hint)
+    raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
+
+
+class _Controller:
+    def __init__(self, system: str, stations_hint: int) -> None:
+        self.system = _make_system(system, stations_hint)
+        self.profiler: cProfile.Profile | None = None
+
+    async def start(self) -> dict[str, Any]:
+        await self.system.start()
+        return {"port": self.system.port}
+
+    def connected(self) -> int:
+        return int(self.system.connected())
+
+    async def wait_ready(self, stations: int, timeout_s: float) -> dict[str, Any]:
+        """Poll (bounded) until the system holds ``stations`` booted, enforced stations."""
+        start = time.perf_counter()
+        deadline = start + timeout_s
+        while time.perf_counter() < deadline:
+            if self.system.ready(stations):
+                return {"ok": True, "elapsed_s": time.perf_counter() - start}
+            await asyncio.sleep(0.02)
+        return {"ok": False, "elapsed_s": time.perf_counter() - start, "connected": self.connected()}
+
+    async def fan_out(self, site_limit_w: float, timeout_s: float) -> dict[str, Any]:
+        result = await self.system.fan_out(site_limit_w, timeout_s)
+        return {
+            "elapsed_s": result.elapsed_s,
+            "accept_times_s": list(result.accept_times_s),
+            "not_accepted": result.not_accepted,
+        }
+
+    def ingestion(self) -> dict[str, Any]:
+        return {"meter_values": self.system.meter_count(), "total_power_w": self.system.total_power_w()}
+
+    def profile_start(self) -> None:
+        self.profiler = cProfile.Profile()
+        self.profiler.enable()
+
+    def profile_stop(self, top: int = 25) -> str:
+        if self.profiler is None:
+            return ""
+        self.profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(self.profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        self.profiler = None
+        return out.getvalue()
+
+    async def stop(self) -> None:
+        await self.system.stop()
+
+
+async def _serve_commands(conn: Connection, system: str, stations_hint: int) -> None:
+    controller = _Controller(system, stations_hint)
+    loop = asyncio.get_running_loop()
+    control = ThreadPoolExecutor(1, thread_name_prefix="server-control")
+    try:
+        while True:
+            command, kwargs = await loop.run_in_executor(control, conn.recv)
+            if command == "exit":
+                try:
+                    await controller.stop()
+                except Exception:
+                    log.exception("the system under test did not stop cleanly")
+                conn.send({"ok": True})
+                return
+            try:
+                result = getattr(controller, command)(**kwargs)
+                if asyncio.iscoroutine(result):
+                    result = await result
+                conn.send({"ok": True, "result": result})
+            except Exception as exc:
+                log.exception("server command %s failed", command)
+                conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        control.shutdown(wait=False)
+
+
+def run_server(conn: Connection, system: str, stations_hint: int) -> None:
+    """Process entry point for one central system under test."""
+    logging.basicConfig(level=logging.WARNING)
+    raise_fd_limit()
+    asyncio.run(_serve_commands(conn, system, stations_hint))
