@@ -260,9 +260,11 @@ def _check(config: Config, file: str) -> None:
 
 
 def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:
-    for name in ("t0_s", "t1_s", "t2_s", "t3_s", "k", "tick_rate_ms", "select_timeout_ms"):
+    for name in ("t0_s", "t1_s", "t2_s", "t3_s", "k", "select_timeout_ms"):
         if getattr(iec, name) < 1:
             fail(f"iec104.{name}", "must be >= 1")
+    if iec.tick_rate_ms < 50:
+        fail("iec104.tick_rate_ms", "must be >= 50 (c104's minimum)")
     for name in ("command_timeout_s", "link_poll_s"):
         value = getattr(iec, name)
         if not (math.isfinite(value) and value > 0):

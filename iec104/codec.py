@@ -128,6 +128,24 @@ def decode_cp56(data: bytes) -> Cp56Time:
     return Cp56Time(seconds + ms / 1000, invalid=invalid, summer_time=summer)
 
 
+# -- short floats ----------------------------------------------------------------
+
+
+def decode_float32(data: bytes) -> float:
+    """IEEE 754 short float as the shortest decimal that encodes to the same octets.
+
+    The master typed 5.9, not 5.900000095367432: reading it back this way keeps kW -> W
+    conversion and the audit log exact for every value a float32 can carry.
+    """
+    (value,) = struct.unpack("<f", data)
+    if math.isfinite(value):
+        for digits in range(6, 10):
+            candidate = float(f"{value:.{digits}g}")
+            if struct.pack("<f", candidate) == data:
+                return candidate
+    return float(value)
+
+
 # -- ASDU -----------------------------------------------------------------------
 
 
@@ -221,13 +239,13 @@ def _decode_element(type_id: int, ioa: int, data: bytes) -> InfoObject:
         case TypeId.M_SP_TB_1:
             return InfoObject(ioa, bool(data[0] & 1), QualityFlag(data[0] & 0xF0), decode_cp56(data[1:8]))
         case TypeId.M_ME_NC_1:
-            (value,) = struct.unpack("<f", data[:4])
+            value = decode_float32(data[:4])
             return InfoObject(ioa, value, QualityFlag(data[4] & 0xF1))
         case TypeId.M_ME_TF_1:
-            (value,) = struct.unpack("<f", data[:4])
+            value = decode_float32(data[:4])
             return InfoObject(ioa, value, QualityFlag(data[4] & 0xF1), decode_cp56(data[5:12]))
         case TypeId.C_SE_NC_1 | TypeId.C_SE_TC_1:
-            (value,) = struct.unpack("<f", data[:4])
+            value = decode_float32(data[:4])
             tag = decode_cp56(data[5:12]) if type_id == TypeId.C_SE_TC_1 else None
             return InfoObject(ioa, value, time_tag=tag, select=bool(data[4] & 0x80), qualifier=data[4] & 0x7F)
         case TypeId.M_EI_NA_1 | TypeId.C_IC_NA_1:

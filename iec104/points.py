@@ -70,7 +70,7 @@ def point_specs(points: PointMap) -> tuple[PointSpec, ...]:
 
 def to_watts(value: float, unit: str) -> float:
     """A value in the point's unit, in watts. NaN and infinities pass through for the core to refuse."""
-    return value * _UNIT_FACTOR[unit]
+    return round(value * _UNIT_FACTOR[unit], 6)  # 5.9 kW is 5900 W, not 5900.000000000001
 
 
 def from_watts(value_w: float, unit: str) -> float:

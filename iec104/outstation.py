@@ -1,0 +1,530 @@
+"""The IEC 60870-5-104 outstation (controlled station) on c104: the adapter shell.
+
+Threads: c104 calls ``on_receive``, ``on_connect`` and ``on_unexpected_message`` on its
+own threads. Those callbacks only translate (``iec104.points``), hand the event to the
+asyncio loop and answer; all core access and every point update happen on the loop.
+
+Fail closed: c104 turns an exception or a wrong return type in ``on_receive`` into a
+*positive* confirmation and drops the callback for good. ``_on_command`` therefore
+catches everything and answers FAILURE on any error or timeout. The limit is never read
+back from ``point.value`` (c104 stores rejected values there too); the core is the truth.
+
+Link supervision: c104 has no server-side disconnect callback, so a scheduler job polls
+the count of connections in data transfer (after STARTDT, before STOPDT) and feeds
+``DsoLinkUp``/``DsoLinkLost`` on transitions. A silently dead TCP connection is noticed
+by lib60870 after t3 (idle, TESTFR act sent) + t1 (no TESTFR con), plus one poll.
+
+This module has no ``from __future__ import annotations`` on purpose: c104 2.2.1
+compares callback signatures with real annotation objects and refuses string ones.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
+from enum import Enum
+
+import c104
+from prometheus_client import Counter, Gauge
+
+from gateway.config import Iec104Config
+from gateway.decisions import Decision
+from gateway.errors import Ocpp809Error, PeerInputError
+from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
+from gateway.model import RejectReason
+from gateway.runtime import CoreRuntime, SetpointOutcome
+from iec104.codec import Cot, QualityFlag, TypeId, decode_asdu
+from iec104.points import (
+    CommandIn,
+    CommandRefused,
+    MonitoredValue,
+    PointSpec,
+    TransmitPolicy,
+    command_kind,
+    point_specs,
+    telemetry_for,
+    telemetry_from_view,
+    translate_command,
+)
+
+log = logging.getLogger(__name__)
+
+_C104_TYPES = {
+    TypeId.C_SE_NC_1: c104.Type.C_SE_NC_1,
+    TypeId.C_SE_TC_1: c104.Type.C_SE_TC_1,
+    TypeId.M_ME_TF_1: c104.Type.M_ME_TF_1,
+    TypeId.M_SP_TB_1: c104.Type.M_SP_TB_1,
+}
+_UMC_REASONS = {
+    "UNKNOWN_IOA": RejectReason.UNKNOWN_POINT,
+    "MISMATCHED_TYPE_ID": RejectReason.UNKNOWN_POINT,
+    "UNKNOWN_TYPE_ID": RejectReason.UNKNOWN_POINT,
+    "INVALID_TYPE_ID": RejectReason.UNKNOWN_POINT,
+    "UNKNOWN_CA": RejectReason.WRONG_COMMON_ADDRESS,
+    "INVALID_COT": RejectReason.UNEXPECTED_CAUSE,
+    "UNKNOWN_COT": RejectReason.UNEXPECTED_CAUSE,
+}
+_FIRST_COMMAND_TYPE = 45  # C_SC_NA_1: lower type ids are monitor direction
+_PORT_ATTEMPTS = 5
+
+
+class Iec104StartError(Ocpp809Error):
+    """The outstation could not start (port in use, unreadable certificate, ...)."""
+
+
+class _TicketState(Enum):
+    PENDING = "pending"
+    STARTED = "started"
+    ABANDONED = "abandoned"
+
+
+class _Ticket:
+    """Decides, under a lock, whether a command reached the core or was abandoned on timeout.
+
+    A command abandoned before the loop started it never reaches the core, so the negative
+    confirmation the master gets is the truth and nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.state = _TicketState.PENDING
+
+    def start(self) -> bool:
+        with self.lock:
+            if self.state is _TicketState.ABANDONED:
+                return False
+            self.state = _TicketState.STARTED
+            return True
+
+    def abandon(self) -> _TicketState:
+        with self.lock:
+            if self.state is _TicketState.PENDING:
+                self.state = _TicketState.ABANDONED
+            return self.state
+
+
+class _Metrics:
+    def __init__(self, runtime: CoreRuntime) -> None:
+        r = runtime.metrics.registry
+        self.active_connections = Gauge(
+            "ocpp809_iec104_active_connections", "IEC 104 connections in data transfer", registry=r
+        )
+        self.refused_connections = Counter(
+            "ocpp809_iec104_refused_connections", "Connections refused by the master allowlist", registry=r
+        )
+        self.command_failures = Counter(
+            "ocpp809_iec104_command_failures",
+            "Commands answered negatively because the core erred or did not answer in time",
+            ["cause"],
+            registry=r,
+        )
+        self.transmissions = Counter(
+            "ocpp809_iec104_transmissions", "Monitored values handed to c104 by cause", ["cause"], registry=r
+        )
+        self.transmit_failures = Counter(
+            "ocpp809_iec104_transmit_failures", "Monitored values c104 did not accept", registry=r
+        )
+
+
+class Iec104Outstation:
+    def __init__(self, config: Iec104Config, runtime: CoreRuntime) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.specs: tuple[PointSpec, ...] = point_specs(config.points)
+        self._allowed = frozenset(ipaddress.ip_address(a) for a in config.allowed_masters)
+        self._policy = TransmitPolicy(config.deadband_w)
+        self._metrics = _Metrics(runtime)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: c104.Server | None = None
+        self._points: dict[int, c104.Point] = {}
+        self._current: dict[int, MonitoredValue] = {}
+        self._dirty: set[int] = set()
+        self._flush_scheduled = False
+        self._link_up = False
+        self._active = 0
+        self._peers_lock = threading.Lock()
+        self._peers: list[str] = []  # addresses accepted since the connection count was last zero
+        self._jobs: list[str] = []
+        self._port = config.port
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the outstation listens on (the chosen one when the config says 0)."""
+        return self._port
+
+    @property
+    def link_up(self) -> bool:
+        return self._link_up
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        if not self._allowed:
+            log.warning("iec104.allowed_masters is empty: masters from any address are accepted")
+        # Port 0: c104 would bind a random port but cannot tell which, so pick a free one here.
+        attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            self._port = cfg.port or _free_port(cfg.listen_host)
+            server = self._build_server()
+            # Points hold the core's current state before any master can interrogate.
+            self._update(telemetry_from_view(self.runtime.view(), self.specs, time.time()))
+            self._write_points()
+            try:
+                server.start()
+                break
+            except RuntimeError as exc:
+                server.stop()
+                if attempt == attempts:
+                    raise Iec104StartError(f"IEC 104 server on {cfg.listen_host}:{self._port}: {exc}") from None
+        self._server = server
+        self.runtime.add_listener(self._on_decisions)
+        scheduler = self.runtime.scheduler
+        poll = scheduler.add_job(self._poll_link, "interval", seconds=cfg.link_poll_s, id=f"iec104-link-{id(self)}")
+        self._jobs.append(poll.id)
+        if cfg.periodic_interval_s > 0:
+            cyclic = scheduler.add_job(
+                self._transmit_cyclic, "interval", seconds=cfg.periodic_interval_s, id=f"iec104-cyclic-{id(self)}"
+            )
+            self._jobs.append(cyclic.id)
+        log.info(
+            "IEC 104 outstation on %s:%d (common address %d, TLS %s)",
+            cfg.listen_host,
+            self._port,
+            cfg.common_address,
+            "on" if cfg.tls.enabled else "off",
+        )
+
+    def _build_server(self) -> c104.Server:
+        cfg = self.config
+        try:
+            server = c104.Server(
+                ip=cfg.listen_host,
+                port=self._port,
+                tick_rate_ms=cfg.tick_rate_ms,
+                select_timeout_ms=cfg.select_timeout_ms,
+                max_connections=cfg.max_connections,
+                transport_security=self._transport_security(),
+            )
+        except ValueError as exc:
+            raise Iec104StartError(f"IEC 104 settings: {exc}") from None
+        params = server.protocol_parameters
+        params.connection_timeout = cfg.t0_s
+        params.message_timeout = cfg.t1_s
+        params.confirm_interval = cfg.t2_s
+        params.keep_alive_interval = cfg.t3_s
+        params.send_window_size = cfg.k
+        params.receive_window_size = cfg.w
+        points: dict[int, c104.Point] = {}
+        station = server.add_station(common_address=cfg.common_address)
+        if station is None:  # pragma: no cover - a fresh server always takes its first station
+            raise Iec104StartError(f"cannot add station {cfg.common_address}")
+        for spec in self.specs:
+            mode = c104.CommandMode.SELECT_AND_EXECUTE if spec.select_before_operate else c104.CommandMode.DIRECT
+            point = station.add_point(io_address=spec.ioa, type=_C104_TYPES[spec.type_id], command_mode=mode)
+            if point is None:  # pragma: no cover - IOAs are unique (config check)
+                raise Iec104StartError(f"cannot add IOA {spec.ioa}")
+            if spec.is_command:
+                point.on_receive(callable=self._on_command)
+            points[spec.ioa] = point
+        server.on_connect(callable=self._on_connect)
+        server.on_unexpected_message(callable=self._on_unexpected)
+        self._points = points
+        return server
+
+    async def stop(self) -> None:
+        for job_id in self._jobs:
+            if self.runtime.scheduler.get_job(job_id) is not None:
+                self.runtime.scheduler.remove_job(job_id)
+        self._jobs.clear()
+        server, self._server = self._server, None
+        if server is not None:
+            # stop() joins c104's threads, which may be waiting for the loop in _on_command.
+            await asyncio.to_thread(server.stop)
+        log.info("IEC 104 outstation stopped")
+
+    def _transport_security(self) -> c104.TransportSecurity | None:
+        tls = self.config.tls
+        if not tls.enabled:
+            return None
+        # validate: chain and validity time of the master's certificate against the CA.
+        # only_known=False: any certificate the CA signed is accepted (no pinning list).
+        security = c104.TransportSecurity(validate=tls.require_client_cert, only_known=False)
+        security.set_certificate(cert=tls.cert_file, key=tls.key_file)
+        if tls.ca_file:
+            security.set_ca_certificate(cert=tls.ca_file)
+        security.set_version(min=c104.TlsVersion.TLS_1_2, max=c104.TlsVersion.TLS_1_3)
+        return security
+
+    # -- c104 callbacks (c104's threads) -------------------------------------------------
+
+    def _on_connect(self, server: c104.Server, ip: str) -> bool:
+        try:
+            if self._allowed:
+                try:
+                    allowed = ipaddress.ip_address(ip) in self._allowed
+                except ValueError:
+                    allowed = False
+                if not allowed:
+                    log.warning("IEC 104 connection from %s refused: not in iec104.allowed_masters", ip)
+                    self._metrics.refused_connections.inc()
+                    return False
+            log.info("IEC 104 connection from %s accepted", ip)
+            with self._peers_lock:
+                if ip not in self._peers:
+                    self._peers.append(ip)
+            return True
+        except Exception:  # never raise into c104; refuse when unsure
+            log.exception("on_connect failed for %s", ip)
+            return False
+
+    def _on_command(
+        self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
+    ) -> c104.ResponseState:
+        try:
+            return self._decide_command(message)
+        except BaseException:  # fail closed, and keep the callback installed for the next command
+            log.exception("IEC 104 command handling failed; answering negatively")
+            self._metrics.command_failures.labels("internal_error").inc()
+            return c104.ResponseState.FAILURE
+
+    def _on_unexpected(self, server: c104.Server, message: c104.IncomingMessage, cause: c104.Umc) -> None:
+        # c104 has already answered (negative ACT_CON and/or a mirrored UNKNOWN_* cause).
+        try:
+            type_id = int(message.type.value)
+            if type_id < _FIRST_COMMAND_TYPE:
+                log.warning("unexpected %s in monitor direction from the master: %s", message.type, cause)
+                return
+            kind = command_kind(type_id)
+            reason = _UMC_REASONS.get(cause.name, RejectReason.UNKNOWN_POINT)
+            detail = f"{kind} at IOA {message.io_address}, common address {message.common_address}: {cause.name}"
+            value: float | None = None
+            command = self._command_from(message)
+            if command is not None:
+                # Our own translation names the refusal more precisely than c104's cause.
+                translated = translate_command(command, self.config.common_address, self.specs)
+                value = command.value
+                if isinstance(translated, CommandRefused):
+                    reason, detail, value = translated.reason, translated.detail, translated.value_w
+            peer = self._peer(message.originator_address)
+            self._call_on_loop(self.runtime.refuse_command, peer, kind, value, reason, detail)
+        except Exception:
+            log.exception("on_unexpected_message failed")
+
+    # -- command path ---------------------------------------------------------------------
+
+    def _decide_command(self, message: c104.IncomingMessage) -> c104.ResponseState:
+        command = self._command_from(message)
+        if command is None:
+            raise PeerInputError("command ASDU could not be decoded")
+        translated = translate_command(command, self.config.common_address, self.specs)
+        if isinstance(translated, CommandRefused):
+            self._call_on_loop(
+                self.runtime.refuse_command,
+                command.peer,
+                translated.kind,
+                translated.value_w,
+                translated.reason,
+                translated.detail,
+            )
+            return c104.ResponseState.FAILURE
+        outcome = self._submit_and_wait(translated)
+        return c104.ResponseState.SUCCESS if outcome.accepted else c104.ResponseState.FAILURE
+
+    def _command_from(self, message: c104.IncomingMessage) -> CommandIn | None:
+        """Decode the command from its raw octets: exact CP56Time2a (UTC, IV bit) and float value."""
+        raw = bytes(message.raw)
+        try:
+            asdu = decode_asdu(raw[6:])
+        except PeerInputError:
+            return None
+        if not asdu.objects:
+            return None
+        obj = asdu.objects[0]
+        value = float(obj.value) if isinstance(obj.value, (int, float)) else float("nan")
+        return CommandIn(
+            asdu.type_id,
+            obj.ioa,
+            asdu.common_address,
+            asdu.cot,
+            value,
+            obj.time_tag,
+            self._peer(asdu.originator),
+        )
+
+    def _submit_and_wait(self, event: SetpointReceived) -> SetpointOutcome:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("no event loop")
+        ticket = _Ticket()
+        future: Future[SetpointOutcome | None] = asyncio.run_coroutine_threadsafe(self._decide(event, ticket), loop)
+        timeout_s = self.config.command_timeout_s
+        try:
+            outcome = future.result(timeout=timeout_s)
+        except FutureTimeout:
+            state = ticket.abandon()
+            future.cancel()
+            self._metrics.command_failures.labels("timeout").inc()
+            if state is _TicketState.ABANDONED:
+                log.error("core did not take setpoint %r W within %g s: refused, nothing changed", event.value_w, timeout_s)
+                self._call_on_loop(
+                    self.runtime.refuse_command,
+                    event.peer,
+                    event.kind.value,
+                    event.value_w,
+                    RejectReason.TIMEOUT,
+                    f"the core did not take the command within command_timeout_s={timeout_s:g}",
+                )
+            else:
+                # The core started but did not finish in time: the read-back at IOA 201 shows
+                # whatever it decides; the master was told "no" and must re-send.
+                log.error("core did not decide setpoint %r W within %g s: answered negatively", event.value_w, timeout_s)
+            return SetpointOutcome(False, RejectReason.TIMEOUT)
+        if outcome is None:  # pragma: no cover - abandoned tickets end in the timeout branch
+            return SetpointOutcome(False, RejectReason.TIMEOUT)
+        return outcome
+
+    async def _decide(self, event: SetpointReceived, ticket: _Ticket) -> SetpointOutcome | None:
+        if not ticket.start():
+            return None
+        return await self.runtime.submit_setpoint(event)
+
+    # -- telemetry (loop thread) ------------------------------------------------------------
+
+    def _on_decisions(self, decisions: Sequence[Decision]) -> None:
+        if self._server is None:
+            return
+        values = telemetry_for(list(decisions), self.specs, time.time())
+        if not values:
+            return
+        self._update(values)
+        if not self._flush_scheduled:
+            # Coalesce a burst of decisions (e.g. many meter samples) into one flush.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _update(self, values: list[MonitoredValue]) -> None:
+        for value in values:
+            self._current[value.ioa] = value
+            self._dirty.add(value.ioa)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._server is None:
+            return
+        self._write_points()
+        if self._link_up:
+            for ioa in sorted(self._pending_spontaneous()):
+                self._transmit(self._current[ioa], c104.Cot.SPONTANEOUS)
+
+    def _write_points(self) -> None:
+        """Put every changed value into its c104 point, so interrogation answers the current state."""
+        for ioa in list(self._dirty):
+            value = self._current[ioa]
+            self._points[ioa].info = _information(value)
+            self._dirty.discard(ioa)
+
+    def _pending_spontaneous(self) -> list[int]:
+        return [ioa for ioa, value in self._current.items() if self._policy.should_send(value)]
+
+    def _transmit(self, value: MonitoredValue, cause: c104.Cot) -> None:
+        point = self._points[value.ioa]
+        try:
+            ok = point.transmit(cause=cause)
+        except ValueError as exc:
+            ok = False
+            log.warning("IEC 104 transmit of IOA %d failed: %s", value.ioa, exc)
+        self._metrics.transmissions.labels(cause.name.lower()).inc()
+        if ok:
+            # Handed to c104's queue, not necessarily delivered: the cyclic transmission and
+            # the resend after each new STARTDT make sure the master ends up current.
+            self._policy.sent(value)
+        else:
+            self._metrics.transmit_failures.inc()
+
+    async def _transmit_cyclic(self) -> None:
+        if self._server is None or not self._link_up:
+            return
+        for ioa in sorted(self._current):
+            self._transmit(self._current[ioa], c104.Cot.PERIODIC)
+
+    # -- link supervision (loop thread) --------------------------------------------------------
+
+    async def _poll_link(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        active = server.active_connection_count
+        if server.open_connection_count == 0:
+            with self._peers_lock:
+                self._peers.clear()
+        previous, self._active = self._active, active
+        self._metrics.active_connections.set(active)
+        if active > 0 and not self._link_up:
+            self._link_up = True
+            log.info("DSO link up (%d master(s) in data transfer)", active)
+            await self.runtime.submit(DsoLinkUp())
+        elif active == 0 and self._link_up:
+            self._link_up = False
+            log.warning("DSO link lost: no master in data transfer")
+            await self.runtime.submit(DsoLinkLost())
+        if active > previous and self._server is not None:
+            self._resync()
+        elif self._link_up and self._pending_spontaneous():
+            self._flush()  # a transmit c104 refused earlier is retried here
+
+    def _resync(self) -> None:
+        """A master (re)started data transfer: nothing was queued before, so send everything now."""
+        self._policy.forget()
+        self._update(telemetry_from_view(self.runtime.view(), self.specs, time.time()))
+        self._write_points()
+        for ioa in sorted(self._current):
+            self._transmit(self._current[ioa], c104.Cot.SPONTANEOUS)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _peer(self, originator: int) -> str:
+        with self._peers_lock:
+            peers = "|".join(self._peers) or "unknown"
+        # c104 does not say which connection a command came on; with one master this is exact.
+        return f"{peers} oa={originator}"
+
+    def _call_on_loop(self, fn: object, *args: object) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _information(value: MonitoredValue) -> c104.Information:
+    # c104 converts naive datetimes with the local zone and sends CP56Time2a in UTC.
+    recorded_at = datetime.fromtimestamp(value.recorded_at_s)
+    quality = _c104_quality(value.quality)
+    if value.type_id == TypeId.M_ME_TF_1:
+        return c104.ShortInfo(actual=float(value.value), quality=quality, recorded_at=recorded_at)
+    return c104.SingleInfo(on=bool(value.value), quality=quality, recorded_at=recorded_at)
+
+
+def _c104_quality(flags: QualityFlag) -> c104.Quality:
+    quality = c104.Quality()
+    if flags & QualityFlag.NT:
+        quality |= c104.Quality.NonTopical
+    if flags & QualityFlag.IV:
+        quality |= c104.Quality.Invalid
+    return quality
+
+
+__all__ = ["Iec104Outstation", "Iec104StartError", "Cot"]
