@@ -13,6 +13,7 @@ import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -86,11 +87,17 @@ class Iec104Config:
     tls: TlsConfig = TlsConfig()
 
 
+RateUnitChoice = Literal["auto", "W", "A"]
+
+
 @dataclass(frozen=True, config=_STRICT)
 class StationConfig:
     password: str = ""  # HTTP Basic Auth, security profiles 1 and 2
     max_power_w: float | None = None
     min_power_w: float | None = None
+    rate_unit: RateUnitChoice | None = None  # None: ocpp.station_rate_unit
+    phases: int | None = None  # None: ocpp.station_phases
+    voltage_v: float | None = None  # None: ocpp.station_voltage_v
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -118,6 +125,21 @@ class OcppConfig:
     authorize: Literal["accept_all", "local_list"] = "accept_all"
     local_id_tags: tuple[str, ...] = ()
     stations: dict[str, StationConfig] = Field(default_factory=dict)
+    # Reserved ids and stack levels of the gateway's two station-wide max profiles: the live
+    # limit on top, the fallback share (no expiry) below it. Squeezed under a station's
+    # reported maximum stack level, live always above fallback.
+    live_profile_id: int = 809002
+    fallback_profile_id: int = 809001
+    live_stack_level: int = 8
+    fallback_stack_level: int = 7
+    profile_retry_base_s: float = 1.0  # a refused profile is retried after 1, 2, 4 ... 60 s
+    station_rate_unit: RateUnitChoice = "auto"  # auto: W when the station takes it, else A
+    station_phases: int = 3  # for limits in A: A = W / (voltage_v x phases)
+    station_voltage_v: float = 230.0
+    boot_wait_s: float = 5.0  # a station that neither boots nor speaks is set up after this
+    configure_metering: bool = True  # set sampling (MeterValueSampleInterval / SampledDataCtrlr) on connect
+    max_message_bytes: int = 1048576
+    handshake_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -253,6 +275,7 @@ def _check(config: Config, file: str) -> None:
             fail(f"ocpp.stations.{station_id}.min_power_w", f"{lo:g} is above max_power_w {hi:g}")
     if oc.meter_stale_after_s <= 0:
         fail("ocpp.meter_stale_after_s", "must be > 0")
+    _check_ocpp(oc, fail)
 
     url = config.upstream.csms_url
     if url and not url.startswith(("ws://", "wss://")):
@@ -283,6 +306,38 @@ def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:
     for role in ("total_power", "limit_in_force", "fallback_active", "limit_enforced"):
         if getattr(iec.points, role).select_before_operate:
             fail(f"iec104.points.{role}.select_before_operate", "only setpoint (command) points can be selected")
+
+
+def _check_ocpp(oc: OcppConfig, fail: Callable[[str, str], None]) -> None:
+    for name in ("live_profile_id", "fallback_profile_id"):
+        if not 0 < getattr(oc, name) <= 0x7FFFFFFF:
+            fail(f"ocpp.{name}", "must be within 1..2147483647")
+    if oc.live_profile_id == oc.fallback_profile_id:
+        fail("ocpp.fallback_profile_id", "must differ from live_profile_id")
+    if not 0 <= oc.fallback_stack_level < oc.live_stack_level:
+        fail("ocpp.fallback_stack_level", "must be >= 0 and below live_stack_level")
+    for name in ("call_timeout_s", "profile_retry_base_s", "station_voltage_v", "handshake_timeout_s"):
+        if not getattr(oc, name) > 0:
+            fail(f"ocpp.{name}", "must be > 0")
+    for name in ("boot_wait_s", "meter_sample_interval_s", "clock_aligned_interval_s"):
+        if getattr(oc, name) < 0:
+            fail(f"ocpp.{name}", "must be >= 0")
+    if oc.heartbeat_interval_s < 1:
+        fail("ocpp.heartbeat_interval_s", "must be >= 1")
+    if oc.max_message_bytes < 4096:
+        fail("ocpp.max_message_bytes", "must be >= 4096")
+    if not oc.measurands or any(not m or "," in m for m in oc.measurands):
+        fail("ocpp.measurands", "must list at least one measurand, none empty or with a ','")
+    if oc.authorize == "local_list" and not oc.local_id_tags:
+        fail("ocpp.local_id_tags", "authorize = local_list needs at least one id tag")
+    for station_id, station in {"": None, **oc.stations}.items():
+        key = f"ocpp.stations.{station_id}." if station_id else "ocpp.station_"
+        phases = oc.station_phases if station is None else station.phases
+        voltage = oc.station_voltage_v if station is None else station.voltage_v
+        if phases is not None and not 1 <= phases <= 3:
+            fail(f"{key}phases", f"{phases} is outside 1..3")
+        if voltage is not None and not voltage > 0:
+            fail(f"{key}voltage_v", "must be > 0")
 
 
 def _check_tls(tls: TlsConfig, key: str, fail: object) -> None:

@@ -1,0 +1,70 @@
+"""Strict JSON-schema validation of every OCPP payload, both directions.
+
+Uses the official OCPP schemas shipped inside the ``ocpp`` package, compiled once per
+(version, action, direction) with fastjsonschema (microseconds per message, no thread
+hop, no Decimal round trip). Defaults in the schemas are never written into payloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import ocpp
+import orjson
+
+from gateway.model import OcppVersion
+from ocpp_side.codec import ErrorKind, OcppViolation
+
+_ROOT = Path(ocpp.__file__).parent
+_DIRS = {OcppVersion.V16: _ROOT / "v16" / "schemas", OcppVersion.V201: _ROOT / "v201" / "schemas"}
+
+# fastjsonschema names the rule that failed; OCPP-J names the CALLERROR code.
+_RULE_KIND = {
+    "type": ErrorKind.TYPE,
+    "required": ErrorKind.OCCURRENCE,
+    "additionalProperties": ErrorKind.FORMAT,
+    "minItems": ErrorKind.OCCURRENCE,
+    "maxItems": ErrorKind.OCCURRENCE,
+}
+
+Validator = Callable[[Any], Any]
+
+
+def _file(version: OcppVersion, action: str, request: bool) -> Path:
+    if version is OcppVersion.V16:
+        return _DIRS[version] / (f"{action}.json" if request else f"{action}Response.json")
+    return _DIRS[version] / f"{action}{'Request' if request else 'Response'}.json"
+
+
+@cache
+def known_actions(version: OcppVersion) -> frozenset[str]:
+    """Every action the version defines (from its response schemas)."""
+    return frozenset(p.name.removesuffix("Response.json") for p in _DIRS[version].glob("*Response.json"))
+
+
+@cache
+def _validator(version: OcppVersion, action: str, request: bool) -> Validator:
+    schema = orjson.loads(_file(version, action, request).read_text(encoding="utf-8-sig"))
+    return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
+
+
+def validate(version: OcppVersion, action: str, payload: dict[str, Any], request: bool) -> None:
+    """Raise ``OcppViolation`` when ``payload`` is not a valid ``action`` request/response."""
+    if action not in known_actions(version):
+        raise OcppViolation(ErrorKind.NOT_IMPLEMENTED, f"{action} is not an OCPP {version.value} action")
+    try:
+        _validator(version, action, request)(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        kind = _RULE_KIND.get(exc.rule or "", ErrorKind.PROPERTY)
+        raise OcppViolation(kind, f"{action}: {exc.message}") from None
+
+
+def warm_up(version: OcppVersion, actions: tuple[str, ...]) -> None:
+    """Compile the hot validators before the first station arrives."""
+    for action in actions:
+        _validator(version, action, True)
+        _validator(version, action, False)

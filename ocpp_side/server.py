@@ -1,0 +1,315 @@
+"""The station-facing websocket server: handshake checks, the connection registry, one send loop.
+
+``StationServer(config, upstream, runtime)`` with ``start()``, ``stop()`` and ``port``.
+It listens on ``ws://{listen_host}:{port}/{station_id}`` (wss with TLS), negotiates
+``ocpp2.0.1`` or ``ocpp1.6`` by subprotocol and refuses anything else at the handshake.
+Decisions from the core arrive through ``runtime.add_listener``; every allocation is put
+in its station's limit slot and the single send loop drains the stations that have work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
+
+from prometheus_client import Counter
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway.config import OcppConfig, UpstreamConfig
+from gateway.decisions import ApplyStationLimit, Decision
+from gateway.events import Event, StationConnected, StationDisconnected
+from gateway.model import OcppVersion
+from gateway.runtime import CoreRuntime
+from ocpp_side import schemas
+from ocpp_side.answers import StandaloneAnswers
+from ocpp_side.connection import StationConnection
+from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
+from ocpp_side.station_setup import Discovered, MeteringPlan
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOLS = [OcppVersion.V201.value, OcppVersion.V16.value]  # preference order
+MAX_STATION_ID = 48
+_HOT_ACTIONS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "TransactionEvent",
+                "SetChargingProfile", "ChangeConfiguration", "GetConfiguration", "SetVariables", "GetVariables")
+_BLOCKED_SEND_BYTES = 64 * 1024  # a station this far behind on reading gets its own send task
+
+
+class OcppMetrics:
+    def __init__(self, runtime: CoreRuntime) -> None:
+        r = runtime.metrics.registry
+        self.calls_received = Counter("ocpp809_ocpp_calls_received", "Station calls answered, by action",
+                                      ["action"], registry=r)
+        self.calls_sent = Counter("ocpp809_ocpp_calls_sent", "Gateway calls sent to stations, by action",
+                                  ["action"], registry=r)
+        self.call_errors_sent = Counter("ocpp809_ocpp_call_errors_sent", "CALLERRORs sent to stations, by code",
+                                        ["code"], registry=r)
+        self.handshakes_refused = Counter("ocpp809_ocpp_handshakes_refused", "Refused station handshakes",
+                                          ["reason"], registry=r)
+
+
+def station_id_from_path(path: str) -> str | None:
+    """The station identity: the last path segment, 1..48 characters, no ':'."""
+    segment = unquote(urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1])
+    if not 0 < len(segment) <= MAX_STATION_ID or ":" in segment:
+        return None
+    return segment
+
+
+def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    value = headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+class StationServer:
+    """The OCPP server toward the stations; see the module docstring."""
+
+    def __init__(self, config: OcppConfig, upstream: UpstreamConfig | None, runtime: CoreRuntime) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self.metrics = OcppMetrics(runtime)
+        self.call_timeout_s = config.call_timeout_s
+        self.retry_base_s = config.profile_retry_base_s
+        self.configure_metering = config.configure_metering
+        self.profile_settings = ProfileSettings(
+            config.live_profile_id,
+            config.fallback_profile_id,
+            config.live_stack_level,
+            config.fallback_stack_level,
+            config.profile_validity_s,
+        )
+        self.metering_plan = MeteringPlan(
+            config.meter_sample_interval_s, config.clock_aligned_interval_s, config.measurands
+        )
+        tags = config.local_id_tags if config.authorize == "local_list" else None
+        self.answers = StandaloneAnswers(
+            config.heartbeat_interval_s, tags, self.clock, first_transaction_id=int(self.clock()) & 0x3FFFFFFF
+        )
+        self.connections: dict[str, StationConnection] = {}
+        self.known_caps: dict[str, StationCaps] = {}  # discovery survives reconnects, not boots
+        self._ready: deque[StationConnection] = deque()
+        self._wakeup = asyncio.Event()
+        self._server: Server | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._refresh_job: object | None = None
+        runtime.add_listener(self._on_decisions)
+
+    # -- public ------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the OS's choice when configured with port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        for version in OcppVersion:
+            schemas.warm_up(version, tuple(a for a in _HOT_ACTIONS if a in schemas.known_actions(version)))
+        if self.upstream is not None and self.upstream.csms_url:
+            log.warning("upstream.csms_url is set but the CSMS relay is not built yet: answering stations locally")
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="ocpp-send-loop")
+        self._server = await serve(
+            self._handle,
+            self.config.listen_host,
+            self.config.port,
+            subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
+            process_request=self._process_request,
+            compression=None,  # per-message deflate triples the memory per connection
+            ssl=self._ssl_context(),
+            max_size=self.config.max_message_bytes,
+            open_timeout=self.config.handshake_timeout_s,
+        )
+        self._refresh_job = self.runtime.scheduler.add_job(
+            self._refresh_profiles, "interval", seconds=self.config.profile_refresh_s, id="ocpp-profile-refresh",
+            replace_existing=True,
+        )
+        scheme = "wss" if self.config.tls.enabled else "ws"
+        log.info("OCPP server on %s://%s:%d/{station_id}", scheme, self.config.listen_host, self.port)
+
+    async def stop(self) -> None:
+        if self._refresh_job is not None:
+            try:
+                self.runtime.scheduler.remove_job("ocpp-profile-refresh")
+            except Exception:  # the scheduler may already be down
+                pass
+            self._refresh_job = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in [self._sender, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*[t for t in [self._sender, *self._tasks] if t is not None], return_exceptions=True)
+        self._sender = None
+
+    # -- used by the connections -------------------------------------------------
+
+    def wake(self, conn: StationConnection) -> None:
+        """``conn`` may have a call to send: put it in the send loop once."""
+        if not conn.in_ready and conn.inflight is None and not conn.closed:
+            conn.in_ready = True
+            self._ready.append(conn)
+            self._wakeup.set()
+
+    def submit_soon(self, event: Event) -> None:
+        """Hand an event to the core from a timer callback (outside any coroutine)."""
+        self._spawn(self.runtime.submit(event))
+
+    def station_caps(self, station_id: str, discovered: Discovered) -> StationCaps:
+        cfg = self.config
+        entry = cfg.stations.get(station_id)
+        unit = entry.rate_unit if entry is not None and entry.rate_unit is not None else cfg.station_rate_unit
+        if unit == "auto":
+            rate_unit = discovered.preferred_unit() or RateUnit.A  # current is what every station takes
+        else:
+            rate_unit = RateUnit(unit)
+        phases = entry.phases if entry is not None and entry.phases is not None else cfg.station_phases
+        voltage = entry.voltage_v if entry is not None and entry.voltage_v is not None else cfg.station_voltage_v
+        return StationCaps(rate_unit, phases, voltage, discovered.max_stack_level)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_decisions(self, decisions: Sequence[Decision]) -> None:
+        connections = self.connections
+        for decision in decisions:
+            if type(decision) is ApplyStationLimit:
+                conn = connections.get(decision.station_id)
+                if conn is not None:
+                    conn.set_limit(decision)
+
+    def _refresh_profiles(self) -> None:
+        for conn in self.connections.values():
+            conn.refresh_limit()
+
+    async def _send_loop(self) -> None:
+        ready, wakeup = self._ready, self._wakeup
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            while ready:
+                conn = ready.popleft()
+                conn.in_ready = False
+                frame = conn.next_frame()
+                if frame is None:
+                    continue
+                transport = conn.ws.transport
+                if transport is not None and transport.get_write_buffer_size() > _BLOCKED_SEND_BYTES:
+                    self._spawn(self._send(conn, frame))  # never let one slow reader stall the fan-out
+                    continue
+                await self._send(conn, frame)
+
+    @staticmethod
+    async def _send(conn: StationConnection, frame: bytes) -> None:
+        try:
+            await conn.ws.send(frame, text=True)
+        except ConnectionClosed:
+            pass  # the reader sees the close and fails the call
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
+        self.metrics.handshakes_refused.labels(reason).inc()
+        log.info("handshake from %s refused: %s", connection.remote_address, text)
+        return connection.respond(status, text + "\n")
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        cfg = self.config
+        station_id = station_id_from_path(request.path)
+        if station_id is None:
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, "bad_path",
+                                "the path must end in a station id of 1..48 characters without ':'")
+        if cfg.accepted_stations and station_id not in cfg.accepted_stations:
+            return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_station", f"unknown station {station_id}")
+        if cfg.security_profile in (1, 2):
+            entry = cfg.stations.get(station_id)
+            credentials = _basic_credentials(request.headers)
+            if (
+                entry is None
+                or credentials is None
+                or credentials[0] != station_id
+                or not hmac.compare_digest(credentials[1].encode(), entry.password.encode())
+            ):
+                response = self._refuse(connection, HTTPStatus.UNAUTHORIZED, "bad_credentials",
+                                        f"station {station_id}: wrong or missing credentials")
+                response.headers["WWW-Authenticate"] = 'Basic realm="ocpp809", charset="UTF-8"'
+                return response
+        if cfg.security_profile == 3:
+            peer = connection.transport.get_extra_info("peercert") if connection.transport else None
+            names = {value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"}
+            if station_id not in names:
+                return self._refuse(connection, HTTPStatus.FORBIDDEN, "bad_certificate",
+                                    f"station {station_id}: client certificate CN {sorted(names)} does not match")
+        return None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.config.tls
+        if not tls.enabled:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.ca_file:
+            context.load_verify_locations(tls.ca_file)
+        if self.config.security_profile == 3 or tls.require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        station_id = station_id_from_path(ws.request.path if ws.request else "")
+        if station_id is None or ws.subprotocol is None:  # process_request / negotiation refused these
+            await ws.close(1002, "no station id or subprotocol")
+            return
+        version = OcppVersion(ws.subprotocol)
+        conn = StationConnection(self, ws, station_id, version)
+        old = self.connections.get(station_id)
+        self.connections[station_id] = conn
+        if old is not None:
+            log.info("%s: new connection replaces the old one", station_id)
+            old.close()
+            self._spawn(old.ws.close(1000, "replaced by a new connection"))
+        log.info("%s: connected (%s) from %s", station_id, version.value, ws.remote_address)
+        entry = self.config.stations.get(station_id)
+        max_w = entry.max_power_w if entry is not None and entry.max_power_w is not None else None
+        min_w = entry.min_power_w if entry is not None and entry.min_power_w is not None else None
+        try:
+            await self.runtime.submit(
+                StationConnected(
+                    station_id,
+                    version,
+                    self.config.station_max_power_w if max_w is None else max_w,
+                    self.config.station_min_power_w if min_w is None else min_w,
+                )
+            )
+            conn.arm_boot_wait(self.config.boot_wait_s)
+            await conn.serve()
+        finally:
+            conn.close()
+            if self.connections.get(station_id) is conn:
+                del self.connections[station_id]
+                log.info("%s: disconnected", station_id)
+                await self.runtime.submit(StationDisconnected(station_id))
