@@ -1,0 +1,279 @@
+"""A recording CSMS: accepts stations (or a relaying gateway) at ``/{station_id}``.
+
+It negotiates ``ocpp2.0.1`` or ``ocpp1.6``, answers the core station-initiated
+messages schema-valid (strict validation on, as everywhere), records every frame
+in both directions in arrival order, and lets a test or a scenario send its own
+CALLs to a connected station. It is the upstream end for the relay issue and the
+central system the station simulator is tested against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call_result as result16
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call_result as result201
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One websocket message as it crossed the wire."""
+
+    at_s: float
+    station_id: str
+    direction: str  # "in" (from the station) or "out" (to the station)
+    raw: str
+
+    @property
+    def message(self) -> list[Any] | None:
+        try:
+            value = json.loads(self.raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, list) else None
+
+    @property
+    def action(self) -> str | None:
+        msg = self.message
+        return str(msg[2]) if msg and msg[0] == 2 and len(msg) > 2 else None
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Recording:
+    """Wraps a server connection so the ocpp library's recv/send are recorded."""
+
+    def __init__(self, ws: Any, station_id: str, csms: SimCsms) -> None:
+        self._ws = ws
+        self._station_id = station_id
+        self._csms = csms
+
+    async def recv(self) -> str:
+        raw = await self._ws.recv()
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        self._csms._record(Frame(time.time(), self._station_id, "in", text))
+        return text
+
+    async def send(self, message: str) -> None:
+        self._csms._record(Frame(time.time(), self._station_id, "out", message))
+        await self._ws.send(message)
+
+
+class _Central16(ChargePoint16):  # type: ignore[misc]
+    _tx_ids = itertools.count(1)
+
+    def __init__(self, station_id: str, connection: Any, heartbeat_s: int) -> None:
+        super().__init__(station_id, connection, response_timeout=10)
+        self.heartbeat_s = heartbeat_s
+
+    @on("BootNotification")
+    def on_boot(self, **_: Any) -> Any:
+        return result16.BootNotification(current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted")
+
+    @on("Heartbeat")
+    def on_heartbeat(self) -> Any:
+        return result16.Heartbeat(current_time=_now_iso())
+
+    @on("StatusNotification")
+    def on_status(self, **_: Any) -> Any:
+        return result16.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, **_: Any) -> Any:
+        return result16.Authorize(id_tag_info={"status": "Accepted"})
+
+    @on("StartTransaction")
+    def on_start(self, **_: Any) -> Any:
+        return result16.StartTransaction(transaction_id=next(self._tx_ids), id_tag_info={"status": "Accepted"})
+
+    @on("StopTransaction")
+    def on_stop(self, **_: Any) -> Any:
+        return result16.StopTransaction()
+
+    @on("MeterValues")
+    def on_meter_values(self, **_: Any) -> Any:
+        return result16.MeterValues()
+
+    @on("DataTransfer")
+    def on_data_transfer(self, **_: Any) -> Any:
+        return result16.DataTransfer(status="UnknownVendorId")
+
+    @on("FirmwareStatusNotification")
+    def on_firmware(self, **_: Any) -> Any:
+        return result16.FirmwareStatusNotification()
+
+    @on("DiagnosticsStatusNotification")
+    def on_diagnostics(self, **_: Any) -> Any:
+        return result16.DiagnosticsStatusNotification()
+
+
+class _Central201(ChargePoint201):  # type: ignore[misc]
+    def __init__(self, station_id: str, connection: Any, heartbeat_s: int) -> None:
+        super().__init__(station_id, connection, response_timeout=10)
+        self.heartbeat_s = heartbeat_s
+
+    @on("BootNotification")
+    def on_boot(self, **_: Any) -> Any:
+        return result201.BootNotification(current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted")
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **_: Any) -> Any:
+        return result201.Heartbeat(current_time=_now_iso())
+
+    @on("StatusNotification")
+    def on_status(self, **_: Any) -> Any:
+        return result201.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, **_: Any) -> Any:
+        return result201.Authorize(id_token_info={"status": "Accepted"})
+
+    @on("TransactionEvent")
+    def on_transaction_event(self, id_token: dict[str, Any] | None = None, **_: Any) -> Any:
+        return result201.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
+
+    @on("MeterValues")
+    def on_meter_values(self, **_: Any) -> Any:
+        return result201.MeterValues()
+
+    @on("NotifyReport")
+    def on_notify_report(self, **_: Any) -> Any:
+        return result201.NotifyReport()
+
+    @on("NotifyEvent")
+    def on_notify_event(self, **_: Any) -> Any:
+        return result201.NotifyEvent()
+
+    @on("NotifyChargingLimit")
+    def on_notify_charging_limit(self, **_: Any) -> Any:
+        return result201.NotifyChargingLimit()
+
+    @on("SecurityEventNotification")
+    def on_security_event(self, **_: Any) -> Any:
+        return result201.SecurityEventNotification()
+
+    @on("FirmwareStatusNotification")
+    def on_firmware(self, **_: Any) -> Any:
+        return result201.FirmwareStatusNotification()
+
+    @on("LogStatusNotification")
+    def on_log_status(self, **_: Any) -> Any:
+        return result201.LogStatusNotification()
+
+    @on("DataTransfer")
+    def on_data_transfer(self, **_: Any) -> Any:
+        return result201.DataTransfer(status="UnknownVendorId")
+
+
+class SimCsms:
+    """Serve ``ws://host:port/{station_id}``; ``port=0`` lets the OS choose (see ``.port``)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, heartbeat_s: int = 300) -> None:
+        self.host = host
+        self.port = port
+        self.heartbeat_s = heartbeat_s
+        self.frames: list[Frame] = []
+        self.stations: dict[str, _Central16 | _Central201] = {}
+        self.subprotocols: dict[str, str] = {}
+        self._changed = asyncio.Event()
+        self._server: Any = None
+        self._listeners: list[Callable[[Frame], None]] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def add_listener(self, listener: Callable[[Frame], None]) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self._server = await websockets.serve(
+            self._handle,
+            self.host,
+            self.port,
+            subprotocols=[websockets.Subprotocol(p) for p in SUBPROTOCOLS],
+            compression=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("CSMS simulator listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+            self._server = None
+
+    async def call(self, station_id: str, payload: Any, suppress: bool = False) -> Any:
+        """Send one CALL to a connected station and return its CALLRESULT (a CallError raises)."""
+        return await self.stations[station_id].call(payload, suppress=suppress)
+
+    def frames_of(self, station_id: str, direction: str | None = None) -> list[Frame]:
+        return [f for f in self.frames if f.station_id == station_id and (direction is None or f.direction == direction)]
+
+    async def wait_for(self, predicate: Callable[[Frame], bool], timeout_s: float, start: int = 0) -> Frame:
+        """The first recorded frame (from index ``start``) matching ``predicate``, waiting if needed."""
+        async def scan() -> Frame:
+            index = start
+            while True:
+                while index < len(self.frames):
+                    frame = self.frames[index]
+                    index += 1
+                    if predicate(frame):
+                        return frame
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout=timeout_s)
+
+    def _record(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        self._changed.set()
+        for listener in self._listeners:
+            try:
+                listener(frame)
+            except Exception:
+                log.exception("frame listener failed")
+
+    async def _handle(self, ws: Any) -> None:
+        path = ws.request.path
+        station_id = path.rstrip("/").rsplit("/", 1)[-1]
+        if not station_id or ws.subprotocol is None:
+            await ws.close(1002, "no station id or no OCPP subprotocol")
+            return
+        connection = _Recording(ws, station_id, self)
+        central: _Central16 | _Central201
+        if ws.subprotocol == "ocpp1.6":
+            central = _Central16(station_id, connection, self.heartbeat_s)
+        else:
+            central = _Central201(station_id, connection, self.heartbeat_s)
+        self.stations[station_id] = central
+        self.subprotocols[station_id] = str(ws.subprotocol)
+        log.info("CSMS simulator: %s connected (%s)", station_id, ws.subprotocol)
+        try:
+            await central.start()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            if self.stations.get(station_id) is central:
+                del self.stations[station_id]
+            log.info("CSMS simulator: %s disconnected", station_id)
