@@ -132,6 +132,7 @@ class Iec104Master:
         self._changed = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.answer_test_frames = True  # False plays a peer whose link died silently
 
     # -- connection --------------------------------------------------------------
 
@@ -395,7 +396,8 @@ class Iec104Master:
         log.debug("master <- %s", frame)
         match frame:
             case UFrame(function=UFunction.TESTFR_ACT):
-                self._write(encode_frame(UFrame(UFunction.TESTFR_CON)))
+                if self.answer_test_frames:
+                    self._write(encode_frame(UFrame(UFunction.TESTFR_CON)))
             case UFrame(function=function):
                 future = self._u_waiters.get(function)
                 if future is not None and not future.done():

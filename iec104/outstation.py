@@ -405,6 +405,7 @@ class Iec104Outstation:
         if not values:
             return
         self._update(values)
+        self._write_points()  # at once: an interrogation right after must see the new values
         if not self._flush_scheduled:
             # Coalesce a burst of decisions (e.g. many meter samples) into one flush.
             self._flush_scheduled = True
