@@ -96,6 +96,9 @@ def build_gateway(config: Config, clock: Clock = time.time) -> Gateway:
 def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     adapters: list[Adapter] = []
     # Adapters are added here as they land (iec104/, ocpp_side/).
+    from iec104.outstation import Iec104Outstation  # c104 is loaded only where the gateway is built
+
+    adapters.append(Iec104Outstation(config.iec104, runtime))
     return adapters
 
 

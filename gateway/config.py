@@ -299,6 +299,9 @@ def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             fail("iec104.allowed_masters", f"{address!r} is not an IP address")
+    if iec.tls.enabled and not iec.tls.require_client_cert:
+        # lib60870's mbedTLS server in c104 2.2.1 always demands one; IEC 62351-3 wants mutual TLS anyway.
+        fail("iec104.tls.require_client_cert", "c104 always requires a client certificate: must be true")
     for role in ("fallback_active", "limit_enforced"):
         point: PointConfig = getattr(iec.points, role)
         if point.unit != "W":

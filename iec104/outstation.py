@@ -254,9 +254,10 @@ class Iec104Outstation:
         tls = self.config.tls
         if not tls.enabled:
             return None
-        # validate: chain and validity time of the master's certificate against the CA.
+        # validate: chain and validity time of the master's certificate against the CA (lib60870
+        # always asks for a client certificate; the config check says so).
         # only_known=False: any certificate the CA signed is accepted (no pinning list).
-        security = c104.TransportSecurity(validate=tls.require_client_cert, only_known=False)
+        security = c104.TransportSecurity(validate=True, only_known=False)
         security.set_certificate(cert=tls.cert_file, key=tls.key_file)
         if tls.ca_file:
             security.set_ca_certificate(cert=tls.ca_file)
