@@ -99,6 +99,9 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     from iec104.outstation import Iec104Outstation  # c104 is loaded only where the gateway is built
 
     adapters.append(Iec104Outstation(config.iec104, runtime))
+    from ocpp_side.server import StationServer
+
+    adapters.append(StationServer(config.ocpp, config.upstream, runtime))
     return adapters
 
 
