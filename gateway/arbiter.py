@@ -122,6 +122,7 @@ class Arbiter:
     _totals: _Totals = field(default_factory=_Totals)
     _seq: int = 0
     _enforced: bool = True
+    _unaccepted: set[str] = field(default_factory=set)  # ids with accepted_seq != seq: O(1) "all enforced"
     _pending_since_s: float | None = None
     _next_stale_check_s: float | None = None
     _published: tuple[float, Quality] | None = None
@@ -261,6 +262,7 @@ class Arbiter:
         old = self._stations.pop(event.station_id, None)
         if old is not None:
             self._forget_reading(old)
+            self._unaccepted.discard(event.station_id)
         station = _Station(
             event.station_id, event.version, event.min_power_w, max(event.max_power_w, event.min_power_w)
         )
@@ -275,6 +277,7 @@ class Arbiter:
         if station is None:
             return
         self._forget_reading(station)
+        self._unaccepted.discard(event.station_id)
         self._reallocate(out, force=())
         self._update_enforced(out)
         self._publish_total(out)
@@ -305,6 +308,7 @@ class Arbiter:
             return  # an answer to an allocation that has since been replaced
         if event.outcome is ProfileOutcome.ACCEPTED:
             station.accepted_seq = event.seq
+            self._unaccepted.discard(event.station_id)
         self._check_enforced(now_s, out)
 
     # -- helpers ---------------------------------------------------------------
@@ -327,10 +331,11 @@ class Arbiter:
             if station.station_id in force or (limit_w, fallback_w) != (station.limit_w, station.fallback_w):
                 self._seq += 1
                 station.limit_w, station.fallback_w, station.seq = limit_w, fallback_w, self._seq
+                self._unaccepted.add(station.station_id)
                 out.append(ApplyStationLimit(station.station_id, limit_w, fallback_w, self._seq, source))
 
     def _update_enforced(self, out: list[Decision]) -> None:
-        enforced = all(s.accepted_seq == s.seq for s in self._stations.values())
+        enforced = not self._unaccepted
         if enforced != self._enforced:
             self._enforced = enforced
             out.append(EnforcementChanged(enforced))
