@@ -96,7 +96,8 @@ class Profile:
             return None
         if self.unit is RateUnit.W:
             return current.limit
-        phases = current.number_phases if current.number_phases is not None else default_phases
+        # A current limit is per phase: a station cannot draw on more phases than it has.
+        phases = min(current.number_phases or default_phases, default_phases)
         return current.limit * phases * voltage_v
 
     def changes_after(self, now_s: float) -> float | None:

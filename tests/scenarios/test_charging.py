@@ -51,6 +51,8 @@ def test_amperes_use_number_of_phases_times_230_volts() -> None:
     assert composite_limit_w([three], T0, 3) == pytest.approx(16 * 3 * 230)
     explicit_one = Profile(1, 1, Purpose.STATION_MAX, RateUnit.A, (Period(0, 16, 1),), T0)
     assert composite_limit_w([explicit_one], T0, 3) == pytest.approx(16 * 230)
+    # A single-phase station given a three-phase current limit still uses one phase.
+    assert composite_limit_w([three], T0, 1) == pytest.approx(16 * 230)
 
 
 def test_periods_and_duration() -> None:

@@ -1,0 +1,123 @@
+"""The scenario report: a text table for people, JSON and JUnit XML for machines."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from scenarios.runner import Row, ScenarioResult
+
+_HEADERS = ("scenario", "step", "expected", "measured", "result", "timing")
+_WIDTHS = (28, 32, 44, 34, 6, 9)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _timing(row: Row) -> str:
+    return "" if row.timing_s is None else f"{row.timing_s:.3f} s"
+
+
+def format_table(results: Sequence[ScenarioResult], time_scale: float) -> str:
+    """A fixed-width table, one line per row, then one summary line."""
+    lines = [f"time scale {time_scale:g}x" + (" (real time)" if time_scale == 1 else "")]
+    header = "  ".join(h.ljust(w) for h, w in zip(_HEADERS, _WIDTHS, strict=True)).rstrip()
+    lines += [header, "-" * len(header)]
+    for result in results:
+        for row in result.rows:
+            cells = (
+                row.scenario,
+                row.step,
+                row.expected,
+                row.measured,
+                "PASS" if row.passed else "FAIL",
+                _timing(row),
+            )
+            lines.append("  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)).rstrip())
+    passed = sum(r.passed for r in results)
+    checks = sum(len(r.rows) for r in results)
+    failed_rows = sum(not row.passed for r in results for row in r.rows)
+    lines.append("-" * len(header))
+    lines.append(
+        f"{passed}/{len(results)} scenarios passed, {checks - failed_rows}/{checks} rows passed, "
+        f"{sum(r.duration_s for r in results):.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[ScenarioResult], time_scale: float) -> dict[str, object]:
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "time_scale": time_scale,
+        "passed": all(r.passed for r in results),
+        "scenarios": [
+            {
+                "name": r.scenario,
+                "file": r.file,
+                "passed": r.passed,
+                "duration_s": round(r.duration_s, 3),
+                "rows": [
+                    {
+                        "step": row.step,
+                        "expected": row.expected,
+                        "measured": row.measured,
+                        "passed": row.passed,
+                        "timing_s": None if row.timing_s is None else round(row.timing_s, 4),
+                    }
+                    for row in r.rows
+                ],
+            }
+            for r in results
+        ],
+    }
+
+
+def to_junit(results: Sequence[ScenarioResult], time_scale: float) -> ET.Element:
+    """One <testsuite> per scenario, one <testcase> per row (a failed row carries <failure>)."""
+    suites = ET.Element("testsuites", name="ocpp809 scenarios")
+    for r in results:
+        failures = sum(not row.passed for row in r.rows)
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=r.scenario,
+            tests=str(len(r.rows)),
+            failures=str(failures),
+            errors="0",
+            time=f"{r.duration_s:.3f}",
+            file=r.file,
+        )
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="time_scale", value=f"{time_scale:g}")
+        for index, row in enumerate(r.rows):
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=r.scenario,
+                name=f"{index:02d} {row.step}",
+                time=f"{row.timing_s or 0.0:.3f}",
+            )
+            if not row.passed:
+                failure = ET.SubElement(case, "failure", message=f"expected {row.expected}, measured {row.measured}")
+                failure.text = f"expected: {row.expected}\nmeasured: {row.measured}\n"
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = f"measured: {row.measured}"
+    return suites
+
+
+def write_reports(results: Sequence[ScenarioResult], time_scale: float, report_dir: Path) -> tuple[Path, Path]:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    json_path = report_dir / "scenarios.json"
+    junit_path = report_dir / "scenarios.junit.xml"
+    json_path.write_text(json.dumps(to_json(results, time_scale), indent=2) + "\n", encoding="utf-8")
+    tree = ET.ElementTree(to_junit(results, time_scale))
+    ET.indent(tree)
+    tree.write(junit_path, encoding="utf-8", xml_declaration=True)
+    return json_path, junit_path

@@ -1,0 +1,491 @@
+"""Run scenarios against the whole gateway on loopback and judge them.
+
+For each scenario: a fresh gateway in this process (``gateway.app.build_gateway``)
+with the scenario's configuration overrides, both listeners on 127.0.0.1 with ports
+chosen by the OS, a temporary store and no metrics endpoint; a DSO master
+(``iec104.master.Iec104Master``) and the simulated stations connect to it; the steps
+run in order, and every action and expectation becomes one row of the report.
+Nothing is shared between scenarios, so no state can leak from one to the next.
+
+Measurements come from where they are true: what the stations draw from the station
+simulators (the physical truth), what the DSO sees from the master's received ASDUs,
+and the gateway's mode and allocation from its core view (``runtime.view()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, PointConfig, parse_config
+from gateway.model import OcppVersion
+from scenarios.sim_station import Fleet, SimStation, StationSpec
+from scenarios.spec import (
+    CutLinkStep,
+    EvDemandStep,
+    Expectation,
+    InterrogateStep,
+    RestoreLinkStep,
+    Scenario,
+    SetpointStep,
+    StationDisconnectStep,
+    Step,
+    WaitStep,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.01  # how often an expectation is re-measured while it waits
+# Gateway durations that stand for scenario time; --time-scale divides them.
+SCALED_KEYS: tuple[tuple[str, str], ...] = (
+    ("limits", "hold_timeout_s"),
+    ("ocpp", "profile_refresh_s"),
+    ("ocpp", "profile_validity_s"),
+)
+_QUALITY_BAD = 0xF1  # IV, NT, SB, BL, OV: any of them makes a value unusable for a pass
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the report: an action or an expectation and what was measured."""
+
+    scenario: str
+    step: str
+    expected: str
+    measured: str
+    passed: bool
+    timing_s: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    file: str
+    rows: list[Row] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.passed for r in self.rows)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def gateway_config(overrides: dict[str, Any], store_path: str, time_scale: float) -> Config:
+    """Defaults + the scenario's overrides + loopback, OS-chosen ports, a temp store, no metrics."""
+    data: dict[str, Any] = {section: dict(values) for section, values in overrides.items()}
+    defaults = Config()
+    for section, key in SCALED_KEYS:
+        value = data.get(section, {}).get(key, getattr(getattr(defaults, section), key))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            data.setdefault(section, {})[key] = float(value) / time_scale
+    iec = data.setdefault("iec104", {})
+    iec.update(listen_host="127.0.0.1", port=0)
+    iec.setdefault("allowed_masters", ["127.0.0.1"])
+    data.setdefault("ocpp", {}).update(listen_host="127.0.0.1", port=0)
+    data["store"] = {"path": store_path}
+    data["metrics"] = {"enabled": False}
+    return parse_config(data, "<scenario gateway>")
+
+
+# -- one scenario ------------------------------------------------------------------------
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, time_scale: float = 1.0, workdir: Path | None = None) -> None:
+        if not time_scale > 0 or not math.isfinite(time_scale):
+            raise ValueError(f"time scale must be a positive number, got {time_scale}")
+        self.scenario = scenario
+        self.time_scale = time_scale
+        self.workdir = workdir
+        self.result = ScenarioResult(scenario.name, scenario.file)
+        self.gateway: Any = None
+        self.config: Config | None = None
+        self.master: Any = None
+        self.fleet = Fleet()
+        self.iec_port = 0
+        self.ocpp_port = 0
+        # step name -> (monotonic, wall) at its end, and at its start (for stations_unchanged)
+        self._anchors: dict[str, tuple[float, float]] = {}
+        self._starts: dict[str, tuple[float, float]] = {}
+        self._last_anchor = self._last_start = (time.monotonic(), time.time())
+
+    async def run(self) -> ScenarioResult:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="ocpp809-scenario-", dir=self.workdir) as tmp:
+            try:
+                await self._setup(Path(tmp))
+                for index, step in enumerate(self.scenario.steps):
+                    await self._run_step(index, step)
+            except Exception as exc:  # a broken setup or step is a failed row, never a crash
+                log.exception("scenario %s aborted", self.scenario.name)
+                self._row("(aborted)", "scenario runs to its end", f"{type(exc).__name__}: {exc}", False)
+            finally:
+                await self._teardown()
+        self.result.duration_s = time.monotonic() - started
+        return self.result
+
+    async def _setup(self, tmp: Path) -> None:
+        from gateway.app import build_gateway  # the gateway's composition root, nothing else
+
+        self.config = gateway_config(self.scenario.gateway, str(tmp / "store.sqlite3"), self.time_scale)
+        self.gateway = build_gateway(self.config)
+        t0 = time.monotonic()
+        await self.gateway.start()
+        self.iec_port, self.ocpp_port = self._listening_ports()
+        if self.scenario.dso.connect_at_start:
+            await self._connect_master()
+        for group in self.scenario.stations:
+            for sid in group.ids():
+                spec = StationSpec(
+                    station_id=sid,
+                    version=OcppVersion.V16 if group.version == "1.6" else OcppVersion.V201,
+                    demand_w=group.demand_w,
+                    phases=group.phases,
+                    max_power_w=group.max_power_w,
+                    ramp_w_per_s=group.ramp_w_per_s,
+                    meter_interval_s=group.meter_interval_s,
+                    max_stack_level=group.max_stack_level,
+                    rate_units=tuple(group.rate_units),  # type: ignore[arg-type]
+                    password=group.password,
+                )
+                self.fleet.add(SimStation(spec, f"ws://127.0.0.1:{self.ocpp_port}"))
+        self.fleet.start()
+        count = len(self.fleet.stations)
+        try:
+            await self.fleet.wait_booted(self.scenario.boot_timeout_s)
+            booted = count
+        except TimeoutError:
+            booted = sum(s.booted.is_set() for s in self.fleet.stations.values())
+        elapsed = time.monotonic() - t0
+        dso = "DSO link up, " if self.master is not None else ""
+        self._row("setup", f"gateway up, {dso}{count} stations booted", f"{booted} booted", booted == count, elapsed)
+        self._set_anchor("setup")
+
+    def _listening_ports(self) -> tuple[int, int]:
+        iec_port = ocpp_port = 0
+        for adapter in self.gateway.adapters:
+            kind = type(adapter).__name__
+            if kind == "Iec104Outstation":
+                iec_port = adapter.port
+            elif kind == "StationServer":
+                ocpp_port = adapter.port
+        if not iec_port or not ocpp_port:
+            missing = [n for n, p in (("IEC 104 outstation", iec_port), ("OCPP station server", ocpp_port)) if not p]
+            raise RuntimeError(f"the gateway has no {' and no '.join(missing)} (gateway/app.py::_build_adapters)")
+        return iec_port, ocpp_port
+
+    async def _connect_master(self) -> None:
+        from iec104.master import Iec104Master
+
+        assert self.config is not None
+        master = Iec104Master("127.0.0.1", self.iec_port, common_address=self.config.iec104.common_address)
+        await master.__aenter__()
+        self.master = master
+
+    async def _close_master(self, abort: bool) -> None:
+        master, self.master = self.master, None
+        if master is None:
+            return
+        if abort:
+            master.abort()
+        await master.close()
+
+    async def _teardown(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._close_master(abort=False)
+        with contextlib.suppress(Exception):
+            await self.fleet.stop()
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.gateway.stop()
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def _run_step(self, index: int, step: Step) -> None:
+        label = step.name or _label(step)
+        start = (time.monotonic(), time.time())
+        try:
+            if isinstance(step, Expectation):
+                await self._expect(label, step)
+            else:
+                await self._act(label, step)
+        except Exception as exc:
+            log.exception("step %d (%s) failed", index, label)
+            self._row(label, _label(step), f"error: {type(exc).__name__}: {exc}", False)
+        self._set_anchor(step.name, start)
+
+    def _set_anchor(self, name: str, start: tuple[float, float] | None = None) -> None:
+        self._last_anchor = (time.monotonic(), time.time())
+        self._last_start = start or self._last_anchor
+        if name:
+            self._anchors[name] = self._last_anchor
+            self._starts[name] = self._last_start
+
+    def _scaled(self, seconds: float, scale: bool = True) -> float:
+        return seconds / self.time_scale if scale else seconds
+
+    async def _act(self, label: str, step: Step) -> None:
+        t0 = time.monotonic()
+        match step:
+            case SetpointStep():
+                await self._setpoint(label, step)
+            case CutLinkStep():
+                had = self.master is not None
+                await self._close_master(step.abort)
+                how = "aborted (RST)" if step.abort else "closed"
+                self._row(label, "DSO link cut", how if had else "no link was up", had, time.monotonic() - t0)
+            case RestoreLinkStep():
+                await self._close_master(abort=False)
+                await self._connect_master()
+                self._row(label, "DSO link up (STARTDT confirmed)", "connected", True, time.monotonic() - t0)
+            case WaitStep():
+                seconds = self._scaled(step.for_s, step.scale)
+                await asyncio.sleep(seconds)
+                self._row(label, f"wait {step.for_s:g} s", f"waited {seconds:.2f} s", True, seconds)
+            case StationDisconnectStep():
+                station = self.fleet.stations[step.station]
+                await station.disconnect(step.away_s)
+                self._row(label, f"{step.station} away {step.away_s:g} s", "disconnected", True, time.monotonic() - t0)
+            case EvDemandStep():
+                self.fleet.stations[step.station].set_demand(step.demand_w)
+                self._row(label, f"{step.station} EV wants {step.demand_w:g} W", "set", True, 0.0)
+            case InterrogateStep():
+                if self.master is None:
+                    self._row(label, "general interrogation answered", "no DSO link", False)
+                    return
+                values = await self.master.interrogate()
+                self._row(label, "general interrogation answered", f"{len(values)} values", True, time.monotonic() - t0)
+
+    async def _setpoint(self, label: str, step: SetpointStep) -> None:
+        assert self.config is not None
+        points = self.config.iec104.points
+        point = points.limit_setpoint_time_tagged if step.time_tagged else points.limit_setpoint
+        ioa = step.ioa if step.ioa is not None else point.ioa
+        expected = f"ACT_CON {step.expect_confirm}"
+        if self.master is None:
+            self._row(label, expected, "no DSO link", False)
+            return
+        value = _to_point_unit(step.value_w, point)
+        tag = time.time() - step.tag_age_s if step.time_tagged else None
+        t0 = time.monotonic()
+        con = await self.master.send_setpoint(ioa, value, time_tag=tag, timeout_s=step.within_s)
+        elapsed = time.monotonic() - t0
+        got = "positive" if con.positive else "negative"
+        cot = getattr(con, "cot", None)
+        measured = got if con.positive else f"{got} (COT {int(cot)})" if cot is not None else got
+        self._row(label, expected, measured, got == step.expect_confirm, elapsed)
+
+    # -- expectations ------------------------------------------------------------------------
+
+    async def _expect(self, label: str, exp: Expectation) -> None:
+        anchor_mono, anchor_wall = self._anchors[exp.since] if exp.since else self._last_anchor
+        expected = exp.describe()
+        if exp.expect == "stations_unchanged":
+            # From the *start* of the anchor step: a change made before an ACT_CON counts too.
+            start_mono, start_wall = self._starts[exp.since] if exp.since else self._last_start
+            await self._expect_unchanged(label, exp, start_mono, start_wall)
+            return
+        if exp.for_s:
+            end = anchor_mono + self._scaled(exp.for_s, exp.scale)
+            value, ok = self._measure(exp)
+            while ok and time.monotonic() < end:
+                await asyncio.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
+                value, ok = self._measure(exp)
+            held = time.monotonic() - anchor_mono
+            if ok:
+                self._row(label, expected, f"{value}", True, held)
+            else:
+                self._row(label, expected, f"{value} after {held:.2f} s", False, held)
+            return
+        not_before = anchor_mono + self._scaled(exp.after_s, exp.scale)
+        deadline = not_before + exp.within_s
+        while True:
+            value, ok = self._measure(exp)
+            now = time.monotonic()
+            if ok:
+                elapsed = now - anchor_mono
+                if exp.after_s and now < not_before:
+                    self._row(label, expected, f"{value} too early, at {elapsed:.2f} s", False, elapsed)
+                else:
+                    self._row(label, expected, f"{value}", True, elapsed)
+                return
+            if now >= deadline:
+                self._row(label, expected, f"{value} (not reached)", False, now - anchor_mono)
+                return
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - now)))
+
+    async def _expect_unchanged(self, label: str, exp: Expectation, anchor_mono: float, anchor_wall: float) -> None:
+        end = anchor_mono + self._scaled(exp.for_s, exp.scale)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        changes = [
+            (sid, e)
+            for sid, station in self.fleet.stations.items()
+            for e in station.events
+            if e.kind in ("limit", "cleared") and e.at_s >= anchor_wall
+        ]
+        held = time.monotonic() - anchor_mono
+        if changes:
+            sid, first = changes[0]
+            text = f"{len(changes)} change(s), first {sid} -> {first.value} W at {first.at_s - anchor_wall:.2f} s"
+            self._row(label, exp.describe(), text, False, held)
+        else:
+            self._row(label, exp.describe(), "no change", True, held)
+
+    def _measure(self, exp: Expectation) -> tuple[str, bool]:
+        """Measure the expectation's quantity now: (text for the report, whether it holds)."""
+        stations = self.fleet.stations
+        view = self.gateway.runtime.view()
+        match exp.expect:
+            case "site_power_w":
+                return _judge_number(self.fleet.total_power_w(), exp, "W")
+            case "station_power_w":
+                assert exp.station is not None
+                return _judge_number(stations[exp.station].power_w(), exp, "W")
+            case "station_limits_total_w":
+                total = 0.0
+                for s in stations.values():
+                    limit = s.limit_w()
+                    total += s.spec.max_power_w if limit is None else min(limit, s.spec.max_power_w)
+                return _judge_number(total, exp, "W")
+            case "limit_in_force_w":
+                return _judge_number(view.limit_w, exp, "W")
+            case "mode":
+                mode = view.mode.value
+                return mode, mode == exp.equals
+            case "enforced":
+                want = True if exp.equals is None else bool(exp.equals)
+                return str(view.enforced).lower(), view.enforced == want
+            case "all_within_allocation":
+                return self._within_allocation(view, exp)
+            case "telemetry":
+                return self._telemetry(exp)
+        raise AssertionError(f"unhandled expectation {exp.expect}")  # pragma: no cover
+
+    def _within_allocation(self, view: Any, exp: Expectation) -> tuple[str, bool]:
+        allocated = {s.station_id: s.limit_w for s in view.stations}
+        over = []
+        for sid, station in self.fleet.stations.items():
+            power = station.power_w()
+            share = allocated.get(sid)
+            if share is None or power > share + exp.tolerance:
+                over.append(f"{sid} {power:.0f}/{'-' if share is None else f'{share:.0f}'} W")
+        want = True if exp.equals is None else bool(exp.equals)
+        text = "all within" if not over else "over: " + ", ".join(over[:3]) + ("..." if len(over) > 3 else "")
+        return text, (not over) == want
+
+    def _telemetry(self, exp: Expectation) -> tuple[str, bool]:
+        assert self.config is not None and exp.ioa is not None
+        if self.master is None:
+            return "no DSO link", False
+        latest = self.master.latest(exp.ioa)
+        if latest is None:
+            return "nothing received", False
+        unit = _point_unit(self.config, exp.ioa)
+        raw = latest.value
+        flags = _quality_text(latest.quality)
+        if isinstance(raw, bool) or exp.equals is not None and isinstance(exp.equals, bool):
+            value_b = bool(raw)
+            ok = isinstance(exp.equals, bool) and value_b == exp.equals and not latest.quality & _QUALITY_BAD
+            return f"{str(value_b).lower()}{flags}", ok
+        value = float(raw) * (1000.0 if unit == "kW" else 1.0) if raw is not None else math.nan
+        text, ok = _judge_number(value, exp, "W")
+        tag = latest.time_tag
+        if tag is not None:
+            tag_s = _tag_seconds(tag)
+            if tag_s is not None:
+                age = latest.received_at_s - tag_s
+                text += f", tag age {age:.2f} s"
+                ok = ok and abs(age) < 10.0
+        return text + flags, ok and not latest.quality & _QUALITY_BAD
+
+    def _row(self, step: str, expected: str, measured: str, passed: bool, timing_s: float | None = None) -> None:
+        row = Row(self.scenario.name, step, expected, measured, passed, timing_s)
+        self.result.rows.append(row)
+        log.debug("%s | %s | %s | %s | %s", row.scenario, row.step, row.expected, row.measured, "PASS" if passed else "FAIL")
+
+
+def _label(step: Step) -> str:
+    match step:
+        case SetpointStep():
+            kind = "C_SE_TC_1" if step.time_tagged else "C_SE_NC_1"
+            return f"DSO sends {step.value_w:g} W ({kind})"
+        case CutLinkStep():
+            return "cut the IEC 104 link"
+        case RestoreLinkStep():
+            return "restore the IEC 104 link"
+        case WaitStep():
+            return f"wait {step.for_s:g} s"
+        case StationDisconnectStep():
+            return f"{step.station} disconnects"
+        case EvDemandStep():
+            return f"{step.station} demand {step.demand_w:g} W"
+        case InterrogateStep():
+            return "general interrogation"
+        case Expectation():
+            return f"check {step.subject()}"
+    return type(step).__name__  # pragma: no cover
+
+
+def _judge_number(value: float, exp: Expectation, unit: str) -> tuple[str, bool]:
+    text = f"{value:.1f} {unit}" if math.isfinite(value) else "no value"
+    if not math.isfinite(value):
+        return text, False
+    if exp.at_most is not None:
+        return text, value <= exp.at_most + exp.tolerance
+    if exp.at_least is not None:
+        return text, value >= exp.at_least - exp.tolerance
+    if isinstance(exp.equals, int | float) and not isinstance(exp.equals, bool):
+        return text, abs(value - float(exp.equals)) <= exp.tolerance
+    return text, False
+
+
+def _to_point_unit(value_w: float, point: PointConfig) -> float:
+    return value_w / 1000.0 if point.unit == "kW" else value_w
+
+
+def _point_unit(config: Config, ioa: int) -> str:
+    points = config.iec104.points
+    for role in points.__dataclass_fields__:
+        point: PointConfig = getattr(points, role)
+        if point.ioa == ioa:
+            return point.unit
+    return "W"
+
+
+def _quality_text(quality: int) -> str:
+    names = [n for bit, n in ((0x80, "IV"), (0x40, "NT"), (0x20, "SB"), (0x10, "BL"), (0x01, "OV")) if quality & bit]
+    return f" [{' '.join(names)}]" if names else ""
+
+
+def _tag_seconds(tag: Any) -> float | None:
+    """Epoch seconds of a CP56Time2a tag (None when the outstation marked it invalid)."""
+    return None if tag.invalid else float(tag.timestamp_s)
+
+
+# -- many scenarios ------------------------------------------------------------------------
+
+
+async def run_scenarios(
+    scenarios: list[Scenario],
+    time_scale: float = 1.0,
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> list[ScenarioResult]:
+    """Run each scenario in its own gateway instance, one after the other."""
+    results = []
+    for scenario in scenarios:
+        result = await ScenarioRun(scenario, time_scale).run()
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results

@@ -1,0 +1,337 @@
+"""Scenario files: TOML data (never code) parsed into frozen dataclasses with clear errors.
+
+A scenario names the gateway configuration it needs (overrides of ``ocpp809.toml``),
+the fleet of simulated stations, and a list of steps run in order. A step either
+*does* something (``do = "setpoint"`` ...) or *expects* something (``expect = ...``).
+
+Time: durations that stand for scenario time passing (``wait.for_s``, an expectation's
+``after_s`` and ``for_s``, the gateway's ``limits.hold_timeout_s`` and profile
+refresh/validity) are divided by ``--time-scale``; reaction deadlines
+(``within_s``) and a station's time away (``away_s``) are always real seconds. A step
+with ``scale = false`` keeps all its durations real.
+
+Every error is one ``ScenarioError(file, key, reason)``, e.g.
+``scenarios/t1.toml: steps[2].within_s: Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from gateway.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is wrong (the CLI prints it as one line and exits 2, like a config error)."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StationGroup:
+    """``count`` identical stations: ids ``{id}`` (count 1) or ``{id}1``..``{id}{count}``."""
+
+    id: str
+    count: int = Field(default=1, ge=1, le=10000)
+    version: Literal["1.6", "2.0.1"] = "1.6"
+    demand_w: float = Field(default=11000.0, ge=0)
+    phases: Literal[1, 2, 3] = 3
+    max_power_w: float = Field(default=22000.0, gt=0)
+    ramp_w_per_s: float = Field(default=3000.0, gt=0)
+    meter_interval_s: float = Field(default=60.0, ge=0)
+    max_stack_level: int = Field(default=8, ge=0)
+    rate_units: tuple[Literal["A", "W"], ...] = ("A", "W")
+    password: str = ""
+
+    def ids(self) -> list[str]:
+        return [self.id] if self.count == 1 else [f"{self.id}{i}" for i in range(1, self.count + 1)]
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SetpointStep:
+    """The DSO master sends a setpoint and the step checks the ACT_CON."""
+
+    do: Literal["setpoint"]
+    value_w: float
+    name: str = ""
+    time_tagged: bool = False  # C_SE_TC_1 instead of C_SE_NC_1
+    tag_age_s: float = 0.0  # how old the time tag is (stale-command tests)
+    ioa: int | None = None  # default: the configured setpoint point of the kind
+    expect_confirm: Literal["positive", "negative"] = "positive"
+    within_s: float = Field(default=5.0, gt=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CutLinkStep:
+    """Close the master's connection (``abort``: drop it with a reset, as a cut cable)."""
+
+    do: Literal["cut_link"]
+    name: str = ""
+    abort: bool = False
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RestoreLinkStep:
+    do: Literal["restore_link"]
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class WaitStep:
+    do: Literal["wait"]
+    for_s: float = Field(ge=0)
+    name: str = ""
+    scale: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StationDisconnectStep:
+    """A station drops its connection and comes back after ``away_s`` (plus its backoff)."""
+
+    do: Literal["station_disconnect"]
+    station: str
+    away_s: float = Field(ge=0)
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvDemandStep:
+    do: Literal["ev_demand"]
+    station: str
+    demand_w: float = Field(ge=0)
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class InterrogateStep:
+    do: Literal["interrogate"]
+    name: str = ""
+
+
+# -- expectations ------------------------------------------------------------------------
+
+Quantity = Literal[
+    "site_power_w",  # what the simulated stations really draw, summed
+    "station_power_w",  # what one station draws
+    "station_limits_total_w",  # the limits the stations obey (composite of their profiles), summed
+    "limit_in_force_w",  # the gateway's limit in force
+    "mode",  # the gateway's mode: initial, normal, hold, fallback
+    "telemetry",  # the latest value the DSO master holds for ``ioa``
+    "all_within_allocation",  # every station draws at most what the gateway allocated it
+    "enforced",  # every connected station accepted its latest allocation
+    "stations_unchanged",  # no station's obeyed limit changed since the anchor
+]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Expectation:
+    expect: Quantity
+    name: str = ""
+    station: str | None = None
+    ioa: int | None = None
+    equals: float | bool | str | None = None
+    at_most: float | None = None
+    at_least: float | None = None
+    tolerance: float = Field(default=0.5, ge=0)  # for ``equals`` on numbers, and ``at_most``/``at_least``
+    within_s: float = Field(default=5.0, ge=0)  # real seconds after the anchor (+ after_s)
+    after_s: float = Field(default=0.0, ge=0)  # scenario seconds: it must not be true earlier
+    for_s: float = Field(default=0.0, ge=0)  # scenario seconds from the anchor it must stay true
+    since: str | None = None  # anchor: end of this named step (default: end of the previous step)
+    scale: bool = True
+
+    def subject(self) -> str:
+        return {
+            "station_power_w": f"power of {self.station}",
+            "telemetry": f"IOA {self.ioa}",
+            "stations_unchanged": "stations unchanged",
+        }.get(self.expect, self.expect.removesuffix("_w").replace("_", " "))
+
+    def describe(self) -> str:
+        subject = self.subject()
+        if self.expect in ("stations_unchanged",):
+            test = "no station limit change"
+        elif self.equals is not None:
+            test = f"{subject} = {_fmt(self.equals)}"
+        elif self.at_most is not None:
+            test = f"{subject} <= {_fmt(self.at_most)}"
+        elif self.at_least is not None:
+            test = f"{subject} >= {_fmt(self.at_least)}"
+        else:
+            test = f"{subject}"
+        if self.for_s:
+            return f"{test} for {_fmt(self.for_s)} s"
+        if self.after_s:
+            return f"{test} after {_fmt(self.after_s)} s, within +{_fmt(self.within_s)} s"
+        return f"{test} within {_fmt(self.within_s)} s"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+Action = SetpointStep | CutLinkStep | RestoreLinkStep | WaitStep | StationDisconnectStep | EvDemandStep | InterrogateStep
+Step = Action | Expectation
+
+_ACTIONS: dict[str, type[Any]] = {
+    "setpoint": SetpointStep,
+    "cut_link": CutLinkStep,
+    "restore_link": RestoreLinkStep,
+    "wait": WaitStep,
+    "station_disconnect": StationDisconnectStep,
+    "ev_demand": EvDemandStep,
+    "interrogate": InterrogateStep,
+}
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DsoSettings:
+    connect_at_start: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    file: str
+    description: str
+    gateway: dict[str, Any]  # configuration overrides, already checked by the gateway's parser
+    dso: DsoSettings
+    stations: tuple[StationGroup, ...]
+    steps: tuple[Step, ...]
+    boot_timeout_s: float
+
+    def station_ids(self) -> list[str]:
+        return [sid for group in self.stations for sid in group.ids()]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class _Document:
+    name: str
+    description: str = ""
+    gateway: dict[str, Any] = Field(default_factory=dict)
+    dso: DsoSettings = DsoSettings()
+    stations: tuple[dict[str, Any], ...] = ()
+    steps: tuple[dict[str, Any], ...] = ()
+    boot_timeout_s: float = Field(default=20.0, gt=0)
+
+
+def _validate(cls: type[Any], data: object, file: str, prefix: str) -> Any:
+    try:
+        # JSON mode: strict types, yet integers fill floats and arrays fill tuples.
+        return TypeAdapter(cls).validate_json(json.dumps(data, default=str))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "(top level)")
+        reason = "unknown key" if error["type"] in ("unexpected_keyword_argument", "extra_forbidden") else error["msg"]
+        raise ScenarioError(file, key, reason) from None
+
+
+def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
+    doc: _Document = _validate(_Document, data, file, "")
+    groups = tuple(_validate(StationGroup, raw, file, f"stations[{i}]") for i, raw in enumerate(doc.stations))
+    ids: set[str] = set()
+    for i, group in enumerate(groups):
+        for sid in group.ids():
+            if sid in ids:
+                raise ScenarioError(file, f"stations[{i}].id", f"station id {sid!r} is used twice")
+            if not 0 < len(sid) <= 48 or ":" in sid or "/" in sid:
+                raise ScenarioError(file, f"stations[{i}].id", f"{sid!r}: a station id has 1..48 characters, no ':' or '/'")
+            ids.add(sid)
+    steps: list[Step] = []
+    names: set[str] = set()
+    for i, raw in enumerate(doc.steps):
+        key = f"steps[{i}]"
+        if ("do" in raw) == ("expect" in raw):
+            raise ScenarioError(file, key, "a step has exactly one of 'do' or 'expect'")
+        if "do" in raw:
+            cls = _ACTIONS.get(raw["do"]) if isinstance(raw["do"], str) else None
+            if cls is None:
+                raise ScenarioError(file, f"{key}.do", f"unknown action {raw['do']!r}; one of {', '.join(_ACTIONS)}")
+            step: Step = _validate(cls, raw, file, key)
+        else:
+            step = _validate(Expectation, raw, file, key)
+            _check_expectation(step, file, key, names, ids)
+        station = getattr(step, "station", None)
+        if station is not None and station not in ids:
+            raise ScenarioError(file, f"{key}.station", f"no station {station!r} in the fleet")
+        if step.name:
+            if step.name in names:
+                raise ScenarioError(file, f"{key}.name", f"step name {step.name!r} is used twice")
+            names.add(step.name)
+        steps.append(step)
+    if not steps:
+        raise ScenarioError(file, "steps", "a scenario needs at least one step")
+    _check_gateway(doc.gateway, file)
+    return Scenario(doc.name, file, doc.description, doc.gateway, doc.dso, groups, tuple(steps), doc.boot_timeout_s)
+
+
+def _check_expectation(step: Expectation, file: str, key: str, names: set[str], ids: set[str]) -> None:
+    comparators = [c for c in (step.equals, step.at_most, step.at_least) if c is not None]
+    if step.expect == "stations_unchanged":
+        if comparators:
+            raise ScenarioError(file, key, "stations_unchanged takes no equals/at_most/at_least")
+        if not step.for_s:
+            raise ScenarioError(file, f"{key}.for_s", "stations_unchanged needs for_s")
+    elif step.expect in ("all_within_allocation", "enforced"):
+        if step.at_most is not None or step.at_least is not None:
+            raise ScenarioError(file, key, f"{step.expect} is true or false: use equals")
+        if step.equals is not None and not isinstance(step.equals, bool):
+            raise ScenarioError(file, f"{key}.equals", "must be true or false")
+    elif len(comparators) != 1:
+        raise ScenarioError(file, key, "give exactly one of equals, at_most, at_least")
+    if step.expect == "mode" and step.equals not in ("initial", "normal", "hold", "fallback"):
+        raise ScenarioError(file, f"{key}.equals", "mode is one of initial, normal, hold, fallback")
+    if step.expect == "station_power_w" and step.station is None:
+        raise ScenarioError(file, f"{key}.station", "station_power_w needs a station")
+    if step.expect == "telemetry" and step.ioa is None:
+        raise ScenarioError(file, f"{key}.ioa", "telemetry needs an ioa")
+    if step.expect not in ("mode", "telemetry", "all_within_allocation", "enforced") and isinstance(step.equals, str):
+        raise ScenarioError(file, f"{key}.equals", "must be a number")
+    if step.since is not None and step.since not in names:
+        raise ScenarioError(file, f"{key}.since", f"no earlier step named {step.since!r}")
+    if step.for_s and step.after_s:
+        raise ScenarioError(file, key, "give for_s or after_s, not both")
+
+
+def _check_gateway(overrides: dict[str, Any], file: str) -> None:
+    from scenarios.runner import gateway_config  # the runner owns how overrides are merged
+
+    try:
+        gateway_config(overrides, store_path="check.sqlite3", time_scale=1.0)
+    except ConfigError as exc:
+        raise ScenarioError(file, f"gateway.{exc.key}", exc.reason) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    file = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ScenarioError(file, "(file)", "no such file") from None
+    except OSError as exc:
+        raise ScenarioError(file, "(file)", exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(file, "(syntax)", str(exc)) from None
+    return parse_scenario(data, file)
+
+
+SCENARIO_DIR = Path(__file__).resolve().parent
+
+
+def shipped_scenarios() -> list[Path]:
+    """Every scenario file that ships in ``scenarios/``, in name order (T1 first)."""
+    return sorted(SCENARIO_DIR.glob("*.toml"))
