@@ -132,7 +132,8 @@ def test_profile_from_ocpp_16_and_201_payloads() -> None:
     p16 = profile_from_ocpp(v16, 0, T0, [RateUnit.A, RateUnit.W])
     assert (p16.profile_id, p16.stack_level, p16.purpose) == (809, 2, Purpose.STATION_MAX)
     assert p16.valid_to_s == T0 + 900
-    assert p16.limit_w_at(T0, 1) == pytest.approx(6900)
+    assert p16.limit_w_at(T0, 3) == pytest.approx(6900)
+    assert p16.limit_w_at(T0, 1) == pytest.approx(2300)  # a single-phase station uses one phase
     v201 = {
         "id": 810,
         "stack_level": 1,
