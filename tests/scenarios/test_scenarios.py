@@ -1,0 +1,29 @@
+"""Every shipped scenario, time-scaled, against the whole gateway on loopback: CI proves T1-T4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scenarios.runner import ScenarioRun
+from scenarios.spec import load_scenario, shipped_scenarios
+
+TIME_SCALE = 60.0  # T2's ten minutes of hold become ten seconds
+
+
+def _table(result: object) -> str:
+    rows = getattr(result, "rows")
+    return "\n".join(
+        f"{'PASS' if r.passed else 'FAIL'} {r.step}: expected {r.expected}, measured {r.measured}" for r in rows
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("path", shipped_scenarios(), ids=lambda p: Path(p).stem)
+async def test_shipped_scenario_passes(path: Path) -> None:
+    scenario = load_scenario(path)
+    result = await ScenarioRun(scenario, time_scale=TIME_SCALE).run()
+    assert result.passed, _table(result)
+    assert result.rows[0].step == "setup"
+    assert len(result.rows) == len(scenario.steps) + 1  # every step judged, nothing skipped

@@ -1,0 +1,83 @@
+"""Scenario files parse into frozen dataclasses, and every mistake is one precise error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenarios.runner import gateway_config
+from scenarios.spec import Expectation, ScenarioError, SetpointStep, load_scenario, parse_scenario, shipped_scenarios
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": "x",
+        "stations": [{"id": "cs", "count": 2}],
+        "steps": [{"do": "setpoint", "value_w": 20000}, {"expect": "site_power_w", "at_most": 20000}],
+    }
+    doc.update(extra)
+    return doc
+
+
+def test_every_shipped_scenario_parses_and_t1_to_t4_are_there() -> None:
+    names = [load_scenario(path).name for path in shipped_scenarios()]
+    for prefix in ("T1 ", "T2 ", "T3 ", "T4 "):
+        assert any(n.startswith(prefix) for n in names), names
+
+
+def test_minimal_scenario() -> None:
+    scenario = parse_scenario(minimal(), "x.toml")
+    assert scenario.station_ids() == ["cs1", "cs2"]
+    assert isinstance(scenario.steps[0], SetpointStep)
+    assert isinstance(scenario.steps[1], Expectation)
+    with pytest.raises(AttributeError):
+        scenario.steps[0].value_w = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        ({"bogus": 1}, "bogus", "unknown key"),
+        ({"steps": [{"do": "explode"}]}, "steps[0].do", "unknown action"),
+        ({"steps": [{"do": "setpoint"}]}, "steps[0].value_w", "required"),
+        ({"steps": [{"do": "setpoint", "value_w": "20 kW"}]}, "steps[0].value_w", "number"),
+        ({"steps": [{"expect": "site_power_w"}]}, "steps[0]", "exactly one of equals"),
+        ({"steps": [{"expect": "mode", "equals": "panic"}]}, "steps[0].equals", "mode is one of"),
+        ({"steps": [{"expect": "telemetry", "equals": 1}]}, "steps[0].ioa", "needs an ioa"),
+        ({"steps": [{"expect": "station_power_w", "station": "nope", "at_most": 1}]}, "steps[0].station", "no station"),
+        ({"steps": [{"expect": "mode", "equals": "hold", "since": "later"}]}, "steps[0].since", "no earlier step"),
+        ({"steps": [{"do": "wait", "for_s": 1, "expect": "mode"}]}, "steps[0]", "exactly one of 'do' or 'expect'"),
+        ({"steps": []}, "steps", "at least one step"),
+        ({"stations": [{"id": "a:b"}]}, "stations[0].id", "no ':'"),
+        ({"stations": [{"id": "cs", "phases": 4}]}, "stations[0].phases", "Input should be"),
+        ({"gateway": {"limits": {"hold_timeout": 5}}}, "gateway.limits.hold_timeout", "unknown key"),
+        ({"gateway": {"limits": {"min_limit_w": 200000}}}, "gateway.limits.min_limit_w", "above"),
+    ],
+)
+def test_errors_name_the_file_the_key_and_the_reason(change: dict[str, Any], key: str, reason: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(minimal(**change), "bad.toml")
+    assert info.value.file == "bad.toml"
+    assert info.value.key == key
+    assert reason in info.value.reason
+
+
+def test_load_reports_syntax_and_missing_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = \n")
+    with pytest.raises(ScenarioError, match="syntax"):
+        load_scenario(broken)
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_time_scale_divides_the_gateway_timeouts_and_forces_loopback() -> None:
+    config = gateway_config({"limits": {"hold_timeout_s": 600}}, "s.sqlite3", time_scale=60)
+    assert config.limits.hold_timeout_s == 10
+    assert config.ocpp.profile_refresh_s == 300 / 60  # a default is scaled as well
+    assert config.limits.max_command_age_s == 30  # not a scenario-time duration: untouched
+    assert (config.iec104.listen_host, config.ocpp.listen_host) == ("127.0.0.1", "127.0.0.1")
+    assert (config.iec104.port, config.ocpp.port, config.metrics.enabled) == (0, 0, False)
+    assert config.store.path == "s.sqlite3"
