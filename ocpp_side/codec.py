@@ -153,6 +153,11 @@ def encode_call(unique_id: str, action: str, payload: dict[str, Any]) -> bytes:
     return orjson.dumps([MessageType.CALL, unique_id, action, payload])
 
 
+def encode_call_raw(unique_id: str, action: str, payload_json: bytes) -> bytes:
+    """A CALL around a payload already encoded (one encoding shared by many stations)."""
+    return b"".join((b"[2,", orjson.dumps(unique_id), b",", orjson.dumps(action), b",", payload_json, b"]"))
+
+
 def encode_result(unique_id: str, payload: dict[str, Any]) -> bytes:
     return orjson.dumps([MessageType.CALLRESULT, unique_id, payload])
 

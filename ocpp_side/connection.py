@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -31,7 +32,8 @@ from gateway.model import OcppVersion, ProfileOutcome
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
-from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s, set_charging_profile
+from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s
+from ocpp_side.wire import send_now
 from ocpp_side.station_setup import (
     Discovered,
     MeteringPlan,
@@ -77,6 +79,7 @@ class OutgoingCall:
     payload: dict[str, Any]
     on_done: OnDone
     unique_id: str | None = None  # None: a gateway id is assigned when it is sent
+    encoded: bytes | None = None  # the payload already encoded and validated (shared by many stations)
 
 
 _PROFILE_OUTCOME = {
@@ -194,20 +197,23 @@ class StationConnection:
                 if not self.queue:
                     return None
                 call = self.queue.popleft()
-            try:
-                schemas.validate(self.version, call.action, call.payload, request=True)
-            except OcppViolation as exc:  # our own payload: a bug, never sent invalid
-                log.error("%s: not sending invalid %s: %s", self.station_id, call.action, exc)
-                call.on_done(CallOutcome(None, CallFailure.INVALID_RESPONSE, str(exc)))
-                continue
+            encoded = call.encoded
+            if encoded is None:
+                try:
+                    schemas.validate(self.version, call.action, call.payload, request=True)
+                except OcppViolation as exc:  # our own payload: a bug, never sent invalid
+                    log.error("%s: not sending invalid %s: %s", self.station_id, call.action, exc)
+                    call.on_done(CallOutcome(None, CallFailure.INVALID_RESPONSE, str(exc)))
+                    continue
+                encoded = orjson.dumps(call.payload)
             self._ids += 1
             unique_id = call.unique_id or f"{GATEWAY_ID_PREFIX}{self._ids}"
             self.inflight, self.inflight_id = call, unique_id
             self._timer = asyncio.get_running_loop().call_later(
                 self.server.call_timeout_s, self._on_timeout, unique_id
             )
-            self.server.metrics.calls_sent.labels(call.action).inc()
-            return codec.encode_call(unique_id, call.action, call.payload)
+            self.server.metrics.sent(call.action)
+            return codec.encode_call_raw(unique_id, call.action, encoded)
 
     def _finish_inflight(self, outcome: CallOutcome) -> Event | None:
         call = self.inflight
@@ -242,10 +248,10 @@ class StationConnection:
         else:
             self.limit_dirty = False
             return None
-        payload = set_charging_profile(
-            self.version, level, value_w, caps, self.server.profile_settings, self.server.clock()
+        payload, encoded = self.server.profile_payload(self.version, level, value_w, caps)
+        return OutgoingCall(
+            "SetChargingProfile", payload, lambda outcome: self._profile_done(limit, level, outcome), None, encoded
         )
-        return OutgoingCall("SetChargingProfile", payload, lambda outcome: self._profile_done(limit, level, outcome))
 
     def _profile_done(self, limit: ApplyStationLimit, level: ProfileLevel, outcome: CallOutcome) -> Event | None:
         if outcome.failure is CallFailure.CLOSED:
@@ -363,11 +369,13 @@ class StationConnection:
             log.error("%s: our %s answer is invalid: %s", self.station_id, call.action, exc)
             await self._send_error(call.unique_id, ErrorKind.INTERNAL, "internal error")
             return
-        server.metrics.calls_received.labels(call.action).inc()
-        try:
-            await self.ws.send(codec.encode_result(call.unique_id, response), text=True)
-        except ConnectionClosed:
-            return
+        server.metrics.received(call.action)
+        frame = codec.encode_result(call.unique_id, response)
+        if not send_now(self.ws, frame):
+            try:
+                await self.ws.send(frame, text=True)
+            except ConnectionClosed:
+                return
         await self._after_call(call, response)
 
     async def _after_call(self, call: Call, response: dict[str, Any]) -> None:

@@ -14,12 +14,15 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
+import orjson
 from prometheus_client import Counter
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -34,8 +37,9 @@ from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import StationConnection
-from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
+from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps, set_charging_profile
 from ocpp_side.station_setup import Discovered, MeteringPlan
+from ocpp_side.wire import send_now
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,21 @@ class OcppMetrics:
                                         ["code"], registry=r)
         self.handshakes_refused = Counter("ocpp809_ocpp_handshakes_refused", "Refused station handshakes",
                                           ["reason"], registry=r)
+        self._received: dict[str, Any] = {}
+        self._sent: dict[str, Any] = {}
+
+    # Bound children cached per action: labels() costs a lock and a tuple per call.
+    def received(self, action: str) -> None:
+        child = self._received.get(action)
+        if child is None:
+            child = self._received[action] = self.calls_received.labels(action)
+        child.inc()
+
+    def sent(self, action: str) -> None:
+        child = self._sent.get(action)
+        if child is None:
+            child = self._sent[action] = self.calls_sent.labels(action)
+        child.inc()
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -113,6 +132,8 @@ class StationServer:
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._refresh_job: object | None = None
+        self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
+        self._profile_cache_s = -1
         runtime.add_listener(self._on_decisions)
 
     # -- public ------------------------------------------------------------------
@@ -177,6 +198,23 @@ class StationServer:
         """Hand an event to the core from a timer callback (outside any coroutine)."""
         self._spawn(self.runtime.submit(event))
 
+    def profile_payload(
+        self, version: OcppVersion, level: ProfileLevel, value_w: float, caps: StationCaps
+    ) -> tuple[dict[str, Any], bytes]:
+        """A SetChargingProfile payload, built, validated and encoded once per distinct
+        content and second: in a fan-out most stations share the same one."""
+        now_s = math.floor(self.clock())
+        if now_s != self._profile_cache_s:
+            self._profile_cache.clear()
+            self._profile_cache_s = now_s
+        key = (version, level, value_w, caps)
+        cached = self._profile_cache.get(key)
+        if cached is None:
+            payload = set_charging_profile(version, level, value_w, caps, self.profile_settings, now_s)
+            schemas.validate(version, "SetChargingProfile", payload, request=True)
+            cached = self._profile_cache[key] = (payload, orjson.dumps(payload))
+        return cached
+
     def station_caps(self, station_id: str, discovered: Discovered) -> StationCaps:
         cfg = self.config
         entry = cfg.stations.get(station_id)
@@ -218,6 +256,8 @@ class StationServer:
                 conn.in_ready = False
                 frame = conn.next_frame()
                 if frame is None:
+                    continue
+                if send_now(conn.ws, frame):
                     continue
                 transport = conn.ws.transport
                 if transport is not None and transport.get_write_buffer_size() > _BLOCKED_SEND_BYTES:

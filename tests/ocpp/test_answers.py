@@ -1,0 +1,92 @@
+"""answers.py: every standalone answer is schema-valid for its version."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.model import OcppVersion
+from ocpp_side import schemas
+from ocpp_side.answers import StandaloneAnswers
+from ocpp_side.codec import ErrorKind, OcppViolation
+
+V16, V201 = OcppVersion.V16, OcppVersion.V201
+TS = "2026-01-01T00:00:00Z"
+
+REQUESTS = [
+    (V16, "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}),
+    (V16, "Heartbeat", {}),
+    (V16, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
+    (V16, "Authorize", {"idTag": "TAG1"}),
+    (V16, "StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 0, "timestamp": TS}),
+    (V16, "StopTransaction", {"meterStop": 5, "timestamp": TS, "transactionId": 1, "idTag": "TAG1"}),
+    (V16, "StopTransaction", {"meterStop": 5, "timestamp": TS, "transactionId": 1}),
+    (V16, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": TS, "sampledValue": [{"value": "1"}]}]}),
+    (V16, "DataTransfer", {"vendorId": "acme"}),
+    (V16, "FirmwareStatusNotification", {"status": "Idle"}),
+    (V16, "DiagnosticsStatusNotification", {"status": "Idle"}),
+    (V16, "SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": TS}),
+    (V16, "LogStatusNotification", {"status": "Idle"}),
+    (V16, "SignedFirmwareStatusNotification", {"status": "Idle"}),
+    (V16, "SignCertificate", {"csr": "x"}),
+    (V201, "BootNotification", {"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"}),
+    (V201, "Heartbeat", {}),
+    (V201, "StatusNotification", {"timestamp": TS, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}),
+    (V201, "Authorize", {"idToken": {"idToken": "TAG1", "type": "ISO14443"}}),
+    (V201, "TransactionEvent", {"eventType": "Started", "timestamp": TS, "triggerReason": "Authorized", "seqNo": 0,
+                                "transactionInfo": {"transactionId": "t1"},
+                                "idToken": {"idToken": "TAG1", "type": "ISO14443"}}),
+    (V201, "TransactionEvent", {"eventType": "Updated", "timestamp": TS, "triggerReason": "MeterValuePeriodic",
+                                "seqNo": 1, "transactionInfo": {"transactionId": "t1"}}),
+    (V201, "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": TS, "sampledValue": [{"value": 1.0}]}]}),
+    (V201, "DataTransfer", {"vendorId": "acme"}),
+    (V201, "NotifyReport", {"requestId": 1, "generatedAt": TS, "seqNo": 0}),
+    (V201, "NotifyEvent", {"generatedAt": TS, "seqNo": 0, "eventData": [{
+        "eventId": 1, "timestamp": TS, "trigger": "Alerting", "actualValue": "1", "eventNotificationType": "HardWiredNotification",
+        "component": {"name": "C"}, "variable": {"name": "V"}}]}),
+    (V201, "SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": TS}),
+    (V201, "FirmwareStatusNotification", {"status": "Idle"}),
+    (V201, "LogStatusNotification", {"status": "Idle"}),
+    (V201, "SignCertificate", {"csr": "x"}),
+    (V201, "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "x"}),
+    (V201, "NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}}),
+]
+
+
+def _answers(tags: tuple[str, ...] | None = None) -> StandaloneAnswers:
+    return StandaloneAnswers(300, tags, lambda: 1_790_000_000.0, first_transaction_id=41)
+
+
+@pytest.mark.parametrize(("version", "action", "payload"), REQUESTS)
+def test_answer_is_valid(version: OcppVersion, action: str, payload: dict) -> None:  # type: ignore[type-arg]
+    schemas.validate(version, action, payload, request=True)
+    schemas.validate(version, action, _answers().answer(version, action, payload), request=False)
+
+
+def test_boot_and_heartbeat_carry_utc_time() -> None:
+    boot = _answers().answer(V16, "BootNotification", {})
+    assert boot == {"status": "Accepted", "currentTime": "2026-09-21T14:13:20.000Z", "interval": 300}
+    assert _answers().answer(V201, "Heartbeat", {})["currentTime"].endswith("Z")
+
+
+def test_local_list_authorisation() -> None:
+    answers = _answers(("GOOD",))
+    assert answers.answer(V16, "Authorize", {"idTag": "GOOD"}) == {"idTagInfo": {"status": "Accepted"}}
+    assert answers.answer(V16, "Authorize", {"idTag": "BAD"}) == {"idTagInfo": {"status": "Invalid"}}
+    token = {"idToken": {"idToken": "BAD", "type": "ISO14443"}}
+    assert answers.answer(V201, "Authorize", token) == {"idTokenInfo": {"status": "Invalid"}}
+    assert _answers().answer(V16, "Authorize", {"idTag": "ANY"}) == {"idTagInfo": {"status": "Accepted"}}
+
+
+def test_transaction_ids_are_distinct() -> None:
+    answers = _answers()
+    start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": TS}
+    ids = {answers.answer(V16, "StartTransaction", start)["transactionId"] for _ in range(3)}
+    assert ids == {41, 42, 43}
+
+
+def test_central_system_actions_are_not_supported() -> None:
+    with pytest.raises(OcppViolation) as raised:
+        _answers().answer(V16, "Reset", {"type": "Hard"})
+    assert raised.value.kind is ErrorKind.NOT_SUPPORTED
+    with pytest.raises(OcppViolation):
+        _answers().answer(V201, "SetChargingProfile", {})
