@@ -105,7 +105,10 @@ class StandaloneAnswers:
         if action == "StartTransaction":
             # The id is ours to give; 1.6 wants an integer (32-bit signed on most stations).
             transaction_id = next(self._transaction_ids) & 0x7FFFFFFF
-            return {"transactionId": transaction_id, "idTagInfo": {"status": self.authorize(payload["idTag"])}}
+            return {
+                "transactionId": transaction_id,
+                "idTagInfo": {"status": self.authorize(payload["idTag"])},
+            }
         if action == "StopTransaction":
             id_tag = payload.get("idTag")
             return {} if id_tag is None else {"idTagInfo": {"status": self.authorize(id_tag)}}

@@ -144,7 +144,9 @@ def parse_frame(data: bytes | str) -> Frame:
         return CallResult(unique_id, msg[2])
     if kind == MessageType.CALLERROR and type(kind) is int:
         if len(msg) != 5 or unique_id is None or type(msg[2]) is not str or type(msg[4]) is not dict:
-            return FrameError(answer_id, ErrorKind.RPC_FRAMEWORK, "a CALLERROR is [4, id, code, text, {details}]")
+            return FrameError(
+                answer_id, ErrorKind.RPC_FRAMEWORK, "a CALLERROR is [4, id, code, text, {details}]"
+            )
         return CallError(unique_id, msg[2], str(msg[3]), msg[4])
     return FrameError(answer_id, ErrorKind.MESSAGE_TYPE, f"message type {kind!r} is not 2, 3 or 4")
 

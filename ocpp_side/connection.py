@@ -33,7 +33,6 @@ from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
 from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s
-from ocpp_side.wire import send_now
 from ocpp_side.station_setup import (
     Discovered,
     MeteringPlan,
@@ -44,6 +43,7 @@ from ocpp_side.station_setup import (
     parse_discovery,
     setting_requests,
 )
+from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
     from ocpp_side.server import StationServer
@@ -90,7 +90,9 @@ _PROFILE_OUTCOME = {
 
 
 class StationConnection:
-    def __init__(self, server: StationServer, ws: ServerConnection, station_id: str, version: OcppVersion) -> None:
+    def __init__(
+        self, server: StationServer, ws: ServerConnection, station_id: str, version: OcppVersion
+    ) -> None:
         self.server = server
         self.ws = ws
         self.station_id = station_id
@@ -161,7 +163,6 @@ class StationConnection:
         def done(outcome: CallOutcome) -> None:
             if not future.done():
                 future.set_result(outcome)
-            return None
 
         if self.closed:
             future.set_result(CallOutcome(None, CallFailure.CLOSED, "connection closed"))
@@ -250,10 +251,16 @@ class StationConnection:
             return None
         payload, encoded = self.server.profile_payload(self.version, level, value_w, caps)
         return OutgoingCall(
-            "SetChargingProfile", payload, lambda outcome: self._profile_done(limit, level, outcome), None, encoded
+            "SetChargingProfile",
+            payload,
+            lambda outcome: self._profile_done(limit, level, outcome),
+            None,
+            encoded,
         )
 
-    def _profile_done(self, limit: ApplyStationLimit, level: ProfileLevel, outcome: CallOutcome) -> Event | None:
+    def _profile_done(
+        self, limit: ApplyStationLimit, level: ProfileLevel, outcome: CallOutcome
+    ) -> Event | None:
         if outcome.failure is CallFailure.CLOSED:
             return None  # the core hears StationDisconnected instead
         status = outcome.payload.get("status") if outcome.payload is not None else None
@@ -307,7 +314,9 @@ class StationConnection:
             while True:
                 data = await ws.recv()
                 if isinstance(data, bytes):  # OCPP-J runs on text frames only
-                    await self._send_error(codec.UNKNOWN_ID, ErrorKind.RPC_FRAMEWORK, "OCPP-J uses text frames")
+                    await self._send_error(
+                        codec.UNKNOWN_ID, ErrorKind.RPC_FRAMEWORK, "OCPP-J uses text frames"
+                    )
                     continue
                 await self.on_frame(data)
         except ConnectionClosed:
@@ -337,7 +346,9 @@ class StationConnection:
             log.info("%s: reply to no pending call (id %s) dropped", self.station_id, frame.unique_id)
             return
         if type(frame) is CallError:
-            outcome = CallOutcome(None, CallFailure.CALL_ERROR, f"{frame.error_code}: {frame.description}", frame)
+            outcome = CallOutcome(
+                None, CallFailure.CALL_ERROR, f"{frame.error_code}: {frame.description}", frame
+            )
         else:
             assert isinstance(frame, CallResult)
             try:
@@ -423,11 +434,18 @@ class StationConnection:
                 outcome = await self.call(action, payload)
                 if outcome.failure is CallFailure.CLOSED:
                     return
-                discovered = parse_discovery(self.version, outcome.payload) if outcome.payload else Discovered()
+                discovered = (
+                    parse_discovery(self.version, outcome.payload) if outcome.payload else Discovered()
+                )
                 caps = server.station_caps(self.station_id, discovered)
                 server.known_caps[self.station_id] = caps
-                log.info("%s: profiles in %s, %d phases, stack levels up to %s", self.station_id,
-                         caps.rate_unit, caps.phases, caps.max_stack_level)
+                log.info(
+                    "%s: profiles in %s, %d phases, stack levels up to %s",
+                    self.station_id,
+                    caps.rate_unit,
+                    caps.phases,
+                    caps.max_stack_level,
+                )
             # (Re)apply both levels: after a reconnect or boot nothing on the station is assumed.
             self.caps = caps
             self.live_done_seq = -1
@@ -465,4 +483,6 @@ class StationConnection:
                 together = Setting(setting.component, setting.name, ",".join(kept), measurands=True)
                 if not (await self._apply([together]))[0]:
                     kept = kept[-1:]  # the last single one set is still in place
-            log.warning("%s: %s keeps %s of %s", self.station_id, setting.name, kept or "nothing", plan.measurands)
+            log.warning(
+                "%s: %s keeps %s of %s", self.station_id, setting.name, kept or "nothing", plan.measurands
+            )

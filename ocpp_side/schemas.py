@@ -65,7 +65,12 @@ def _speed_up(node: Any, formats: dict[str, Callable[[str], bool]], definitions:
         return _speed_up(definitions[ref.removeprefix("#/definitions/")], formats, definitions)
     out = {key: _speed_up(value, formats, definitions) for key, value in node.items() if key != "definitions"}
     enum = out.get("enum")
-    if isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum) and out.get("type") == "string":
+    if (
+        isinstance(enum, list)
+        and enum
+        and all(isinstance(v, str) for v in enum)
+        and out.get("type") == "string"
+    ):
         name = f"ocpp-enum-{len(formats)}"
         formats[name] = frozenset(enum).__contains__
         del out["enum"]
@@ -80,7 +85,8 @@ def _validator(version: OcppVersion, action: str, request: bool) -> Validator:
     schema = orjson.loads(_file(version, action, request).read_text(encoding="utf-8-sig"))
     formats: dict[str, Callable[[str], bool]] = {}
     fast = _speed_up(schema, formats, schema.get("definitions", {}))
-    return fastjsonschema.compile(fast, formats=formats, use_default=False)  # type: ignore[no-any-return]
+    validator: Validator = fastjsonschema.compile(fast, formats=formats, use_default=False)
+    return validator
 
 
 def validate(version: OcppVersion, action: str, payload: dict[str, Any], request: bool) -> None:

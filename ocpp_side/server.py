@@ -17,9 +17,9 @@ import logging
 import math
 import ssl
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -45,22 +45,36 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = [OcppVersion.V201.value, OcppVersion.V16.value]  # preference order
 MAX_STATION_ID = 48
-_HOT_ACTIONS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "TransactionEvent",
-                "SetChargingProfile", "ChangeConfiguration", "GetConfiguration", "SetVariables", "GetVariables")
+_HOT_ACTIONS = (
+    "BootNotification",
+    "Heartbeat",
+    "StatusNotification",
+    "MeterValues",
+    "TransactionEvent",
+    "SetChargingProfile",
+    "ChangeConfiguration",
+    "GetConfiguration",
+    "SetVariables",
+    "GetVariables",
+)
 _BLOCKED_SEND_BYTES = 64 * 1024  # a station this far behind on reading gets its own send task
 
 
 class OcppMetrics:
     def __init__(self, runtime: CoreRuntime) -> None:
         r = runtime.metrics.registry
-        self.calls_received = Counter("ocpp809_ocpp_calls_received", "Station calls answered, by action",
-                                      ["action"], registry=r)
-        self.calls_sent = Counter("ocpp809_ocpp_calls_sent", "Gateway calls sent to stations, by action",
-                                  ["action"], registry=r)
-        self.call_errors_sent = Counter("ocpp809_ocpp_call_errors_sent", "CALLERRORs sent to stations, by code",
-                                        ["code"], registry=r)
-        self.handshakes_refused = Counter("ocpp809_ocpp_handshakes_refused", "Refused station handshakes",
-                                          ["reason"], registry=r)
+        self.calls_received = Counter(
+            "ocpp809_ocpp_calls_received", "Station calls answered, by action", ["action"], registry=r
+        )
+        self.calls_sent = Counter(
+            "ocpp809_ocpp_calls_sent", "Gateway calls sent to stations, by action", ["action"], registry=r
+        )
+        self.call_errors_sent = Counter(
+            "ocpp809_ocpp_call_errors_sent", "CALLERRORs sent to stations, by code", ["code"], registry=r
+        )
+        self.handshakes_refused = Counter(
+            "ocpp809_ocpp_handshakes_refused", "Refused station handshakes", ["reason"], registry=r
+        )
         self._received: dict[str, Any] = {}
         self._sent: dict[str, Any] = {}
 
@@ -148,7 +162,9 @@ class StationServer:
         for version in OcppVersion:
             schemas.warm_up(version, tuple(a for a in _HOT_ACTIONS if a in schemas.known_actions(version)))
         if self.upstream is not None and self.upstream.csms_url:
-            log.warning("upstream.csms_url is set but the CSMS relay is not built yet: answering stations locally")
+            log.warning(
+                "upstream.csms_url is set but the CSMS relay is not built yet: answering stations locally"
+            )
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="ocpp-send-loop")
         self._server = await serve(
             self._handle,
@@ -162,7 +178,10 @@ class StationServer:
             open_timeout=self.config.handshake_timeout_s,
         )
         self._refresh_job = self.runtime.scheduler.add_job(
-            self._refresh_profiles, "interval", seconds=self.config.profile_refresh_s, id="ocpp-profile-refresh",
+            self._refresh_profiles,
+            "interval",
+            seconds=self.config.profile_refresh_s,
+            id="ocpp-profile-refresh",
             replace_existing=True,
         )
         scheme = "wss" if self.config.tls.enabled else "ws"
@@ -170,10 +189,8 @@ class StationServer:
 
     async def stop(self) -> None:
         if self._refresh_job is not None:
-            try:
+            if self.runtime.scheduler.get_job("ocpp-profile-refresh") is not None:
                 self.runtime.scheduler.remove_job("ocpp-profile-refresh")
-            except Exception:  # the scheduler may already be down
-                pass
             self._refresh_job = None
         if self._server is not None:
             self._server.close()
@@ -182,7 +199,9 @@ class StationServer:
         for task in [self._sender, *self._tasks]:
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*[t for t in [self._sender, *self._tasks] if t is not None], return_exceptions=True)
+        await asyncio.gather(
+            *[t for t in [self._sender, *self._tasks] if t is not None], return_exceptions=True
+        )
         self._sender = None
 
     # -- used by the connections -------------------------------------------------
@@ -224,13 +243,15 @@ class StationServer:
         else:
             rate_unit = RateUnit(unit)
         phases = entry.phases if entry is not None and entry.phases is not None else cfg.station_phases
-        voltage = entry.voltage_v if entry is not None and entry.voltage_v is not None else cfg.station_voltage_v
+        voltage = (
+            entry.voltage_v if entry is not None and entry.voltage_v is not None else cfg.station_voltage_v
+        )
         return StationCaps(rate_unit, phases, voltage, discovered.max_stack_level)
 
     # -- internals ---------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -281,10 +302,16 @@ class StationServer:
         cfg = self.config
         station_id = station_id_from_path(request.path)
         if station_id is None:
-            return self._refuse(connection, HTTPStatus.BAD_REQUEST, "bad_path",
-                                "the path must end in a station id of 1..48 characters without ':'")
+            return self._refuse(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                "bad_path",
+                "the path must end in a station id of 1..48 characters without ':'",
+            )
         if cfg.accepted_stations and station_id not in cfg.accepted_stations:
-            return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown_station", f"unknown station {station_id}")
+            return self._refuse(
+                connection, HTTPStatus.NOT_FOUND, "unknown_station", f"unknown station {station_id}"
+            )
         if cfg.security_profile in (1, 2):
             entry = cfg.stations.get(station_id)
             credentials = _basic_credentials(request.headers)
@@ -294,16 +321,26 @@ class StationServer:
                 or credentials[0] != station_id
                 or not hmac.compare_digest(credentials[1].encode(), entry.password.encode())
             ):
-                response = self._refuse(connection, HTTPStatus.UNAUTHORIZED, "bad_credentials",
-                                        f"station {station_id}: wrong or missing credentials")
+                response = self._refuse(
+                    connection,
+                    HTTPStatus.UNAUTHORIZED,
+                    "bad_credentials",
+                    f"station {station_id}: wrong or missing credentials",
+                )
                 response.headers["WWW-Authenticate"] = 'Basic realm="ocpp809", charset="UTF-8"'
                 return response
         if cfg.security_profile == 3:
             peer = connection.transport.get_extra_info("peercert") if connection.transport else None
-            names = {value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"}
+            names = {
+                value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"
+            }
             if station_id not in names:
-                return self._refuse(connection, HTTPStatus.FORBIDDEN, "bad_certificate",
-                                    f"station {station_id}: client certificate CN {sorted(names)} does not match")
+                return self._refuse(
+                    connection,
+                    HTTPStatus.FORBIDDEN,
+                    "bad_certificate",
+                    f"station {station_id}: client certificate CN {sorted(names)} does not match",
+                )
         return None
 
     def _ssl_context(self) -> ssl.SSLContext | None:

@@ -126,7 +126,9 @@ def setting_requests(version: OcppVersion, settings: list[Setting]) -> list[tupl
     return [("SetVariables", {"setVariableData": data})]
 
 
-def accepted_settings(version: OcppVersion, settings: list[Setting], responses: list[dict[str, Any]]) -> list[bool]:
+def accepted_settings(
+    version: OcppVersion, settings: list[Setting], responses: list[dict[str, Any]]
+) -> list[bool]:
     """Which of ``settings`` the station took, from the responses to ``setting_requests``."""
     if version is OcppVersion.V16:
         # RebootRequired: stored, effective after the station's next reboot.

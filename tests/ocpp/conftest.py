@@ -22,7 +22,9 @@ from ocpp_side.server import StationServer
 WAIT_S = 5.0
 
 
-def site_config(tmp_path: Path, ocpp: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> Config:
+def site_config(
+    tmp_path: Path, ocpp: dict[str, Any] | None = None, limits: dict[str, Any] | None = None
+) -> Config:
     return parse_config(
         {
             "limits": {"initial_limit_w": 100000.0, "fallback_limit_w": 10000.0, **(limits or {})},

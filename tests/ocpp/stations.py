@@ -105,10 +105,17 @@ class Station201(ChargePoint201):
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data: list[dict[str, Any]]) -> Any:
         await self.log.add("GetVariables", {"get_variable_data": get_variable_data})
-        units = None if self.behaviour.rate_units is None else self.behaviour.rate_units.replace(
-            "Current", "A").replace("Power", "W")
-        known = {"RateUnit": units, "ProfileStackLevel": None if self.behaviour.max_stack_level is None
-                 else str(self.behaviour.max_stack_level)}
+        units = (
+            None
+            if self.behaviour.rate_units is None
+            else self.behaviour.rate_units.replace("Current", "A").replace("Power", "W")
+        )
+        known = {
+            "RateUnit": units,
+            "ProfileStackLevel": None
+            if self.behaviour.max_stack_level is None
+            else str(self.behaviour.max_stack_level),
+        }
         results = []
         for item in get_variable_data:
             value = known.get(item["variable"]["name"])

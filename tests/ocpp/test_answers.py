@@ -20,7 +20,11 @@ REQUESTS = [
     (V16, "StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 0, "timestamp": TS}),
     (V16, "StopTransaction", {"meterStop": 5, "timestamp": TS, "transactionId": 1, "idTag": "TAG1"}),
     (V16, "StopTransaction", {"meterStop": 5, "timestamp": TS, "transactionId": 1}),
-    (V16, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": TS, "sampledValue": [{"value": "1"}]}]}),
+    (
+        V16,
+        "MeterValues",
+        {"connectorId": 1, "meterValue": [{"timestamp": TS, "sampledValue": [{"value": "1"}]}]},
+    ),
     (V16, "DataTransfer", {"vendorId": "acme"}),
     (V16, "FirmwareStatusNotification", {"status": "Idle"}),
     (V16, "DiagnosticsStatusNotification", {"status": "Idle"}),
@@ -30,25 +34,67 @@ REQUESTS = [
     (V16, "SignCertificate", {"csr": "x"}),
     (V201, "BootNotification", {"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"}),
     (V201, "Heartbeat", {}),
-    (V201, "StatusNotification", {"timestamp": TS, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}),
+    (
+        V201,
+        "StatusNotification",
+        {"timestamp": TS, "connectorStatus": "Available", "evseId": 1, "connectorId": 1},
+    ),
     (V201, "Authorize", {"idToken": {"idToken": "TAG1", "type": "ISO14443"}}),
-    (V201, "TransactionEvent", {"eventType": "Started", "timestamp": TS, "triggerReason": "Authorized", "seqNo": 0,
-                                "transactionInfo": {"transactionId": "t1"},
-                                "idToken": {"idToken": "TAG1", "type": "ISO14443"}}),
-    (V201, "TransactionEvent", {"eventType": "Updated", "timestamp": TS, "triggerReason": "MeterValuePeriodic",
-                                "seqNo": 1, "transactionInfo": {"transactionId": "t1"}}),
+    (
+        V201,
+        "TransactionEvent",
+        {
+            "eventType": "Started",
+            "timestamp": TS,
+            "triggerReason": "Authorized",
+            "seqNo": 0,
+            "transactionInfo": {"transactionId": "t1"},
+            "idToken": {"idToken": "TAG1", "type": "ISO14443"},
+        },
+    ),
+    (
+        V201,
+        "TransactionEvent",
+        {
+            "eventType": "Updated",
+            "timestamp": TS,
+            "triggerReason": "MeterValuePeriodic",
+            "seqNo": 1,
+            "transactionInfo": {"transactionId": "t1"},
+        },
+    ),
     (V201, "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": TS, "sampledValue": [{"value": 1.0}]}]}),
     (V201, "DataTransfer", {"vendorId": "acme"}),
     (V201, "NotifyReport", {"requestId": 1, "generatedAt": TS, "seqNo": 0}),
-    (V201, "NotifyEvent", {"generatedAt": TS, "seqNo": 0, "eventData": [{
-        "eventId": 1, "timestamp": TS, "trigger": "Alerting", "actualValue": "1", "eventNotificationType": "HardWiredNotification",
-        "component": {"name": "C"}, "variable": {"name": "V"}}]}),
+    (
+        V201,
+        "NotifyEvent",
+        {
+            "generatedAt": TS,
+            "seqNo": 0,
+            "eventData": [
+                {
+                    "eventId": 1,
+                    "timestamp": TS,
+                    "trigger": "Alerting",
+                    "actualValue": "1",
+                    "eventNotificationType": "HardWiredNotification",
+                    "component": {"name": "C"},
+                    "variable": {"name": "V"},
+                }
+            ],
+        },
+    ),
     (V201, "SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": TS}),
     (V201, "FirmwareStatusNotification", {"status": "Idle"}),
     (V201, "LogStatusNotification", {"status": "Idle"}),
     (V201, "SignCertificate", {"csr": "x"}),
     (V201, "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "x"}),
-    (V201, "NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}}),
+    (
+        V201,
+        "NotifyEVChargingNeeds",
+        {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}},
+    ),
 ]
 
 

@@ -62,16 +62,27 @@ def test_iso_utc_has_timezone() -> None:
     ("version", "action", "payload", "kind"),
     [
         (OcppVersion.V16, "Heartbeat", {"x": 1}, ErrorKind.FORMAT),
-        (OcppVersion.V16, "StatusNotification", {"connectorId": "1", "errorCode": "NoError", "status": "Available"},
-         ErrorKind.TYPE),
-        (OcppVersion.V16, "StatusNotification", {"connectorId": 1, "errorCode": "Nope", "status": "Available"},
-         ErrorKind.PROPERTY),
+        (
+            OcppVersion.V16,
+            "StatusNotification",
+            {"connectorId": "1", "errorCode": "NoError", "status": "Available"},
+            ErrorKind.TYPE,
+        ),
+        (
+            OcppVersion.V16,
+            "StatusNotification",
+            {"connectorId": 1, "errorCode": "Nope", "status": "Available"},
+            ErrorKind.PROPERTY,
+        ),
         (OcppVersion.V16, "Authorize", {"idTag": "x" * 21}, ErrorKind.PROPERTY),
         (OcppVersion.V16, "Authorize", {}, ErrorKind.OCCURRENCE),
         (OcppVersion.V201, "Heartbeat", {"customData": {}}, ErrorKind.OCCURRENCE),
-        (OcppVersion.V201, "StatusNotification",
-         {"timestamp": "yesterday", "connectorStatus": "Available", "evseId": 1, "connectorId": 1},
-         ErrorKind.PROPERTY),
+        (
+            OcppVersion.V201,
+            "StatusNotification",
+            {"timestamp": "yesterday", "connectorStatus": "Available", "evseId": 1, "connectorId": 1},
+            ErrorKind.PROPERTY,
+        ),
         (OcppVersion.V201, "NoSuchThing", {}, ErrorKind.NOT_IMPLEMENTED),
     ],
 )
@@ -84,9 +95,21 @@ def test_validation_rejects(version: OcppVersion, action: str, payload: dict, ki
 @pytest.mark.parametrize(
     ("version", "action", "payload"),
     [
-        (OcppVersion.V16, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
-        (OcppVersion.V201, "StatusNotification",
-         {"timestamp": "2026-01-01T00:00:00+01:00", "connectorStatus": "Available", "evseId": 1, "connectorId": 1}),
+        (
+            OcppVersion.V16,
+            "StatusNotification",
+            {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+        ),
+        (
+            OcppVersion.V201,
+            "StatusNotification",
+            {
+                "timestamp": "2026-01-01T00:00:00+01:00",
+                "connectorStatus": "Available",
+                "evseId": 1,
+                "connectorId": 1,
+            },
+        ),
         (OcppVersion.V201, "Heartbeat", {"customData": {"vendorId": "v", "anything": [1, 2]}}),
     ],
 )
@@ -96,11 +119,21 @@ def test_validation_accepts(version: OcppVersion, action: str, payload: dict) ->
 
 def test_one_decimal_limits_of_16_profiles() -> None:
     """1.6 limits are multipleOf 0.1: 21.4 passes (no float artefact), 21.45 does not."""
+
     def profile(limit: float) -> dict:  # type: ignore[type-arg]
-        return {"connectorId": 0, "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 1, "chargingProfilePurpose": "ChargePointMaxProfile",
-            "chargingProfileKind": "Absolute", "chargingSchedule": {
-                "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}}}
+        return {
+            "connectorId": 0,
+            "csChargingProfiles": {
+                "chargingProfileId": 1,
+                "stackLevel": 1,
+                "chargingProfilePurpose": "ChargePointMaxProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+                },
+            },
+        }
 
     schemas.validate(OcppVersion.V16, "SetChargingProfile", profile(21.4), request=True)
     with pytest.raises(OcppViolation):

@@ -31,14 +31,34 @@ async def _exchange(ws, frame: str | bytes) -> list:  # type: ignore[no-untyped-
         ("ocpp2.0.1", '[9, "m3", "Heartbeat", {}]', "MessageTypeNotSupported", "m3"),
         ("ocpp1.6", '[2, "m4", "NoSuchAction", {}]', "NotImplemented", "m4"),
         ("ocpp1.6", '[2, "m5", "Reset", {"type": "Hard"}]', "NotSupported", "m5"),
-        ("ocpp1.6", '[2, "m6", "BootNotification", {"chargePointVendor": "V"}]', "OccurenceConstraintViolation", "m6"),
+        (
+            "ocpp1.6",
+            '[2, "m6", "BootNotification", {"chargePointVendor": "V"}]',
+            "OccurenceConstraintViolation",
+            "m6",
+        ),
         ("ocpp2.0.1", '[2, "m6", "Heartbeat", {"extra": 1}]', "FormatViolation", "m6"),
-        ("ocpp1.6", '[2, "m7", "BootNotification", {"chargePointVendor": 5, "chargePointModel": "M"}]',
-         "TypeConstraintViolation", "m7"),
-        ("ocpp1.6", '[2, "m8", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Bad"}]',
-         "PropertyConstraintViolation", "m8"),
-        ("ocpp1.6", '[2, "m9", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00",'
-         ' "sampledValue": [{"value": "1"}]}]}]', "PropertyConstraintViolation", "m9"),
+        (
+            "ocpp1.6",
+            '[2, "m7", "BootNotification", {"chargePointVendor": 5, "chargePointModel": "M"}]',
+            "TypeConstraintViolation",
+            "m7",
+        ),
+        (
+            "ocpp1.6",
+            '[2, "m8", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Bad"}]',
+            "PropertyConstraintViolation",
+            "m8",
+        ),
+        (
+            "ocpp1.6",
+            (
+                '[2, "m9", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00",'
+                ' "sampledValue": [{"value": "1"}]}]}]'
+            ),
+            "PropertyConstraintViolation",  # a timestamp without a timezone is not ISO 8601 date-time
+            "m9",
+        ),
     ],
 )
 async def test_malformed_frame_gets_callerror_and_connection_stays(

@@ -57,7 +57,9 @@ async def test_basic_auth(make_site: SiteFactory) -> None:
     site = await make_site({"security_profile": 1, "stations": {"CP1": {"password": "s3cret-password"}}})
     for headers in ({}, _auth("CP1", "wrong"), _auth("CP9", "s3cret-password")):
         with pytest.raises(InvalidStatus) as refused:
-            await connect(f"ws://127.0.0.1:{site.port}/CP1", subprotocols=["ocpp1.6"], additional_headers=headers)
+            await connect(
+                f"ws://127.0.0.1:{site.port}/CP1", subprotocols=["ocpp1.6"], additional_headers=headers
+            )
         assert refused.value.response.status_code == 401
         assert refused.value.response.headers["WWW-Authenticate"].startswith("Basic")
     async with station(site.port, "CP1", additional_headers=_auth("CP1", "s3cret-password")) as cp:
@@ -73,7 +75,9 @@ async def test_second_connection_replaces_first(make_site: SiteFactory) -> None:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(first.recv(), 5.0)
             assert first.close_code == 1000
-            await site.until(lambda: (v := site.station("CP1")) is not None and v.version.value == "ocpp2.0.1")
+            await site.until(
+                lambda: (v := site.station("CP1")) is not None and v.version.value == "ocpp2.0.1"
+            )
             assert len(site.server.connections) == 1
             from ocpp.v201 import call as call201
 

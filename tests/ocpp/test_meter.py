@@ -23,15 +23,26 @@ P = "Power.Active.Import"
         ([{"value": 7.2, "measurand": P, "unitOfMeasure": {"unit": "kW"}}], 7200.0),  # 2.0.1: numbers
         ([{"value": 72, "measurand": P, "unitOfMeasure": {"unit": "W", "multiplier": 2}}], 7200.0),
         ([{"value": "2400", "measurand": P, "phase": ph} for ph in ("L1", "L2", "L3")], 7200.0),
-        ([{"value": "2.4", "measurand": P, "unit": "kW", "phase": ph} for ph in ("L1-N", "L2-N", "L3-N")], 7200.0),
+        (
+            [{"value": "2.4", "measurand": P, "unit": "kW", "phase": ph} for ph in ("L1-N", "L2-N", "L3-N")],
+            7200.0,
+        ),
         # The total wins over the phases when both are given.
         ([{"value": "7000", "measurand": P}, {"value": "2400", "measurand": P, "phase": "L1"}], 7000.0),
         # Line-to-line readings are not summed with phase readings.
-        ([{"value": "2400", "measurand": P, "phase": "L1"}, {"value": "999", "measurand": P, "phase": "L1-L2"}], 2400.0),
+        (
+            [
+                {"value": "2400", "measurand": P, "phase": "L1"},
+                {"value": "999", "measurand": P, "phase": "L1-L2"},
+            ],
+            2400.0,
+        ),
         # No power, but current and voltage per phase: estimated as sum(I x V).
         (
             [{"value": "10", "measurand": "Current.Import", "phase": p, "unit": "A"} for p in ("L1", "L2")]
-            + [{"value": "230", "measurand": "Voltage", "phase": f"{p}-N", "unit": "V"} for p in ("L1", "L2")],
+            + [
+                {"value": "230", "measurand": "Voltage", "phase": f"{p}-N", "unit": "V"} for p in ("L1", "L2")
+            ],
             4600.0,
         ),
         ([{"value": "-50", "measurand": P}], 0.0),  # never negative draw
@@ -58,7 +69,9 @@ def test_no_power(sampled: list[dict]) -> None:  # type: ignore[type-arg]
 
 
 def test_last_entry_with_power_wins() -> None:
-    values = _mv({"value": "1000", "measurand": P}) + _mv({"value": "2000", "measurand": P}) + _mv({"value": "5"})
+    values = (
+        _mv({"value": "1000", "measurand": P}) + _mv({"value": "2000", "measurand": P}) + _mv({"value": "5"})
+    )
     assert power_w(values) == 2000.0
 
 

@@ -31,7 +31,9 @@ def test_payload_is_schema_valid(version: OcppVersion, level: ProfileLevel, unit
 
 
 def test_v16_live_profile() -> None:
-    payload = set_charging_profile(OcppVersion.V16, ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW)
+    payload = set_charging_profile(
+        OcppVersion.V16, ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW
+    )
     assert payload == {
         "connectorId": 0,
         "csChargingProfiles": {

@@ -27,27 +27,46 @@ def test_requests_are_schema_valid() -> None:
 
 
 def test_parse_v16_discovery() -> None:
-    response = {"configurationKey": [
-        {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current, Power"},
-        {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "5"},
-    ]}
+    response = {
+        "configurationKey": [
+            {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current, Power"},
+            {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "5"},
+        ]
+    }
     found = parse_discovery(OcppVersion.V16, response)
     assert found == Discovered(frozenset({RateUnit.A, RateUnit.W}), 5)
     assert found.preferred_unit() is RateUnit.W
-    current_only = parse_discovery(OcppVersion.V16, {"configurationKey": [
-        {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current"}]})
+    current_only = parse_discovery(
+        OcppVersion.V16,
+        {
+            "configurationKey": [
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current"}
+            ]
+        },
+    )
     assert current_only.preferred_unit() is RateUnit.A and current_only.max_stack_level is None
     assert parse_discovery(OcppVersion.V16, {"unknownKey": ["x"]}).preferred_unit() is None
 
 
 def test_parse_v201_discovery() -> None:
-    response = {"getVariableResult": [
-        {"attributeStatus": "Accepted", "attributeValue": "A,W", "component": {"name": "SmartChargingCtrlr"},
-         "variable": {"name": "RateUnit"}},
-        {"attributeStatus": "UnknownVariable", "component": {"name": "SmartChargingCtrlr"},
-         "variable": {"name": "ProfileStackLevel"}},
-    ]}
-    assert parse_discovery(OcppVersion.V201, response) == Discovered(frozenset({RateUnit.A, RateUnit.W}), None)
+    response = {
+        "getVariableResult": [
+            {
+                "attributeStatus": "Accepted",
+                "attributeValue": "A,W",
+                "component": {"name": "SmartChargingCtrlr"},
+                "variable": {"name": "RateUnit"},
+            },
+            {
+                "attributeStatus": "UnknownVariable",
+                "component": {"name": "SmartChargingCtrlr"},
+                "variable": {"name": "ProfileStackLevel"},
+            },
+        ]
+    }
+    assert parse_discovery(OcppVersion.V201, response) == Discovered(
+        frozenset({RateUnit.A, RateUnit.W}), None
+    )
 
 
 def test_accepted_settings_per_version() -> None:
@@ -55,7 +74,14 @@ def test_accepted_settings_per_version() -> None:
     answers16 = [{"status": s} for s in ("Accepted", "Rejected", "RebootRequired", "NotSupported")]
     assert accepted_settings(OcppVersion.V16, v16, answers16) == [True, False, True, False]
     v201 = metering_settings(OcppVersion.V201, PLAN, PLAN.measurands)
-    results = [{"attributeStatus": "Rejected" if s.measurands else "Accepted",
-                "component": {"name": s.component}, "variable": {"name": s.name}} for s in v201]
+    results = [
+        {
+            "attributeStatus": "Rejected" if s.measurands else "Accepted",
+            "component": {"name": s.component},
+            "variable": {"name": s.name},
+        }
+        for s in v201
+    ]
     assert accepted_settings(OcppVersion.V201, v201, [{"setVariableResult": results}]) == [
-        not s.measurands for s in v201]
+        not s.measurands for s in v201
+    ]

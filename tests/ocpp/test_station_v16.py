@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from decimal import Decimal
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from ocpp.v16 import call as call16
 
@@ -13,7 +12,7 @@ from gateway.model import ProfileOutcome
 from tests.ocpp.conftest import SiteFactory
 from tests.ocpp.stations import Behaviour, station
 
-NOW = lambda: datetime.now(UTC).isoformat()  # noqa: E731
+NOW = lambda: datetime.now(UTC).isoformat()
 
 
 def _boot() -> call16.BootNotification:
@@ -83,16 +82,24 @@ async def test_meter_values_reach_core_as_watts(make_site: SiteFactory) -> None:
             {"value": "2.4", "measurand": "Power.Active.Import", "unit": "kW", "phase": phase}
             for phase in ("L1", "L2", "L3")
         ]
-        await cp.call(call16.MeterValues(connector_id=1, meter_value=[{"timestamp": NOW(), "sampled_value": sampled}]))
+        await cp.call(
+            call16.MeterValues(connector_id=1, meter_value=[{"timestamp": NOW(), "sampled_value": sampled}])
+        )
         await site.until(lambda: site.station("CP16").power_w == 7200.0)
         assert site.runtime.view().total_power_w == 7200.0
 
         # A second connector adds up; a stopped transaction drops its connector to 0.
-        start = await cp.call(call16.StartTransaction(connector_id=2, id_tag="TAG", meter_start=0, timestamp=NOW()))
+        start = await cp.call(
+            call16.StartTransaction(connector_id=2, id_tag="TAG", meter_start=0, timestamp=NOW())
+        )
         one = [{"value": "3000", "measurand": "Power.Active.Import", "unit": "W"}]
-        await cp.call(call16.MeterValues(connector_id=2, meter_value=[{"timestamp": NOW(), "sampled_value": one}]))
+        await cp.call(
+            call16.MeterValues(connector_id=2, meter_value=[{"timestamp": NOW(), "sampled_value": one}])
+        )
         await site.until(lambda: site.station("CP16").power_w == 10200.0)
-        await cp.call(call16.StopTransaction(meter_stop=10, timestamp=NOW(), transaction_id=start.transaction_id))
+        await cp.call(
+            call16.StopTransaction(meter_stop=10, timestamp=NOW(), transaction_id=start.transaction_id)
+        )
         await site.until(lambda: site.station("CP16").power_w == 7200.0)
 
 
@@ -107,10 +114,14 @@ async def test_profiles_reapplied_after_reconnect(make_site: SiteFactory) -> Non
     async with station(site.port, "CP16") as cp:
         await cp.call(call16.Heartbeat())
         await cp.log.wait_for(lambda: len(cp.log.of("SetChargingProfile")) >= 2)
-        limits = {p["charging_profile_id"]: p["charging_schedule"]["charging_schedule_period"][0]["limit"]
-                  for p in cp.log.of("SetChargingProfile")}
-        assert limits == {site.config.ocpp.live_profile_id: Decimal("8000.0"),
-                          site.config.ocpp.fallback_profile_id: Decimal("10000.0")}
+        limits = {
+            p["charging_profile_id"]: p["charging_schedule"]["charging_schedule_period"][0]["limit"]
+            for p in cp.log.of("SetChargingProfile")
+        }
+        assert limits == {
+            site.config.ocpp.live_profile_id: Decimal("8000.0"),
+            site.config.ocpp.fallback_profile_id: Decimal("10000.0"),
+        }
         # Discovery was remembered across the reconnect: no second GetConfiguration.
         assert not cp.log.of("GetConfiguration")
         await site.until(lambda: (v := site.station("CP16")) is not None and v.enforced)

@@ -71,7 +71,9 @@ async def _enforced(site, station_id: str):  # type: ignore[no-untyped-def]
 
 async def test_current_only_station_gets_amps_per_phase(make_site: SiteFactory) -> None:
     site = await make_site()
-    async with station(site.port, "CS201", V201, behaviour=Behaviour(rate_units="Current", max_stack_level=3)) as cs:
+    async with station(
+        site.port, "CS201", V201, behaviour=Behaviour(rate_units="Current", max_stack_level=3)
+    ) as cs:
         await cs.call(_boot())
         await cs.log.wait_for(lambda: len(cs.log.of("SetChargingProfile")) >= 2)
         live, fallback = cs.log.of("SetChargingProfile")[:2]
@@ -89,28 +91,50 @@ async def test_setpoint_and_meter_values(make_site: SiteFactory) -> None:
         await cs.call(_boot())
         await _enforced(site, "CS201")
         assert (await site.runtime.submit_setpoint(SetpointReceived(9000.0))).accepted
-        await cs.log.wait_for(lambda: any(_limit(p) == Decimal("9000.0") for p in cs.log.of("SetChargingProfile")))
+        await cs.log.wait_for(
+            lambda: any(_limit(p) == Decimal("9000.0") for p in cs.log.of("SetChargingProfile"))
+        )
         await site.until(lambda: site.station("CS201").limit_w == 9000.0 and site.station("CS201").enforced)
 
         power = {"value": 7.2, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "kW"}}
-        await cs.call(call201.MeterValues(evse_id=1, meter_value=[{"timestamp": _now(), "sampled_value": [power]}]))
+        await cs.call(
+            call201.MeterValues(evse_id=1, meter_value=[{"timestamp": _now(), "sampled_value": [power]}])
+        )
         await site.until(lambda: site.station("CS201").power_w == 7200.0)
 
         # A transaction on EVSE 2 reports through TransactionEvent; its end drops it to 0 W.
         tx = {"transaction_id": "tx-1"}
         sampled = [{"value": 3000, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "W"}}]
-        await cs.call(call201.TransactionEvent(
-            event_type="Started", timestamp=_now(), trigger_reason="CablePluggedIn", seq_no=0,
-            transaction_info=tx, evse={"id": 2, "connector_id": 1},
-        ))
-        await cs.call(call201.TransactionEvent(
-            event_type="Updated", timestamp=_now(), trigger_reason="MeterValuePeriodic", seq_no=1,
-            transaction_info=tx, meter_value=[{"timestamp": _now(), "sampled_value": sampled}],
-        ))
+        await cs.call(
+            call201.TransactionEvent(
+                event_type="Started",
+                timestamp=_now(),
+                trigger_reason="CablePluggedIn",
+                seq_no=0,
+                transaction_info=tx,
+                evse={"id": 2, "connector_id": 1},
+            )
+        )
+        await cs.call(
+            call201.TransactionEvent(
+                event_type="Updated",
+                timestamp=_now(),
+                trigger_reason="MeterValuePeriodic",
+                seq_no=1,
+                transaction_info=tx,
+                meter_value=[{"timestamp": _now(), "sampled_value": sampled}],
+            )
+        )
         await site.until(lambda: site.station("CS201").power_w == 10200.0)
-        await cs.call(call201.TransactionEvent(
-            event_type="Ended", timestamp=_now(), trigger_reason="EVDeparted", seq_no=2, transaction_info=tx,
-        ))
+        await cs.call(
+            call201.TransactionEvent(
+                event_type="Ended",
+                timestamp=_now(),
+                trigger_reason="EVDeparted",
+                seq_no=2,
+                transaction_info=tx,
+            )
+        )
         await site.until(lambda: site.station("CS201").power_w == 7200.0)
 
 
@@ -122,8 +146,12 @@ async def test_refused_measurand_leaves_the_rest(make_site: SiteFactory) -> None
         want = "Energy.Active.Import.Register,Power.Active.Import,Current.Import"
 
         def final(variable: str) -> str | None:
-            values = [d["attribute_value"] for c in cs.log.of("SetVariables") for d in c["set_variable_data"]
-                      if d["variable"]["name"] == variable]
+            values = [
+                d["attribute_value"]
+                for c in cs.log.of("SetVariables")
+                for d in c["set_variable_data"]
+                if d["variable"]["name"] == variable
+            ]
             return values[-1] if values else None
 
         await cs.log.wait_for(lambda: final("TxUpdatedMeasurands") == want and final("Measurands") == want)
