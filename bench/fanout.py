@@ -40,6 +40,7 @@ from bench.server_process import SYSTEMS, run_server
 from bench.stations import POWER_W, V16, V201, run_simulator
 
 SHARES_W = (10000.0, 11000.0)  # per-station shares the rounds alternate between
+WARMUP_SHARE_W = 9000.0  # differs from both, so the first round changes every allocation
 WARMUP_STATIONS = 5
 
 TARGETS = {
@@ -76,16 +77,20 @@ class CaseResult:
     fanout_p50_s: float | None = None
     fanout_p99_s: float | None = None
     fanout_max_s: float | None = None
+    fanout_cpu_us_per_station: float | None = None  # server CPU per setpoint round / N
     rounds: list[dict[str, float]] = field(default_factory=list)
     not_accepted: int = 0
     meter_rate: float | None = None
     meter_answered: int = 0
     server_cpu_us_per_msg: float | None = None
+    sim_cpu_share: float | None = None  # station process CPU / wall time during the burst
     rss_kb_per_station: float | None = None
+    load_avg_1m: float | None = None  # the machine's load when the case ended (shared, noisy)
     profiles_held: dict[str, int] = field(default_factory=dict)
     server_calls: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    profile_connect: str = ""
     profile_fanout: str = ""
     profile_meter: str = ""
 
@@ -181,23 +186,39 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
 
         # Warm-up: schemas, code paths and caches are loaded before the RSS baseline.
         warm = sim.request(
-            "connect", t, url=url, version=opts.version, prefix="W", count=WARMUP_STATIONS,
-            concurrency=opts.connect_concurrency, timeout_s=t / 2,
+            "connect",
+            t,
+            url=url,
+            version=opts.version,
+            prefix="W",
+            count=WARMUP_STATIONS,
+            concurrency=opts.connect_concurrency,
+            timeout_s=t / 2,
         )
         if warm["failed"]:
             raise BenchError(f"warm-up connections failed: {warm['errors']}")
         if not server.request("wait_ready", t, stations=WARMUP_STATIONS, timeout_s=t / 2)["ok"]:
             raise BenchError("warm-up stations never became ready")
-        server.request("fan_out", t, site_limit_w=WARMUP_STATIONS * SHARES_W[0], timeout_s=t / 2)
+        server.request("fan_out", t, site_limit_w=WARMUP_STATIONS * WARMUP_SHARE_W, timeout_s=t / 2)
         sim.request("meter_burst", t, prefix="W", per_station=2, timeout_s=t / 2)
         sim.request("close", t, prefix="W")
         _wait_disconnected(server, 30)
         time.sleep(0.3)
+        server.request("settle_memory", 30)
         rss_before = rss_kb(server.pid)
 
+        if opts.profile:
+            server.request("profile_start", 10)
         boot = sim.request(
-            "connect", t * 2, url=url, version=opts.version, prefix="S", count=stations,
-            concurrency=opts.connect_concurrency, timeout_s=t, reject_profiles=opts.reject_profiles,
+            "connect",
+            t * 2,
+            url=url,
+            version=opts.version,
+            prefix="S",
+            count=stations,
+            concurrency=opts.connect_concurrency,
+            timeout_s=t,
+            reject_profiles=opts.reject_profiles,
         )
         result.connect_boot_s = boot["elapsed_s"]
         if boot["failed"]:
@@ -208,6 +229,8 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
                 result.notes.append("not ready: stations reject profiles")
             else:
                 raise BenchError(f"server not ready with {stations} stations: {ready}")
+        if opts.profile:
+            result.profile_connect = server.request("profile_stop", 30)
         time.sleep(0.5)  # let connect-time configuration traffic drain before timing
 
         if opts.profile:
@@ -215,10 +238,16 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
         share_w = SHARES_W[0]
         for index in range(opts.rounds):
             share_w = SHARES_W[index % 2]
+            cpu_before = cpu_s(server.pid)
             answer = server.request("fan_out", t, site_limit_w=stations * share_w, timeout_s=t / 2)
+            cpu_round = cpu_s(server.pid) - cpu_before  # includes the idle wait: tick-resolution only
             times = sorted(answer["accept_times_s"])
             result.not_accepted += answer["not_accepted"]
-            round_stats = {"elapsed_s": answer["elapsed_s"], "answers": len(times)}
+            round_stats = {
+                "elapsed_s": answer["elapsed_s"],
+                "answers": len(times),
+                "cpu_us_per_station": cpu_round / stations * 1e6,
+            }
             if times:
                 round_stats.update(p50_s=percentile(times, 50), p99_s=percentile(times, 99), max_s=times[-1])
             result.rounds.append(round_stats)
@@ -226,9 +255,11 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
         if opts.profile:
             result.profile_fanout = server.request("profile_stop", 30)
         if result.not_accepted:
-            result.errors.append(f"{result.not_accepted} station answers over all rounds were not Accepted in time")
-        elapsed = [r["elapsed_s"] for r in result.rounds]
-        result.fanout_max_s = statistics.median(elapsed)
+            result.errors.append(
+                f"{result.not_accepted} station answers over all rounds were not Accepted in time"
+            )
+        result.fanout_max_s = statistics.median(r["elapsed_s"] for r in result.rounds)
+        result.fanout_cpu_us_per_station = statistics.median(r["cpu_us_per_station"] for r in result.rounds)
         with_answers = [r for r in result.rounds if "p50_s" in r]
         if with_answers:
             result.fanout_p50_s = statistics.median(r["p50_s"] for r in with_answers)
@@ -241,17 +272,21 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
         result.server_calls = held["server_calls"]
         expected = f"{share_w:g} W"
         if not opts.reject_profiles and held["top_level_limits"].get(expected, 0) != stations:
-            result.errors.append(f"stations hold {held['top_level_limits']}, expected {stations} x {expected}")
+            result.errors.append(
+                f"stations hold {held['top_level_limits']}, expected {stations} x {expected}"
+            )
         time.sleep(0.3)
+        server.request("settle_memory", 30)
         result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
 
         per_station = max(1, math.ceil(opts.meter_messages / stations))
         counted_before = server.request("ingestion", 30)["meter_values"]
         if opts.profile:
             server.request("profile_start", 10)
-        cpu_before = cpu_s(server.pid)
+        cpu_before, sim_cpu_before = cpu_s(server.pid), cpu_s(sim.pid)
         burst = sim.request("meter_burst", t * 2, prefix="S", per_station=per_station, timeout_s=t)
         cpu_used = cpu_s(server.pid) - cpu_before
+        sim_cpu_used = cpu_s(sim.pid) - sim_cpu_before
         if opts.profile:
             result.profile_meter = server.request("profile_stop", 30)
         result.meter_answered = burst["answered"]
@@ -260,15 +295,24 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
         if burst["answered"]:
             result.meter_rate = burst["answered"] / burst["elapsed_s"]
             result.server_cpu_us_per_msg = cpu_used / burst["answered"] * 1e6
+            result.sim_cpu_share = sim_cpu_used / burst["elapsed_s"]
+            if result.sim_cpu_share > 0.9:
+                result.notes.append(
+                    f"station process used {result.sim_cpu_share:.0%} of a core during the MeterValues burst:"
+                    " the rate may be bounded by the simulator, not the server"
+                )
         ingestion = server.request("ingestion", 30)
         counted = ingestion["meter_values"] - counted_before
         if counted < burst["answered"]:
             result.errors.append(f"server counted {counted} MeterValues of {burst['answered']} answered")
         if abs(ingestion["total_power_w"] - stations * POWER_W) > 1:
-            result.errors.append(f"server total {ingestion['total_power_w']:g} W, expected {stations * POWER_W:g} W")
+            result.errors.append(
+                f"server total {ingestion['total_power_w']:g} W, expected {stations * POWER_W:g} W"
+            )
     except BenchError as exc:
         result.errors.append(str(exc))
     finally:
+        result.load_avg_1m = os.getloadavg()[0]
         if sim is not None:
             sim.close()
         server.close()
@@ -310,16 +354,17 @@ def machine_description() -> str:
 def render_table(results: list[CaseResult]) -> str:
     head = (
         "| stations | system | connect+boot (s) | setpoint→Accepted p50 / p99 / max (ms) "
-        "| MeterValues/s | server CPU µs/msg | RSS KB/station | status |"
+        "| fan-out CPU µs/station | MeterValues/s | server CPU µs/msg | RSS KB/station | load | status |"
     )
-    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         fan = f"{_ms(r.fanout_p50_s)} / {_ms(r.fanout_p99_s)} / {_ms(r.fanout_max_s)}"
         status = "ok" if r.ok else "FAILED: " + "; ".join(r.errors)[:200]
         lines.append(
             f"| {r.stations} | {r.system} | {_num(r.connect_boot_s, '.2f')} | {fan} "
+            f"| {_num(r.fanout_cpu_us_per_station, ',.0f')} "
             f"| {_num(r.meter_rate, ',.0f')} | {_num(r.server_cpu_us_per_msg, ',.0f')} "
-            f"| {_num(r.rss_kb_per_station, '.1f')} | {status} |"
+            f"| {_num(r.rss_kb_per_station, '.1f')} | {_num(r.load_avg_1m, '.1f')} | {status} |"
         )
     by_key = {(r.stations, r.system): r for r in results}
     ratio_lines = []
@@ -333,8 +378,9 @@ def render_table(results: list[CaseResult]) -> str:
         )
         ratio_lines.append(
             f"| {n} | gateway/baseline | {_ratio(g.connect_boot_s, b.connect_boot_s)} | {fan} "
+            f"| {_ratio(g.fanout_cpu_us_per_station, b.fanout_cpu_us_per_station)} "
             f"| {_ratio(g.meter_rate, b.meter_rate)} | {_ratio(g.server_cpu_us_per_msg, b.server_cpu_us_per_msg)} "
-            f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | |"
+            f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | | |"
         )
     return "\n".join(lines + ratio_lines)
 
@@ -372,8 +418,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser.add_argument("--stations", default="100,1000,5000", help="comma-separated station counts")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="baseline,gateway (either or both)")
     parser.add_argument("--version", choices=("1.6", "2.0.1"), default="1.6")
-    parser.add_argument("--rounds", type=int, default=None, help="setpoint rounds per case (default 7, quick 3)")
-    parser.add_argument("--meter-messages", type=int, default=None, help="MeterValues per case (default 20000)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="setpoint rounds per case (default 7, quick 3)"
+    )
+    parser.add_argument(
+        "--meter-messages", type=int, default=None, help="MeterValues per case (default 20000)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 rounds and 5,000 MeterValues per case")
     parser.add_argument("--profile", action="store_true", help="cProfile the servers (times inflated)")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
@@ -440,11 +490,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server→station calls, {r.system} {r.stations}: {r.server_calls}")
     if opts.profile:
         for r in results:
+            print(f"\n### profile: {r.system}, {r.stations} stations, connect + boot\n{r.profile_connect}")
             print(f"\n### profile: {r.system}, {r.stations} stations, fan-out rounds\n{r.profile_fanout}")
             print(f"\n### profile: {r.system}, {r.stations} stations, MeterValues burst\n{r.profile_meter}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": machine_description(), "results": [asdict(r) for r in results]}, out, indent=1)
+            json.dump(
+                {"machine": machine_description(), "results": [asdict(r) for r in results]}, out, indent=1
+            )
     return 0 if all(r.ok for r in results) else 1
 
 

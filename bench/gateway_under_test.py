@@ -46,7 +46,9 @@ def bench_config(stations: int, store_path: str) -> Config:
             "limits": {
                 "min_limit_w": 1000.0,
                 "max_limit_w": site_max_w,
-                "fallback_limit_w": max(1000.0, stations * STATION_MIN_W),
+                # Below one station's minimum: every fallback share is 0 W whatever the station count,
+                # so stations connecting do not reshuffle everybody's fallback profile.
+                "fallback_limit_w": 1000.0,
                 "initial_limit_w": site_max_w,
             },
             "ocpp": {
@@ -155,6 +157,10 @@ class GatewayUnderTest:
             outcome = await self.runtime.submit_setpoint(SetpointReceived(site_limit_w, peer="bench"))
             if not outcome.accepted:
                 raise RuntimeError(f"the core refused setpoint {site_limit_w:g} W: {outcome.detail}")
+            if not self._expected:
+                raise RuntimeError(
+                    f"setpoint {site_limit_w:g} W changed no station's allocation: nothing to time"
+                )
             try:
                 done_at = await asyncio.wait_for(self._done, timeout_s)
             except TimeoutError:

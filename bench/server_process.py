@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import ctypes
+import gc
 import io
 import logging
 import pstats
@@ -67,6 +69,14 @@ class _Controller:
             "accept_times_s": list(result.accept_times_s),
             "not_accepted": result.not_accepted,
         }
+
+    def settle_memory(self) -> None:
+        """Collect garbage and hand free heap back to the OS, so RSS deltas count live memory only."""
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: RSS keeps the allocator's slack
+            pass
 
     def ingestion(self) -> dict[str, Any]:
         return {"meter_values": self.system.meter_count(), "total_power_w": self.system.total_power_w()}

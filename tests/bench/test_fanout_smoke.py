@@ -1,0 +1,57 @@
+"""Smoke test of the benchmark harness: five real stations, real processes, real sockets.
+
+It proves the harness measures something real and notices failure; it asserts no
+speed (speed is measured by ``python -m bench.fanout``, never asserted in tests).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.fanout import CaseResult, Options, run_case
+from bench.gateway_under_test import load_station_server
+
+STATIONS = 5
+
+
+def _options(reject_profiles: bool = False) -> Options:
+    return Options(rounds=2, meter_messages=20, timeout_s=20.0, reject_profiles=reject_profiles)
+
+
+def _assert_measured(r: CaseResult) -> None:
+    assert r.ok, r.errors
+    assert r.connect_boot_s is not None and r.connect_boot_s > 0
+    assert len(r.rounds) == 2
+    for round_stats in r.rounds:
+        assert round_stats["answers"] == STATIONS
+        assert (
+            0
+            < round_stats["p50_s"]
+            <= round_stats["p99_s"]
+            <= round_stats["max_s"]
+            <= round_stats["elapsed_s"]
+        )
+    # The second round's share (11 kW) is what every station holds at the top of its stack.
+    assert r.profiles_held == {"11000 W": STATIONS}
+    assert r.meter_answered == STATIONS * 4
+    assert r.meter_rate is not None and r.meter_rate > 0
+    assert r.rss_kb_per_station is not None
+
+
+def test_baseline_fan_out_and_ingestion_are_measured() -> None:
+    _assert_measured(run_case("baseline", STATIONS, _options()))
+
+
+def test_harness_reports_stations_that_reject_the_profile() -> None:
+    result = run_case("baseline", STATIONS, _options(reject_profiles=True))
+    assert not result.ok
+    assert result.not_accepted == 2 * STATIONS
+    assert any("not Accepted" in error for error in result.errors)
+
+
+def test_gateway_fan_out_and_ingestion_are_measured() -> None:
+    try:
+        load_station_server()
+    except ImportError:
+        pytest.skip("ocpp_side has no StationServer yet")
+    _assert_measured(run_case("gateway", STATIONS, _options()))
