@@ -70,6 +70,9 @@ class QualityFlag(IntFlag):
     IV = 0x80
 
 
+NO_FLAGS = QualityFlag(0)
+
+
 class UFunction(IntEnum):
     STARTDT_ACT = 0x07
     STARTDT_CON = 0x0B
@@ -95,7 +98,7 @@ class Cp56Time:
 
 
 def encode_cp56(timestamp_s: float, invalid: bool = False) -> bytes:
-    ms_total = int(round(timestamp_s * 1000))
+    ms_total = round(timestamp_s * 1000)
     dt = datetime.fromtimestamp(ms_total // 1000, UTC)
     ms = dt.second * 1000 + ms_total % 1000
     return bytes(
@@ -115,7 +118,13 @@ def decode_cp56(data: bytes) -> Cp56Time:
     if len(data) != 7:
         raise PeerInputError(f"CP56Time2a needs 7 octets, got {len(data)}")
     ms = data[0] | data[1] << 8
-    minute, hour, day, month, year = data[2] & 0x3F, data[3] & 0x1F, data[4] & 0x1F, data[5] & 0x0F, data[6] & 0x7F
+    minute, hour, day, month, year = (
+        data[2] & 0x3F,
+        data[3] & 0x1F,
+        data[4] & 0x1F,
+        data[5] & 0x0F,
+        data[6] & 0x7F,
+    )
     invalid = bool(data[2] & 0x80)
     summer = bool(data[3] & 0x80)
     if ms > 59999 or minute > 59 or hour > 23 or not 1 <= day <= 31 or not 1 <= month <= 12:
@@ -155,7 +164,7 @@ class InfoObject:
 
     ioa: int
     value: float | bool | int | None = None
-    quality: QualityFlag = QualityFlag(0)
+    quality: QualityFlag = NO_FLAGS
     time_tag: Cp56Time | None = None
     select: bool = False  # S/E bit of a setpoint's QOS
     qualifier: int = 0  # QL of QOS, QOI of C_IC_NA_1
@@ -262,16 +271,16 @@ def decode_asdu(data: bytes) -> Asdu:
     type_id, vsq, cause, originator = data[0], data[1], data[2], data[3]
     common_address = int.from_bytes(data[4:6], "little")
     count, sequence = vsq & 0x7F, bool(vsq & 0x80)
-    base = dict(
-        type_id=type_id,
-        cot=cause & 0x3F,
-        common_address=common_address,
-        negative=bool(cause & 0x40),
-        test=bool(cause & 0x80),
-        originator=originator,
-        sequence=sequence,
-        raw=bytes(data),
-    )
+    base = {
+        "type_id": type_id,
+        "cot": cause & 0x3F,
+        "common_address": common_address,
+        "negative": bool(cause & 0x40),
+        "test": bool(cause & 0x80),
+        "originator": originator,
+        "sequence": sequence,
+        "raw": bytes(data),
+    }
     size = _ELEMENT_SIZE.get(type_id)  # type: ignore[call-overload]
     if size is None:
         return Asdu(**base)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 from gateway.errors import PeerInputError
 from iec104.codec import (
@@ -133,10 +134,12 @@ class Iec104Master:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.answer_test_frames = True  # False plays a peer whose link died silently
+        self._transferring = False
+        self._stopping = False
 
     # -- connection --------------------------------------------------------------
 
-    async def __aenter__(self) -> Iec104Master:
+    async def __aenter__(self) -> Self:
         await self.connect()
         try:
             await self.start_data_transfer()
@@ -175,7 +178,15 @@ class Iec104Master:
         raise MasterError(f"{self.host}:{self.port} never confirmed STARTDT")
 
     async def stop_data_transfer(self) -> None:
-        await self._u_exchange(UFunction.STOPDT_ACT, UFunction.STOPDT_CON)
+        # The outstation confirms STOPDT only once every I-frame it sent is acknowledged, and
+        # lib60870 closes the connection on an S-frame after its STOPDT con: so acknowledge at
+        # once while the STOPDT is pending, and never after the con.
+        self._stopping = True
+        self._send_ack()
+        try:
+            await self._u_exchange(UFunction.STOPDT_ACT, UFunction.STOPDT_CON)
+        finally:
+            self._stopping = False
 
     async def test_frame(self) -> None:
         await self._u_exchange(UFunction.TESTFR_ACT, UFunction.TESTFR_CON)
@@ -262,7 +273,11 @@ class Iec104Master:
         start = len(self.received)
         # Watch for ACT_TERM before sending: it can follow the ACT_CON within one read.
         waiter = self._watch(
-            lambda a: a.type_id == TypeId.C_IC_NA_1 and a.cot == Cot.ACTIVATION_TERMINATION and a.common_address == ca
+            lambda a: (
+                a.type_id == TypeId.C_IC_NA_1
+                and a.cot == Cot.ACTIVATION_TERMINATION
+                and a.common_address == ca
+            )
         )
         try:
             con = await self.command(TypeId.C_IC_NA_1, InfoObject(0, qualifier=20), timeout_s=timeout_s)
@@ -320,7 +335,9 @@ class Iec104Master:
             return await asyncio.wait_for(scan(), timeout_s)
         except TimeoutError:
             last = self.latest(ioa)
-            raise TimeoutError(f"no matching measurement at IOA {ioa} within {timeout_s} s; last: {last}") from None
+            raise TimeoutError(
+                f"no matching measurement at IOA {ioa} within {timeout_s} s; last: {last}"
+            ) from None
 
     # -- internals -------------------------------------------------------------------
 
@@ -364,8 +381,10 @@ class Iec104Master:
         self._writer.write(data)
 
     def _send_ack(self) -> None:
+        if self._ack_handle is not None:
+            self._ack_handle.cancel()
         self._ack_handle = None
-        if self._unacked and not self.closed.is_set():
+        if self._unacked and self._transferring and not self.closed.is_set():
             self._unacked = 0
             self._write(encode_frame(SFrame(self._recv_seq)))
 
@@ -381,7 +400,9 @@ class Iec104Master:
                 body = await self._reader.readexactly(head[1])
                 self._on_frame(decode_frame(head + body))
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, asyncio.IncompleteReadError) else reason
+            reason = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, asyncio.IncompleteReadError) else reason
+            )
         except PeerInputError as exc:
             reason = f"malformed frame: {exc}"
         finally:
@@ -399,6 +420,11 @@ class Iec104Master:
                 if self.answer_test_frames:
                     self._write(encode_frame(UFrame(UFunction.TESTFR_CON)))
             case UFrame(function=function):
+                if function is UFunction.STARTDT_CON:
+                    self._transferring = True
+                    self._send_ack()
+                elif function is UFunction.STOPDT_CON:
+                    self._transferring = False
                 future = self._u_waiters.get(function)
                 if future is not None and not future.done():
                     future.set_result(None)
@@ -414,7 +440,7 @@ class Iec104Master:
                     if not waiter.future.done() and waiter.predicate(asdu):
                         waiter.future.set_result(asdu)
                         self._waiters.remove(waiter)
-                if self._unacked >= self.w:
+                if self._unacked >= self.w or self._stopping:
                     self._send_ack()
                 elif self._ack_handle is None:
                     # Acknowledge promptly so the outstation never stalls on k; t2 is far longer.
@@ -435,6 +461,8 @@ def _measurements(received: Received) -> list[Measurement]:
     if asdu.type_id not in (TypeId.M_SP_NA_1, TypeId.M_SP_TB_1, TypeId.M_ME_NC_1, TypeId.M_ME_TF_1):
         return []
     return [
-        Measurement(o.ioa, asdu.type_id, asdu.cot, o.value, int(o.quality), o.time_tag, received.received_at_s)
+        Measurement(
+            o.ioa, asdu.type_id, asdu.cot, o.value, int(o.quality), o.time_tag, received.received_at_s
+        )
         for o in asdu.objects
     ]

@@ -39,7 +39,7 @@ from gateway.errors import Ocpp809Error, PeerInputError
 from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.model import RejectReason
 from gateway.runtime import CoreRuntime, SetpointOutcome
-from iec104.codec import Cot, QualityFlag, TypeId, decode_asdu
+from iec104.codec import QualityFlag, TypeId, decode_asdu
 from iec104.points import (
     CommandIn,
     CommandRefused,
@@ -183,15 +183,22 @@ class Iec104Outstation:
             except RuntimeError as exc:
                 server.stop()
                 if attempt == attempts:
-                    raise Iec104StartError(f"IEC 104 server on {cfg.listen_host}:{self._port}: {exc}") from None
+                    raise Iec104StartError(
+                        f"IEC 104 server on {cfg.listen_host}:{self._port}: {exc}"
+                    ) from None
         self._server = server
         self.runtime.add_listener(self._on_decisions)
         scheduler = self.runtime.scheduler
-        poll = scheduler.add_job(self._poll_link, "interval", seconds=cfg.link_poll_s, id=f"iec104-link-{id(self)}")
+        poll = scheduler.add_job(
+            self._poll_link, "interval", seconds=cfg.link_poll_s, id=f"iec104-link-{id(self)}"
+        )
         self._jobs.append(poll.id)
         if cfg.periodic_interval_s > 0:
             cyclic = scheduler.add_job(
-                self._transmit_cyclic, "interval", seconds=cfg.periodic_interval_s, id=f"iec104-cyclic-{id(self)}"
+                self._transmit_cyclic,
+                "interval",
+                seconds=cfg.periodic_interval_s,
+                id=f"iec104-cyclic-{id(self)}",
             )
             self._jobs.append(cyclic.id)
         log.info(
@@ -227,7 +234,9 @@ class Iec104Outstation:
         if station is None:  # pragma: no cover - a fresh server always takes its first station
             raise Iec104StartError(f"cannot add station {cfg.common_address}")
         for spec in self.specs:
-            mode = c104.CommandMode.SELECT_AND_EXECUTE if spec.select_before_operate else c104.CommandMode.DIRECT
+            mode = (
+                c104.CommandMode.SELECT_AND_EXECUTE if spec.select_before_operate else c104.CommandMode.DIRECT
+            )
             point = station.add_point(io_address=spec.ioa, type=_C104_TYPES[spec.type_id], command_mode=mode)
             if point is None:  # pragma: no cover - IOAs are unique (config check)
                 raise Iec104StartError(f"cannot add IOA {spec.ioa}")
@@ -305,7 +314,9 @@ class Iec104Outstation:
                 return
             kind = command_kind(type_id)
             reason = _UMC_REASONS.get(cause.name, RejectReason.UNKNOWN_POINT)
-            detail = f"{kind} at IOA {message.io_address}, common address {message.common_address}: {cause.name}"
+            detail = (
+                f"{kind} at IOA {message.io_address}, common address {message.common_address}: {cause.name}"
+            )
             value: float | None = None
             command = self._command_from(message)
             if command is not None:
@@ -365,7 +376,9 @@ class Iec104Outstation:
         if loop is None or loop.is_closed():
             raise RuntimeError("no event loop")
         ticket = _Ticket()
-        future: Future[SetpointOutcome | None] = asyncio.run_coroutine_threadsafe(self._decide(event, ticket), loop)
+        future: Future[SetpointOutcome | None] = asyncio.run_coroutine_threadsafe(
+            self._decide(event, ticket), loop
+        )
         timeout_s = self.config.command_timeout_s
         try:
             outcome = future.result(timeout=timeout_s)
@@ -374,7 +387,11 @@ class Iec104Outstation:
             future.cancel()
             self._metrics.command_failures.labels("timeout").inc()
             if state is _TicketState.ABANDONED:
-                log.error("core did not take setpoint %r W within %g s: refused, nothing changed", event.value_w, timeout_s)
+                log.error(
+                    "core did not take setpoint %r W within %g s: refused, nothing changed",
+                    event.value_w,
+                    timeout_s,
+                )
                 self._call_on_loop(
                     self.runtime.refuse_command,
                     event.peer,
@@ -386,7 +403,11 @@ class Iec104Outstation:
             else:
                 # The core started but did not finish in time: the read-back at IOA 201 shows
                 # whatever it decides; the master was told "no" and must re-send.
-                log.error("core did not decide setpoint %r W within %g s: answered negatively", event.value_w, timeout_s)
+                log.error(
+                    "core did not decide setpoint %r W within %g s: answered negatively",
+                    event.value_w,
+                    timeout_s,
+                )
             return SetpointOutcome(False, RejectReason.TIMEOUT)
         if outcome is None:  # pragma: no cover - abandoned tickets end in the timeout branch
             return SetpointOutcome(False, RejectReason.TIMEOUT)
@@ -523,10 +544,10 @@ def _information(value: MonitoredValue) -> c104.Information:
 def _c104_quality(flags: QualityFlag) -> c104.Quality:
     quality = c104.Quality()
     if flags & QualityFlag.NT:
-        quality |= c104.Quality.NonTopical
+        quality |= c104.Quality.NonTopical  # type: ignore[operator]  # the stub lacks __or__
     if flags & QualityFlag.IV:
-        quality |= c104.Quality.Invalid
+        quality |= c104.Quality.Invalid  # type: ignore[operator]
     return quality
 
 
-__all__ = ["Iec104Outstation", "Iec104StartError", "Cot"]
+__all__ = ["Iec104Outstation", "Iec104StartError"]

@@ -137,7 +137,9 @@ def translate_command(
             value_w,
         )
     if spec is None:
-        return CommandRefused(RejectReason.UNKNOWN_POINT, f"{kind} to unknown IOA {command.ioa}", kind, value_w)
+        return CommandRefused(
+            RejectReason.UNKNOWN_POINT, f"{kind} to unknown IOA {command.ioa}", kind, value_w
+        )
     if command.type_id != spec.type_id:
         return CommandRefused(
             RejectReason.UNKNOWN_POINT,
@@ -178,7 +180,9 @@ class MonitoredValue:
 
 
 def _measured(spec: PointSpec, value_w: float, quality: QualityFlag, now_s: float) -> MonitoredValue:
-    return MonitoredValue(spec.role, spec.ioa, spec.type_id, from_watts(value_w, spec.unit), quality, now_s, value_w)
+    return MonitoredValue(
+        spec.role, spec.ioa, spec.type_id, from_watts(value_w, spec.unit), quality, now_s, value_w
+    )
 
 
 def _status(spec: PointSpec, on: bool, now_s: float) -> MonitoredValue:
@@ -189,15 +193,21 @@ def _by_role(specs: tuple[PointSpec, ...]) -> dict[Role, PointSpec]:
     return {s.role: s for s in specs}
 
 
-def telemetry_for(decisions: list[Decision] | tuple[Decision, ...], specs: tuple[PointSpec, ...], now_s: float) -> list[MonitoredValue]:
+def telemetry_for(
+    decisions: list[Decision] | tuple[Decision, ...], specs: tuple[PointSpec, ...], now_s: float
+) -> list[MonitoredValue]:
     """The monitored values a batch of core decisions changes (the latest per point wins)."""
     roles = _by_role(specs)
     out: dict[Role, MonitoredValue] = {}
     for decision in decisions:
         match decision:
             case LimitChanged():
-                out[Role.LIMIT_IN_FORCE] = _measured(roles[Role.LIMIT_IN_FORCE], decision.limit_w, QualityFlag(0), now_s)
-                out[Role.FALLBACK_ACTIVE] = _status(roles[Role.FALLBACK_ACTIVE], decision.mode is Mode.FALLBACK, now_s)
+                out[Role.LIMIT_IN_FORCE] = _measured(
+                    roles[Role.LIMIT_IN_FORCE], decision.limit_w, QualityFlag(0), now_s
+                )
+                out[Role.FALLBACK_ACTIVE] = _status(
+                    roles[Role.FALLBACK_ACTIVE], decision.mode is Mode.FALLBACK, now_s
+                )
             case PublishTotalPower():
                 out[Role.TOTAL_POWER] = _measured(
                     roles[Role.TOTAL_POWER], decision.power_w, quality_flags(decision.quality), now_s

@@ -75,7 +75,7 @@ async def test_blocked_loop_never_lets_an_abandoned_command_reach_the_core(
         monkeypatch.setattr(site.runtime, "submit_setpoint", counting)
         send = asyncio.ensure_future(master.send_setpoint(100, 20000.0))
         await asyncio.sleep(0)  # the command is written to the socket before the task first waits
-        time.sleep(1.5)  # block the loop, as a core stuck in a synchronous call would, past the timeout
+        time.sleep(1.5)  # noqa: ASYNC251 - block the loop, as a core stuck in a synchronous call would, past the timeout
         con = await asyncio.wait_for(send, 5)
         assert not con.positive
         await site.until(lambda: len(site.runtime.store.audit()) == 1, what="the timeout is audited")

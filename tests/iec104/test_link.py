@@ -31,7 +31,9 @@ async def test_cut_connection_holds_then_falls_back_and_a_new_setpoint_lifts_it(
             assert interrogated[300] is True and interrogated[201] == 10000.0
             assert site.runtime.view().mode is Mode.FALLBACK  # link up alone does not lift it
             assert (await master.send_setpoint(100, 15000.0)).positive
-            off = await master.wait_for_measurement(300, lambda m: m.value is False and m.cot == Cot.SPONTANEOUS)
+            off = await master.wait_for_measurement(
+                300, lambda m: m.value is False and m.cot == Cot.SPONTANEOUS
+            )
             assert off.quality == 0
             await master.wait_for_measurement(201, lambda m: m.value == 15000.0)
             assert site.runtime.view().mode is Mode.NORMAL
@@ -54,7 +56,9 @@ async def test_silent_link_death_is_detected_after_t3_plus_t1(tmp_path: Path) ->
         assert (await master.send_setpoint(100, 20000.0)).positive
         await site.until(lambda: site.outstation.link_up, what="link up")
         master.answer_test_frames = False  # the peer is gone without a FIN or RST
-        await site.until(lambda: site.runtime.view().mode is Mode.HOLD, timeout_s=8, what="hold after t3 + t1")
+        await site.until(
+            lambda: site.runtime.view().mode is Mode.HOLD, timeout_s=8, what="hold after t3 + t1"
+        )
         assert not site.outstation.link_up
 
 

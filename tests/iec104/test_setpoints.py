@@ -55,18 +55,21 @@ async def test_invalid_values_and_unknown_points_are_refused(site: Site) -> None
         assert [c.positive for c in refused] == [False] * len(refused)
         assert site.runtime.view().limit_w == 30000.0
     await site.until(lambda: len(site.runtime.store.audit()) == 10, what="every command audited")
-    reasons = [r.reason for r in site.runtime.store.audit()[1:]]
-    assert reasons == [
-        "not_finite",
-        "not_finite",
-        "below_min",
-        "above_max",
-        "stale",
-        "unknown_point",
-        "wrong_common_address",
-        "unknown_point",
-        "unexpected_cause",
-    ]
+    # c104 reports unknown points from a later task of its own: order among them is not fixed.
+    reasons = sorted(r.reason for r in site.runtime.store.audit()[1:])
+    assert reasons == sorted(
+        [
+            "not_finite",
+            "not_finite",
+            "below_min",
+            "above_max",
+            "stale",
+            "unknown_point",
+            "wrong_common_address",
+            "unknown_point",
+            "unexpected_cause",
+        ]
+    )
 
 
 async def test_time_tagged_setpoint_within_age_is_confirmed(site: Site) -> None:
@@ -84,7 +87,10 @@ async def test_time_tagged_setpoint_within_age_is_confirmed(site: Site) -> None:
 
 
 async def test_setpoint_in_kilowatts(tmp_path: Path) -> None:
-    config = site_config(tmp_path, points={"limit_setpoint": {"ioa": 100, "unit": "kW"}, "limit_in_force": {"ioa": 201, "unit": "kW"}})
+    config = site_config(
+        tmp_path,
+        points={"limit_setpoint": {"ioa": 100, "unit": "kW"}, "limit_in_force": {"ioa": 201, "unit": "kW"}},
+    )
     async with running_site(config) as site, site.master() as master:
         assert (await master.send_setpoint(100, 20.0)).positive
         assert site.runtime.view().limit_w == 20000.0

@@ -51,7 +51,9 @@ async def test_stale_measurement_is_flagged_not_topical(tmp_path: Path) -> None:
         await site.runtime.submit(station())
         await site.runtime.submit(MeterSampled("cs1", 7200.0))
         await master.wait_for_measurement(200, lambda m: m.value == 7200.0 and m.quality == 0)
-        stale = await master.wait_for_measurement(200, lambda m: bool(m.quality & QualityFlag.NT), timeout_s=5)
+        stale = await master.wait_for_measurement(
+            200, lambda m: bool(m.quality & QualityFlag.NT), timeout_s=5
+        )
         assert stale.value == 7200.0  # the old value is still shown, but flagged
         interrogated = {m.ioa: m for m in await master.interrogate()}
         assert interrogated[200].quality & QualityFlag.NT
@@ -60,7 +62,9 @@ async def test_stale_measurement_is_flagged_not_topical(tmp_path: Path) -> None:
         assert fresh.quality == 0
 
 
-async def test_spontaneous_only_beyond_the_deadband_and_interrogation_has_the_exact_value(tmp_path: Path) -> None:
+async def test_spontaneous_only_beyond_the_deadband_and_interrogation_has_the_exact_value(
+    tmp_path: Path,
+) -> None:
     config = site_config(tmp_path, deadband_w=500.0)
     async with running_site(config) as site, site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
@@ -72,7 +76,9 @@ async def test_spontaneous_only_beyond_the_deadband_and_interrogation_has_the_ex
         assert interrogated[200].value == 7300.0
         await site.runtime.submit(MeterSampled("cs1", 7750.0))  # 550 W from the last one sent
         await master.wait_for_measurement(200, lambda m: m.value == 7750.0 and m.cot == Cot.SPONTANEOUS)
-        spontaneous = [m.value for m in master.measurements(200) if m.cot == Cot.SPONTANEOUS and m.value > 7000]
+        spontaneous = [
+            m.value for m in master.measurements(200) if m.cot == Cot.SPONTANEOUS and m.value > 7000
+        ]
         assert spontaneous == [7200.0, 7750.0]
 
 
