@@ -153,10 +153,11 @@ async def station(
     station_id: str,
     version: str = "ocpp1.6",
     behaviour: Behaviour | None = None,
+    scheme: str = "ws",
     **connect_kwargs: Any,
 ) -> Any:
     """Connect a real library station to the gateway; closes it on exit."""
-    ws = await connect(f"ws://127.0.0.1:{port}/{station_id}", subprotocols=[version], **connect_kwargs)
+    ws = await connect(f"{scheme}://127.0.0.1:{port}/{station_id}", subprotocols=[version], **connect_kwargs)
     cls = Station16 if version == "ocpp1.6" else Station201
     cp = cls(station_id, ws, behaviour or Behaviour())
     task = asyncio.create_task(cp.start())

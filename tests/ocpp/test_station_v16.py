@@ -159,3 +159,51 @@ async def test_unanswered_profile_is_a_timeout_for_the_core(make_site: SiteFacto
         # The connection keeps working after the timeout; the late answer is dropped.
         assert (await cp.call(call16.Heartbeat())).current_time
         assert not site.station("CP16").enforced
+
+
+def _live_limits(cp: object, live_id: int) -> list[Decimal]:
+    return [
+        p["charging_schedule"]["charging_schedule_period"][0]["limit"]
+        for p in cp.log.of("SetChargingProfile")  # type: ignore[attr-defined]
+        if p["charging_profile_id"] == live_id
+    ]
+
+
+async def test_setpoints_during_a_fan_out_are_coalesced(make_site: SiteFactory) -> None:
+    site = await make_site({"configure_metering": False})
+    live_id = site.config.ocpp.live_profile_id
+    async with station(site.port, "CP16", behaviour=Behaviour(profile_delay_s=0.3)) as cp:
+        await cp.call(_boot())
+        await site.until(lambda: (v := site.station("CP16")) is not None and v.enforced)
+        assert (await site.runtime.submit_setpoint(SetpointReceived(7000.0))).accepted
+        await cp.log.wait_for(lambda: len(_live_limits(cp, live_id)) == 2)  # 7000 is with the station now
+        for value_w in (8000.0, 9000.0):
+            assert (await site.runtime.submit_setpoint(SetpointReceived(value_w))).accepted
+        await site.until(lambda: site.station("CP16").limit_w == 9000.0 and site.station("CP16").enforced)
+        # 8000 W was replaced before it went out: the station only ever got the latest.
+        assert _live_limits(cp, live_id) == [Decimal("22000.0"), Decimal("7000.0"), Decimal("9000.0")]
+
+
+async def test_live_profile_refreshed_before_it_lapses(make_site: SiteFactory) -> None:
+    site = await make_site({"configure_metering": False, "profile_refresh_s": 0.3, "profile_validity_s": 2.0})
+    live_id = site.config.ocpp.live_profile_id
+    async with station(site.port, "CP16") as cp:
+        await cp.call(_boot())
+        await site.until(lambda: (v := site.station("CP16")) is not None and v.enforced)
+
+        def live() -> list[dict]:  # type: ignore[type-arg]
+            return [p for p in cp.log.of("SetChargingProfile") if p["charging_profile_id"] == live_id]
+
+        def valid_to() -> list[datetime]:
+            return [datetime.fromisoformat(p["valid_to"]) for p in live()]
+
+        # validTo has whole seconds: refreshes every 0.3 s move it ahead within a few of them.
+        await cp.log.wait_for(lambda: valid_to()[-1] > valid_to()[0])
+        assert valid_to() == sorted(valid_to())
+        assert all(
+            p["charging_schedule"]["charging_schedule_period"][0]["limit"] == Decimal("22000.0")
+            for p in live()
+        )
+        # The fallback level is not re-sent by a refresh, and the core hears no new result.
+        assert len(cp.log.of("SetChargingProfile")) - len(live()) == 1
+        assert _results(site, ProfileOutcome.ACCEPTED) == 1
