@@ -66,6 +66,20 @@ _FIXED_ANSWER: dict[OcppVersion, dict[str, Payload]] = {
 }
 
 
+_COMPUTED: dict[OcppVersion, frozenset[str]] = {
+    OcppVersion.V16: frozenset(
+        {"Heartbeat", "BootNotification", "Authorize", "StartTransaction", "StopTransaction"}
+    ),
+    OcppVersion.V201: frozenset({"Heartbeat", "BootNotification", "Authorize", "TransactionEvent"}),
+}
+
+# Every action a station may send that the gateway answers itself.
+SERVED: dict[OcppVersion, frozenset[str]] = {
+    version: _EMPTY_ANSWER[version] | frozenset(_FIXED_ANSWER[version]) | _COMPUTED[version]
+    for version in OcppVersion
+}
+
+
 class StandaloneAnswers:
     """Answers one station's calls; ``authorize`` decides an id tag/token."""
 

@@ -30,6 +30,7 @@ from gateway.decisions import ApplyStationLimit
 from gateway.events import Event, MeterSampled, ProfileResult
 from gateway.model import OcppVersion, ProfileOutcome
 from ocpp_side import codec, schemas
+from ocpp_side.answers import SERVED
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
 from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s
@@ -364,6 +365,11 @@ class StationConnection:
     async def _on_call(self, call: Call) -> None:
         server = self.server
         try:
+            if call.action not in SERVED[self.version] and call.action in schemas.known_actions(self.version):
+                # A central system's action (Reset, SetChargingProfile ...) sent by a station.
+                raise OcppViolation(
+                    ErrorKind.NOT_SUPPORTED, f"{call.action} is not served by this central system"
+                )
             schemas.validate(self.version, call.action, call.payload, request=True)
             response = server.answers.answer(self.version, call.action, call.payload)
         except OcppViolation as exc:

@@ -95,6 +95,63 @@ REQUESTS = [
         "NotifyEVChargingNeeds",
         {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}},
     ),
+    (V201, "PublishFirmwareStatusNotification", {"status": "Idle"}),
+    (V201, "NotifyMonitoringReport", {"requestId": 1, "seqNo": 0, "generatedAt": TS}),
+    (V201, "NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "EMS"}}),
+    (V201, "ClearedChargingLimit", {"chargingLimitSource": "EMS"}),
+    (V201, "NotifyCustomerInformation", {"data": "x", "seqNo": 0, "generatedAt": TS, "requestId": 1}),
+    (V201, "NotifyDisplayMessages", {"requestId": 1}),
+    (
+        V201,
+        "ReportChargingProfiles",
+        {
+            "requestId": 1,
+            "chargingLimitSource": "CSO",
+            "evseId": 0,
+            "chargingProfile": [
+                {
+                    "id": 1,
+                    "stackLevel": 0,
+                    "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Absolute",
+                    "chargingSchedule": [
+                        {
+                            "id": 1,
+                            "chargingRateUnit": "W",
+                            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1.0}],
+                        }
+                    ],
+                }
+            ],
+        },
+    ),
+    (V201, "ReservationStatusUpdate", {"reservationId": 1, "reservationUpdateStatus": "Expired"}),
+    (
+        V201,
+        "GetCertificateStatus",
+        {
+            "ocspRequestData": {
+                "hashAlgorithm": "SHA256",
+                "issuerNameHash": "a",
+                "issuerKeyHash": "b",
+                "serialNumber": "c",
+                "responderURL": "http://x",
+            }
+        },
+    ),
+    (
+        V201,
+        "NotifyEVChargingSchedule",
+        {
+            "timeBase": TS,
+            "evseId": 1,
+            "chargingSchedule": {
+                "id": 1,
+                "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1.0}],
+            },
+        },
+    ),
 ]
 
 
@@ -128,6 +185,14 @@ def test_transaction_ids_are_distinct() -> None:
     start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": TS}
     ids = {answers.answer(V16, "StartTransaction", start)["transactionId"] for _ in range(3)}
     assert ids == {41, 42, 43}
+
+
+def test_every_served_action_is_covered() -> None:
+    from ocpp_side.answers import SERVED
+
+    for version in OcppVersion:
+        assert SERVED[version] <= schemas.known_actions(version)
+        assert {a for v, a, _ in REQUESTS if v is version} == SERVED[version]
 
 
 def test_central_system_actions_are_not_supported() -> None:

@@ -31,6 +31,7 @@ async def _exchange(ws, frame: str | bytes) -> list:  # type: ignore[no-untyped-
         ("ocpp2.0.1", '[9, "m3", "Heartbeat", {}]', "MessageTypeNotSupported", "m3"),
         ("ocpp1.6", '[2, "m4", "NoSuchAction", {}]', "NotImplemented", "m4"),
         ("ocpp1.6", '[2, "m5", "Reset", {"type": "Hard"}]', "NotSupported", "m5"),
+        ("ocpp2.0.1", '[2, "m5", "SetChargingProfile", {"bad": 1}]', "NotSupported", "m5"),
         (
             "ocpp1.6",
             '[2, "m6", "BootNotification", {"chargePointVendor": "V"}]',
