@@ -125,7 +125,10 @@ class _Metrics:
             registry=r,
         )
         self.transmissions = Counter(
-            "ocpp809_iec104_transmissions", "Monitored values handed to c104 by cause", ["cause"], registry=r
+            "ocpp809_iec104_transmissions",
+            "Monitored values handed to c104: change, cyclic or resync",
+            ["why"],
+            registry=r,
         )
         self.transmit_failures = Counter(
             "ocpp809_iec104_transmit_failures", "Monitored values c104 did not accept", registry=r
@@ -445,7 +448,7 @@ class Iec104Outstation:
         self._write_points()
         if self._link_up:
             for ioa in sorted(self._pending_spontaneous()):
-                self._transmit(self._current[ioa], c104.Cot.SPONTANEOUS)
+                self._transmit(self._current[ioa], "change")
 
     def _write_points(self) -> None:
         """Put every changed value into its c104 point, so interrogation answers the current state."""
@@ -457,14 +460,17 @@ class Iec104Outstation:
     def _pending_spontaneous(self) -> list[int]:
         return [ioa for ioa, value in self._current.items() if self._policy.should_send(value)]
 
-    def _transmit(self, value: MonitoredValue, cause: c104.Cot) -> None:
+    def _transmit(self, value: MonitoredValue, why: str) -> None:
+        """Hand one value to c104 with COT spontaneous: the companion standard allows only
+        spontaneous (3) and request (5) for M_ME_TF_1, and no periodic (1) for M_SP_TB_1, so
+        the cyclic and resynchronising re-sends are spontaneous too (``why`` labels the metric)."""
         point = self._points[value.ioa]
         try:
-            ok = point.transmit(cause=cause)
+            ok = point.transmit(cause=c104.Cot.SPONTANEOUS)
         except ValueError as exc:
             ok = False
             log.warning("IEC 104 transmit of IOA %d failed: %s", value.ioa, exc)
-        self._metrics.transmissions.labels(cause.name.lower()).inc()
+        self._metrics.transmissions.labels(why).inc()
         if ok:
             # Handed to c104's queue, not necessarily delivered: the cyclic transmission and
             # the resend after each new STARTDT make sure the master ends up current.
@@ -476,7 +482,7 @@ class Iec104Outstation:
         if self._server is None or not self._link_up:
             return
         for ioa in sorted(self._current):
-            self._transmit(self._current[ioa], c104.Cot.PERIODIC)
+            self._transmit(self._current[ioa], "cyclic")
 
     # -- link supervision (loop thread) --------------------------------------------------------
 
@@ -509,7 +515,7 @@ class Iec104Outstation:
         self._update(telemetry_from_view(self.runtime.view(), self.specs, time.time()))
         self._write_points()
         for ioa in sorted(self._current):
-            self._transmit(self._current[ioa], c104.Cot.SPONTANEOUS)
+            self._transmit(self._current[ioa], "resync")
 
     # -- helpers ------------------------------------------------------------------------------
 

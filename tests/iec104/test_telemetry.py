@@ -82,13 +82,25 @@ async def test_spontaneous_only_beyond_the_deadband_and_interrogation_has_the_ex
         assert spontaneous == [7200.0, 7750.0]
 
 
-async def test_cyclic_transmission_repeats_every_point(tmp_path: Path) -> None:
+async def test_cyclic_transmission_repeats_every_point_as_spontaneous(tmp_path: Path) -> None:
+    """Nothing changes, yet every point keeps arriving: the cyclic re-send (COT 3, as type 36 allows)."""
     config = site_config(tmp_path, periodic_interval_s=0.2)
     async with running_site(config) as site, site.master() as master:
         for ioa in (200, 201, 300, 301):
-            await master.wait_for_measurement(ioa, lambda m: m.cot == Cot.PERIODIC, timeout_s=5)
-        periodic = master.latest(201)
-        assert periodic is not None and periodic.value == site.config.limits.initial_limit_w
+            await master.wait_for_measurement(ioa, timeout_s=5)
+        seen = len(master.received)
+        for ioa in (200, 201, 300, 301):
+            await master.wait_for_measurement(
+                ioa,
+                lambda m: (
+                    m.cot == Cot.SPONTANEOUS and m.received_at_s > master.received[seen - 1].received_at_s
+                ),
+            )
+        assert {m.value for m in master.measurements(201)} == {site.config.limits.initial_limit_w}
+        cyclic = site.runtime.metrics.registry.get_sample_value(
+            "ocpp809_iec104_transmissions_total", {"why": "cyclic"}
+        )
+        assert cyclic is not None and cyclic >= 4
 
 
 async def test_values_are_sent_when_data_transfer_starts_and_answer_interrogation(site: Site) -> None:
