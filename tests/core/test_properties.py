@@ -100,5 +100,7 @@ def test_invariants_over_random_sequences(steps: list[tuple[float, Event]]) -> N
         assert {d.station_id for d in decisions if isinstance(d, ApplyStationLimit)} <= connected
         # The measured total is exactly the sum of the latest readings (to 0.1 W per station).
         assert abs(view.total_power_w - sum(round(v * 10) / 10 for v in readings.values())) < 1e-6
+        # "Enforced on every station" is exactly every station having accepted its latest share.
+        assert view.enforced == all(s.enforced for s in view.stations)
         deadline = arbiter.next_deadline()
         assert deadline is None or math.isfinite(deadline)
