@@ -79,7 +79,9 @@ class Profile:
             return False
         return self.valid_to_s is None or now_s < self.valid_to_s
 
-    def limit_w_at(self, now_s: float, default_phases: int, voltage_v: float = NOMINAL_VOLTAGE_V) -> float | None:
+    def limit_w_at(
+        self, now_s: float, default_phases: int, voltage_v: float = NOMINAL_VOLTAGE_V
+    ) -> float | None:
         """This profile's limit in watts at ``now_s``, or None when it sets none then."""
         if not self.is_valid_at(now_s):
             return None
@@ -165,7 +167,7 @@ _RECURRENCY_S = {"Daily": 86400.0, "Weekly": 604800.0}
 def parse_timestamp(text: str) -> float:
     """ISO 8601 with a timezone to epoch seconds (a naive timestamp is refused, as OCPP requires)."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ProfileError(f"bad timestamp {text!r}") from exc
     if moment.tzinfo is None:
@@ -193,7 +195,10 @@ def profile_from_ocpp(
         raise ProfileError(f"charging rate unit {unit} not supported")
     periods = tuple(
         sorted(
-            (Period(float(p["start_period"]), float(p["limit"]), p.get("number_phases")) for p in raw_periods),
+            (
+                Period(float(p["start_period"]), float(p["limit"]), p.get("number_phases"))
+                for p in raw_periods
+            ),
             key=lambda p: p.start_s,
         )
     )

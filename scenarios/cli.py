@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 DEFAULT_TIME_SCALE = 60.0
 
@@ -19,8 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scenario = sub.add_parser("scenario", help="verify a site: run scenarios T1-T4 against the whole gateway")
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
     run = scenario_sub.add_parser("run", help="run scenario files (default: every shipped scenario)")
-    run.add_argument("files", nargs="*", metavar="FILE", help="scenario TOML files (default: all of scenarios/)")
-    run.add_argument("--report-dir", metavar="DIR", default="scenario-reports", help="where scenarios.json and scenarios.junit.xml go")
+    run.add_argument(
+        "files", nargs="*", metavar="FILE", help="scenario TOML files (default: all of scenarios/)"
+    )
+    run.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        default="scenario-reports",
+        help="where scenarios.json and scenarios.junit.xml go",
+    )
     timing = run.add_mutually_exclusive_group()
     timing.add_argument(
         "--time-scale",
@@ -35,23 +42,40 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim = sub.add_parser("sim", help="simulated peers for commissioning: DSO master, stations, CSMS")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
 
-    dso = sim_sub.add_parser("dso", help="an IEC 104 master: send setpoints, print every ACT_CON and telemetry ASDU")
+    dso = sim_sub.add_parser(
+        "dso", help="an IEC 104 master: send setpoints, print every ACT_CON and telemetry ASDU"
+    )
     dso.add_argument("--host", default="127.0.0.1")
     dso.add_argument("--port", type=int, default=2404)
     dso.add_argument("--common-address", type=int, default=1)
-    dso.add_argument("--setpoint", type=float, action="append", default=[], metavar="W", help="send this setpoint (repeatable)")
-    dso.add_argument("--ioa", type=int, default=None, help="setpoint IOA (default 100, or 101 with --time-tagged)")
+    dso.add_argument(
+        "--setpoint",
+        type=float,
+        action="append",
+        default=[],
+        metavar="W",
+        help="send this setpoint (repeatable)",
+    )
+    dso.add_argument(
+        "--ioa", type=int, default=None, help="setpoint IOA (default 100, or 101 with --time-tagged)"
+    )
     dso.add_argument("--time-tagged", action="store_true", help="send C_SE_TC_1 with the current time")
     dso.add_argument("--interrogate", action="store_true", help="general interrogation after connecting")
-    dso.add_argument("--listen", type=float, default=5.0, metavar="S", help="keep printing telemetry for S seconds")
+    dso.add_argument(
+        "--listen", type=float, default=5.0, metavar="S", help="keep printing telemetry for S seconds"
+    )
     dso.add_argument("--record", metavar="FILE", help="also write every received ASDU as JSON lines")
     dso.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
     dso.add_argument("--tls-cert", metavar="FILE")
     dso.add_argument("--tls-key", metavar="FILE")
     dso.set_defaults(handler=_cmd_sim_dso)
 
-    stations = sim_sub.add_parser("stations", help="OCPP stations that charge, obey profiles and report meter values")
-    stations.add_argument("--url", default="ws://127.0.0.1:9000", help="the central system's base URL (the id is appended)")
+    stations = sim_sub.add_parser(
+        "stations", help="OCPP stations that charge, obey profiles and report meter values"
+    )
+    stations.add_argument(
+        "--url", default="ws://127.0.0.1:9000", help="the central system's base URL (the id is appended)"
+    )
     stations.add_argument("--count", type=int, default=1)
     stations.add_argument("--id-prefix", default="sim-cs")
     stations.add_argument("--version", choices=["1.6", "2.0.1"], default="1.6")
@@ -60,15 +84,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     stations.add_argument("--max-power-w", type=float, default=22000.0)
     stations.add_argument("--ramp-w-per-s", type=float, default=3000.0)
     stations.add_argument("--password", default="")
-    stations.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: until Ctrl-C)")
+    stations.add_argument(
+        "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: until Ctrl-C)"
+    )
     stations.add_argument("--status-every", type=float, default=5.0, metavar="S")
     stations.set_defaults(handler=_cmd_sim_stations)
 
     csms = sim_sub.add_parser("csms", help="a CSMS that accepts stations at /{id} and records every frame")
     csms.add_argument("--host", default="127.0.0.1")
     csms.add_argument("--port", type=int, default=9100)
-    csms.add_argument("--record", metavar="FILE", help="write every frame as JSON lines (default: print them)")
-    csms.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: until Ctrl-C)")
+    csms.add_argument(
+        "--record", metavar="FILE", help="write every frame as JSON lines (default: print them)"
+    )
+    csms.add_argument(
+        "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: until Ctrl-C)"
+    )
     csms.set_defaults(handler=_cmd_sim_csms)
 
 
@@ -102,10 +132,12 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_dso(args: argparse.Namespace) -> int:
-    return asyncio.run(_sim_dso(args))
+    with contextlib.ExitStack() as stack:
+        record = stack.enter_context(open(args.record, "a", encoding="utf-8")) if args.record else None
+        return asyncio.run(_sim_dso(args, record))
 
 
-async def _sim_dso(args: argparse.Namespace) -> int:
+async def _sim_dso(args: argparse.Namespace, record: TextIO | None) -> int:
     import ssl
 
     from iec104.master import Iec104Master
@@ -116,7 +148,6 @@ async def _sim_dso(args: argparse.Namespace) -> int:
         if args.tls_cert:
             context.load_cert_chain(args.tls_cert, args.tls_key)
     master = Iec104Master(args.host, args.port, common_address=args.common_address, ssl_context=context)
-    record = open(args.record, "a", encoding="utf-8") if args.record else None  # noqa: SIM115
     printed = 0
 
     def flush() -> None:
@@ -129,27 +160,25 @@ async def _sim_dso(args: argparse.Namespace) -> int:
         printed = len(master.received)
 
     failed = False
-    try:
-        async with master:
-            print(f"connected to {args.host}:{args.port}, STARTDT confirmed", file=sys.stderr)
-            if args.interrogate:
-                values = await master.interrogate()
-                print(f"general interrogation: {len(values)} values", file=sys.stderr)
-            for value in args.setpoint:
-                ioa = args.ioa if args.ioa is not None else (101 if args.time_tagged else 100)
-                t0 = time.monotonic()
-                con = await master.send_setpoint(ioa, value, time_tag=time.time() if args.time_tagged else None)
-                verdict = "positive" if con.positive else "negative"
-                failed |= not con.positive
-                print(f"setpoint {value:g} at IOA {ioa}: ACT_CON {verdict} (COT {int(con.cot)}) in {time.monotonic() - t0:.3f} s")
-            deadline = time.monotonic() + args.listen
-            while time.monotonic() < deadline and not master.closed.is_set():
-                flush()
-                await asyncio.sleep(0.1)
+    async with master:
+        print(f"connected to {args.host}:{args.port}, STARTDT confirmed", file=sys.stderr)
+        if args.interrogate:
+            values = await master.interrogate()
+            print(f"general interrogation: {len(values)} values", file=sys.stderr)
+        for value in args.setpoint:
+            ioa = args.ioa if args.ioa is not None else (101 if args.time_tagged else 100)
+            t0 = time.monotonic()
+            con = await master.send_setpoint(ioa, value, time_tag=time.time() if args.time_tagged else None)
+            verdict = "positive" if con.positive else "negative"
+            failed |= not con.positive
+            print(
+                f"setpoint {value:g} at IOA {ioa}: ACT_CON {verdict} (COT {int(con.cot)}) in {time.monotonic() - t0:.3f} s"
+            )
+        deadline = time.monotonic() + args.listen
+        while time.monotonic() < deadline and not master.closed.is_set():
             flush()
-    finally:
-        if record is not None:
-            record.close()
+            await asyncio.sleep(0.1)
+        flush()
     return 1 if failed else 0
 
 
@@ -231,16 +260,18 @@ async def _sim_stations(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_csms(args: argparse.Namespace) -> int:
-    return asyncio.run(_sim_csms(args))
+    with contextlib.ExitStack() as stack:
+        record = stack.enter_context(open(args.record, "a", encoding="utf-8")) if args.record else None
+        return asyncio.run(_sim_csms(args, record))
 
 
-async def _sim_csms(args: argparse.Namespace) -> int:
+async def _sim_csms(args: argparse.Namespace, record: TextIO | None) -> int:
     from scenarios.sim_csms import Frame, SimCsms
 
-    record = open(args.record, "a", encoding="utf-8") if args.record else None  # noqa: SIM115
-
     def write(frame: Frame) -> None:
-        line = json.dumps({"at": frame.at_s, "station": frame.station_id, "dir": frame.direction, "frame": frame.raw})
+        line = json.dumps(
+            {"at": frame.at_s, "station": frame.station_id, "dir": frame.direction, "frame": frame.raw}
+        )
         if record is not None:
             record.write(line + "\n")
             record.flush()
@@ -256,6 +287,4 @@ async def _sim_csms(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await csms.stop()
-        if record is not None:
-            record.close()
     return 0

@@ -38,7 +38,9 @@ def format_table(results: Sequence[ScenarioResult], time_scale: float) -> str:
                 "PASS" if row.passed else "FAIL",
                 _timing(row),
             )
-            lines.append("  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)).rstrip())
+            lines.append(
+                "  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)).rstrip()
+            )
     passed = sum(r.passed for r in results)
     checks = sum(len(r.rows) for r in results)
     failed_rows = sum(not row.passed for r in results for row in r.rows)
@@ -104,7 +106,9 @@ def to_junit(results: Sequence[ScenarioResult], time_scale: float) -> ET.Element
                 time=f"{row.timing_s or 0.0:.3f}",
             )
             if not row.passed:
-                failure = ET.SubElement(case, "failure", message=f"expected {row.expected}, measured {row.measured}")
+                failure = ET.SubElement(
+                    case, "failure", message=f"expected {row.expected}, measured {row.measured}"
+                )
                 failure.text = f"expected: {row.expected}\nmeasured: {row.measured}\n"
             else:
                 out = ET.SubElement(case, "system-out")
@@ -112,7 +116,9 @@ def to_junit(results: Sequence[ScenarioResult], time_scale: float) -> ET.Element
     return suites
 
 
-def write_reports(results: Sequence[ScenarioResult], time_scale: float, report_dir: Path) -> tuple[Path, Path]:
+def write_reports(
+    results: Sequence[ScenarioResult], time_scale: float, report_dir: Path
+) -> tuple[Path, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
     json_path = report_dir / "scenarios.json"
     junit_path = report_dir / "scenarios.junit.xml"

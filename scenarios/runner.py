@@ -169,7 +169,9 @@ class ScenarioRun:
             booted = sum(s.booted.is_set() for s in self.fleet.stations.values())
         elapsed = time.monotonic() - t0
         dso = "DSO link up, " if self.master is not None else ""
-        self._row("setup", f"gateway up, {dso}{count} stations booted", f"{booted} booted", booted == count, elapsed)
+        self._row(
+            "setup", f"gateway up, {dso}{count} stations booted", f"{booted} booted", booted == count, elapsed
+        )
         self._set_anchor("setup")
 
     def _listening_ports(self) -> tuple[int, int]:
@@ -181,8 +183,12 @@ class ScenarioRun:
             elif kind == "StationServer":
                 ocpp_port = adapter.port
         if not iec_port or not ocpp_port:
-            missing = [n for n, p in (("IEC 104 outstation", iec_port), ("OCPP station server", ocpp_port)) if not p]
-            raise RuntimeError(f"the gateway has no {' and no '.join(missing)} (gateway/app.py::_build_adapters)")
+            missing = [
+                n for n, p in (("IEC 104 outstation", iec_port), ("OCPP station server", ocpp_port)) if not p
+            ]
+            raise RuntimeError(
+                f"the gateway has no {' and no '.join(missing)} (gateway/app.py::_build_adapters)"
+            )
         return iec_port, ocpp_port
 
     async def _connect_master(self) -> None:
@@ -256,7 +262,13 @@ class ScenarioRun:
             case StationDisconnectStep():
                 station = self.fleet.stations[step.station]
                 await station.disconnect(step.away_s)
-                self._row(label, f"{step.station} away {step.away_s:g} s", "disconnected", True, time.monotonic() - t0)
+                self._row(
+                    label,
+                    f"{step.station} away {step.away_s:g} s",
+                    "disconnected",
+                    True,
+                    time.monotonic() - t0,
+                )
             case EvDemandStep():
                 self.fleet.stations[step.station].set_demand(step.demand_w)
                 self._row(label, f"{step.station} EV wants {step.demand_w:g} W", "set", True, 0.0)
@@ -265,7 +277,13 @@ class ScenarioRun:
                     self._row(label, "general interrogation answered", "no DSO link", False)
                     return
                 values = await self.master.interrogate()
-                self._row(label, "general interrogation answered", f"{len(values)} values", True, time.monotonic() - t0)
+                self._row(
+                    label,
+                    "general interrogation answered",
+                    f"{len(values)} values",
+                    True,
+                    time.monotonic() - t0,
+                )
 
     async def _setpoint(self, label: str, step: SetpointStep) -> None:
         assert self.config is not None
@@ -289,7 +307,7 @@ class ScenarioRun:
     # -- expectations ------------------------------------------------------------------------
 
     async def _expect(self, label: str, exp: Expectation) -> None:
-        anchor_mono, anchor_wall = self._anchors[exp.since] if exp.since else self._last_anchor
+        anchor_mono, _ = self._anchors[exp.since] if exp.since else self._last_anchor
         expected = exp.describe()
         if exp.expect == "stations_unchanged":
             # From the *start* of the anchor step: a change made before an ACT_CON counts too.
@@ -325,7 +343,9 @@ class ScenarioRun:
                 return
             await asyncio.sleep(min(POLL_S, max(0.0, deadline - now)))
 
-    async def _expect_unchanged(self, label: str, exp: Expectation, anchor_mono: float, anchor_wall: float) -> None:
+    async def _expect_unchanged(
+        self, label: str, exp: Expectation, anchor_mono: float, anchor_wall: float
+    ) -> None:
         end = anchor_mono + self._scaled(exp.for_s, exp.scale)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         changes = [
@@ -409,10 +429,19 @@ class ScenarioRun:
                 ok = ok and abs(age) < 10.0
         return text + flags, ok and not latest.quality & _QUALITY_BAD
 
-    def _row(self, step: str, expected: str, measured: str, passed: bool, timing_s: float | None = None) -> None:
+    def _row(
+        self, step: str, expected: str, measured: str, passed: bool, timing_s: float | None = None
+    ) -> None:
         row = Row(self.scenario.name, step, expected, measured, passed, timing_s)
         self.result.rows.append(row)
-        log.debug("%s | %s | %s | %s | %s", row.scenario, row.step, row.expected, row.measured, "PASS" if passed else "FAIL")
+        log.debug(
+            "%s | %s | %s | %s | %s",
+            row.scenario,
+            row.step,
+            row.expected,
+            row.measured,
+            "PASS" if passed else "FAIL",
+        )
 
 
 def _label(step: Step) -> str:
@@ -464,7 +493,11 @@ def _point_unit(config: Config, ioa: int) -> str:
 
 
 def _quality_text(quality: int) -> str:
-    names = [n for bit, n in ((0x80, "IV"), (0x40, "NT"), (0x20, "SB"), (0x10, "BL"), (0x01, "OV")) if quality & bit]
+    names = [
+        n
+        for bit, n in ((0x80, "IV"), (0x40, "NT"), (0x20, "SB"), (0x10, "BL"), (0x01, "OV"))
+        if quality & bit
+    ]
     return f" [{' '.join(names)}]" if names else ""
 
 

@@ -87,7 +87,9 @@ class _Central16(ChargePoint16):  # type: ignore[misc]
 
     @on("BootNotification")
     def on_boot(self, **_: Any) -> Any:
-        return result16.BootNotification(current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted")
+        return result16.BootNotification(
+            current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted"
+        )
 
     @on("Heartbeat")
     def on_heartbeat(self) -> Any:
@@ -103,7 +105,9 @@ class _Central16(ChargePoint16):  # type: ignore[misc]
 
     @on("StartTransaction")
     def on_start(self, **_: Any) -> Any:
-        return result16.StartTransaction(transaction_id=next(self._tx_ids), id_tag_info={"status": "Accepted"})
+        return result16.StartTransaction(
+            transaction_id=next(self._tx_ids), id_tag_info={"status": "Accepted"}
+        )
 
     @on("StopTransaction")
     def on_stop(self, **_: Any) -> Any:
@@ -133,7 +137,9 @@ class _Central201(ChargePoint201):  # type: ignore[misc]
 
     @on("BootNotification")
     def on_boot(self, **_: Any) -> Any:
-        return result201.BootNotification(current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted")
+        return result201.BootNotification(
+            current_time=_now_iso(), interval=self.heartbeat_s, status="Accepted"
+        )
 
     @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
@@ -228,10 +234,15 @@ class SimCsms:
         return await self.stations[station_id].call(payload, suppress=suppress)
 
     def frames_of(self, station_id: str, direction: str | None = None) -> list[Frame]:
-        return [f for f in self.frames if f.station_id == station_id and (direction is None or f.direction == direction)]
+        return [
+            f
+            for f in self.frames
+            if f.station_id == station_id and (direction is None or f.direction == direction)
+        ]
 
     async def wait_for(self, predicate: Callable[[Frame], bool], timeout_s: float, start: int = 0) -> Frame:
         """The first recorded frame (from index ``start``) matching ``predicate``, waiting if needed."""
+
         async def scan() -> Frame:
             index = start
             while True:

@@ -30,13 +30,20 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
-from ocpp.v16 import call_result as result16
 from ocpp.v201 import call_result as result201
 
 from gateway.model import OcppVersion
-from scenarios.charging import ChargerModel, ProfileError, Purpose, RateUnit, profile_from_ocpp, purpose_from_ocpp
+from scenarios.charging import (
+    ChargerModel,
+    ProfileError,
+    Purpose,
+    RateUnit,
+    profile_from_ocpp,
+    purpose_from_ocpp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,6 @@ class SimStation:
         self.transaction_id: int | str | None = None
         self.connections = 0
         self.attempts = 0  # connection attempts, failed or not
-        self._listeners: list[Callable[[SimStation], None]] = []
         self._wake = asyncio.Event()  # the sender has something to send
         self._model_wake = asyncio.Event()  # the physics loop must look again
         self._physics_task: asyncio.Task[None] | None = None
@@ -153,10 +159,6 @@ class SimStation:
     def limit_w(self) -> float | None:
         now = self.clock()
         return self.model.limit_w(now)
-
-    def add_listener(self, listener: Callable[[SimStation], None]) -> None:
-        """``listener(station)`` runs whenever the limit, the target or the connection changes."""
-        self._listeners.append(listener)
 
     def start(self) -> None:
         if self._task is None:
@@ -338,7 +340,6 @@ class SimStation:
         if limit != self._last_limit:
             self._last_limit = limit
             self._record("limit", "composite", limit)
-            self._notify()
 
     def _after_target_change(self, why: str) -> None:
         self._settle_report_at = self.model.ramp.settles_at()
@@ -346,7 +347,6 @@ class SimStation:
         log.debug("%s: target %.1f W (%s)", self.station_id, self.model.ramp.target_w, why)
         self._wake.set()
         self._model_wake.set()
-        self._notify()
 
     # -- what handlers call ----------------------------------------------------
 
@@ -376,17 +376,23 @@ class SimStation:
             return False, "station max profile on a connector"
         self.model.install(profile, now)
         limit = profile.limit_w_at(now, self.spec.phases)
-        self._record("profile", f"id={profile.profile_id} stack={profile.stack_level} {profile.purpose}", limit)
+        self._record(
+            "profile", f"id={profile.profile_id} stack={profile.stack_level} {profile.purpose}", limit
+        )
         self._limit_may_have_changed(now)
         return True, ""
 
-    def clear_profiles(self, profile_id: int | None, evse_id: int | None, purpose: str | None, stack: int | None) -> int:
+    def clear_profiles(
+        self, profile_id: int | None, evse_id: int | None, purpose: str | None, stack: int | None
+    ) -> int:
         now = self.clock()
         try:
             kind = purpose_from_ocpp(purpose) if purpose else None
         except ProfileError:
             return 0
-        removed = self.model.clear(now, profile_id=profile_id, evse_id=evse_id, purpose=kind, stack_level=stack)
+        removed = self.model.clear(
+            now, profile_id=profile_id, evse_id=evse_id, purpose=kind, stack_level=stack
+        )
         if removed:
             self._record("cleared", f"{removed} profile(s)")
             self._limit_may_have_changed(now)
@@ -408,15 +414,6 @@ class SimStation:
 
     def _record(self, kind: str, detail: str = "", value: float | None = None) -> None:
         self.events.append(StationEvent(self.clock(), kind, detail, value))
-        if kind in ("connected", "disconnected", "booted"):
-            self._notify()
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener(self)
-            except Exception:
-                log.exception("station listener failed")
 
 
 # -- OCPP 1.6 -------------------------------------------------------------------------------
@@ -453,7 +450,8 @@ class _Client16(ChargePoint16):  # type: ignore[misc]
     async def boot(self) -> None:
         for _ in range(1000):  # bounded: a central system that never accepts gets ~forever anyway
             answer = await self.call(
-                call16.BootNotification(charge_point_model="SIM-16", charge_point_vendor="ocpp809"), suppress=False
+                call16.BootNotification(charge_point_model="SIM-16", charge_point_vendor="ocpp809"),
+                suppress=False,
             )
             if answer.interval:
                 self.station.heartbeat_s = float(answer.interval)
@@ -489,7 +487,9 @@ class _Client16(ChargePoint16):  # type: ignore[misc]
         await self.call(
             call16.MeterValues(
                 connector_id=1,
-                transaction_id=self.station.transaction_id if isinstance(self.station.transaction_id, int) else None,
+                transaction_id=self.station.transaction_id
+                if isinstance(self.station.transaction_id, int)
+                else None,
                 meter_value=[{"timestamp": iso(sample.timestamp_s), "sampled_value": values}],
             ),
             suppress=False,
@@ -504,7 +504,7 @@ class _Client16(ChargePoint16):  # type: ignore[misc]
     @on("ClearChargingProfile")
     def on_clear_charging_profile(
         self,
-        id: int | None = None,  # noqa: A002 - the OCPP field name
+        id: int | None = None,
         connector_id: int | None = None,
         charging_profile_purpose: str | None = None,
         stack_level: int | None = None,
@@ -516,7 +516,9 @@ class _Client16(ChargePoint16):  # type: ignore[misc]
     def on_get_configuration(self, key: list[str] | None = None) -> Any:
         wanted = list(self.config) if not key else key
         known = [
-            {"key": k, "readonly": self.config[k][1], "value": self.config[k][0]} for k in wanted if k in self.config
+            {"key": k, "readonly": self.config[k][1], "value": self.config[k][0]}
+            for k in wanted
+            if k in self.config
         ]
         unknown = [k for k in wanted if k not in self.config]
         return result16.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
@@ -644,11 +646,16 @@ class _Client201(ChargePoint201):  # type: ignore[misc]
         ok, why = self.station.install_profile(charging_profile, evse_id)
         if ok:
             return result201.SetChargingProfile(status="Accepted")
-        return result201.SetChargingProfile(status="Rejected", status_info={"reason_code": "InvalidProfile", "additional_info": why[:512]})
+        return result201.SetChargingProfile(
+            status="Rejected", status_info={"reason_code": "InvalidProfile", "additional_info": why[:512]}
+        )
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(
-        self, charging_profile_id: int | None = None, charging_profile_criteria: dict[str, Any] | None = None, **_: Any
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
     ) -> Any:
         criteria = charging_profile_criteria or {}
         removed = self.station.clear_profiles(
@@ -684,9 +691,7 @@ class _Client201(ChargePoint201):  # type: ignore[misc]
             key = self._key(item)
             if status == "Accepted":
                 value = str(item["attribute_value"])
-                if self.variables[key][1]:
-                    status = "Rejected"
-                elif not _apply_setting(self.station, f"{key[0]}.{key[1]}", value):
+                if self.variables[key][1] or not _apply_setting(self.station, f"{key[0]}.{key[1]}", value):
                     status = "Rejected"
                 else:
                     self.variables[key] = (value, False)
@@ -760,7 +765,9 @@ def _apply_setting(station: SimStation, name: str, value: str) -> bool:
     return value.lower() in ("true", "false") if name.endswith("Enabled") else True
 
 
-def _sampled_values(sample: Any, measurands: tuple[str, ...], context: str, version16: bool) -> list[dict[str, Any]]:
+def _sampled_values(
+    sample: Any, measurands: tuple[str, ...], context: str, version16: bool
+) -> list[dict[str, Any]]:
     """Sampled values in the station's configured measurands (1.6: strings, 2.0.1: numbers)."""
     out: list[dict[str, Any]] = []
 
@@ -794,14 +801,12 @@ def _sampled_values(sample: Any, measurands: tuple[str, ...], context: str, vers
 
 @dataclass
 class Fleet:
-    """Several stations started and stopped together, with a shared change signal."""
+    """Several stations started and stopped together."""
 
     stations: dict[str, SimStation] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, station: SimStation) -> None:
         self.stations[station.station_id] = station
-        station.add_listener(lambda _s: self.changed.set())
 
     def start(self) -> None:
         for station in self.stations.values():

@@ -182,7 +182,15 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-Action = SetpointStep | CutLinkStep | RestoreLinkStep | WaitStep | StationDisconnectStep | EvDemandStep | InterrogateStep
+Action = (
+    SetpointStep
+    | CutLinkStep
+    | RestoreLinkStep
+    | WaitStep
+    | StationDisconnectStep
+    | EvDemandStep
+    | InterrogateStep
+)
 Step = Action | Expectation
 
 _ACTIONS: dict[str, type[Any]] = {
@@ -235,7 +243,11 @@ def _validate(cls: type[Any], data: object, file: str, prefix: str) -> Any:
         error = exc.errors()[0]
         loc = ".".join(str(p) for p in error["loc"])
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "(top level)")
-        reason = "unknown key" if error["type"] in ("unexpected_keyword_argument", "extra_forbidden") else error["msg"]
+        reason = (
+            "unknown key"
+            if error["type"] in ("unexpected_keyword_argument", "extra_forbidden")
+            else error["msg"]
+        )
         raise ScenarioError(file, key, reason) from None
 
 
@@ -248,7 +260,9 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
             if sid in ids:
                 raise ScenarioError(file, f"stations[{i}].id", f"station id {sid!r} is used twice")
             if not 0 < len(sid) <= 48 or ":" in sid or "/" in sid:
-                raise ScenarioError(file, f"stations[{i}].id", f"{sid!r}: a station id has 1..48 characters, no ':' or '/'")
+                raise ScenarioError(
+                    file, f"stations[{i}].id", f"{sid!r}: a station id has 1..48 characters, no ':' or '/'"
+                )
             ids.add(sid)
     steps: list[Step] = []
     names: set[str] = set()
@@ -259,11 +273,14 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         if "do" in raw:
             cls = _ACTIONS.get(raw["do"]) if isinstance(raw["do"], str) else None
             if cls is None:
-                raise ScenarioError(file, f"{key}.do", f"unknown action {raw['do']!r}; one of {', '.join(_ACTIONS)}")
+                raise ScenarioError(
+                    file, f"{key}.do", f"unknown action {raw['do']!r}; one of {', '.join(_ACTIONS)}"
+                )
             step: Step = _validate(cls, raw, file, key)
         else:
-            step = _validate(Expectation, raw, file, key)
-            _check_expectation(step, file, key, names, ids)
+            expectation: Expectation = _validate(Expectation, raw, file, key)
+            _check_expectation(expectation, file, key, names)
+            step = expectation
         station = getattr(step, "station", None)
         if station is not None and station not in ids:
             raise ScenarioError(file, f"{key}.station", f"no station {station!r} in the fleet")
@@ -275,10 +292,12 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     if not steps:
         raise ScenarioError(file, "steps", "a scenario needs at least one step")
     _check_gateway(doc.gateway, file)
-    return Scenario(doc.name, file, doc.description, doc.gateway, doc.dso, groups, tuple(steps), doc.boot_timeout_s)
+    return Scenario(
+        doc.name, file, doc.description, doc.gateway, doc.dso, groups, tuple(steps), doc.boot_timeout_s
+    )
 
 
-def _check_expectation(step: Expectation, file: str, key: str, names: set[str], ids: set[str]) -> None:
+def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) -> None:
     comparators = [c for c in (step.equals, step.at_most, step.at_least) if c is not None]
     if step.expect == "stations_unchanged":
         if comparators:
@@ -298,7 +317,9 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str], 
         raise ScenarioError(file, f"{key}.station", "station_power_w needs a station")
     if step.expect == "telemetry" and step.ioa is None:
         raise ScenarioError(file, f"{key}.ioa", "telemetry needs an ioa")
-    if step.expect not in ("mode", "telemetry", "all_within_allocation", "enforced") and isinstance(step.equals, str):
+    if step.expect not in ("mode", "telemetry", "all_within_allocation", "enforced") and isinstance(
+        step.equals, str
+    ):
         raise ScenarioError(file, f"{key}.equals", "must be a number")
     if step.since is not None and step.since not in names:
         raise ScenarioError(file, f"{key}.since", f"no earlier step named {step.since!r}")

@@ -56,7 +56,9 @@ def test_amperes_use_number_of_phases_times_230_volts() -> None:
 
 
 def test_periods_and_duration() -> None:
-    p = Profile(1, 1, Purpose.STATION_MAX, RateUnit.W, (Period(0, 9000), Period(60, 4000)), T0, duration_s=120)
+    p = Profile(
+        1, 1, Purpose.STATION_MAX, RateUnit.W, (Period(0, 9000), Period(60, 4000)), T0, duration_s=120
+    )
     assert composite_limit_w([p], T0 + 59, 3) == 9000
     assert composite_limit_w([p], T0 + 60, 3) == 4000
     assert composite_limit_w([p], T0 + 120, 3) is None
@@ -140,7 +142,11 @@ def test_profile_from_ocpp_16_and_201_payloads() -> None:
         "charging_profile_purpose": "ChargingStationMaxProfile",
         "charging_profile_kind": "Absolute",
         "charging_schedule": [
-            {"id": 1, "charging_rate_unit": "W", "charging_schedule_period": [{"start_period": 0, "limit": 7200}]}
+            {
+                "id": 1,
+                "charging_rate_unit": "W",
+                "charging_schedule_period": [{"start_period": 0, "limit": 7200}],
+            }
         ],
     }
     p201 = profile_from_ocpp(v201, 0, T0, [RateUnit.W])

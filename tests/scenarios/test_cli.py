@@ -15,7 +15,9 @@ T4 = SCENARIO_DIR / "t4_reverse_telemetry.toml"
 
 
 @pytest.mark.timeout(120)
-def test_passing_run_prints_the_table_and_writes_both_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_passing_run_prints_the_table_and_writes_both_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["--log-level", "warning", "scenario", "run", str(T4), "--report-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
@@ -30,10 +32,16 @@ def test_passing_run_prints_the_table_and_writes_both_reports(tmp_path: Path, ca
 
 
 @pytest.mark.timeout(120)
-def test_failing_run_exits_1_and_the_junit_report_carries_the_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failing_run_exits_1_and_the_junit_report_carries_the_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     wrong = tmp_path / "t4_wrong.toml"
-    wrong.write_text(T4.read_text().replace("equals = 7200\ntolerance = 0.5\nwithin_s = 5", "equals = 9999\nwithin_s = 1"))
-    code = main(["--log-level", "warning", "scenario", "run", str(wrong), "--report-dir", str(tmp_path / "r")])
+    wrong.write_text(
+        T4.read_text().replace("equals = 7200\ntolerance = 0.5\nwithin_s = 5", "equals = 9999\nwithin_s = 1")
+    )
+    code = main(
+        ["--log-level", "warning", "scenario", "run", str(wrong), "--report-dir", str(tmp_path / "r")]
+    )
     assert code == 1
     assert "FAIL" in capsys.readouterr().out
     failures = ET.parse(tmp_path / "r" / "scenarios.junit.xml").getroot().iter("failure")
@@ -41,7 +49,9 @@ def test_failing_run_exits_1_and_the_junit_report_carries_the_failure(tmp_path: 
     assert len(messages) == 1 and "IOA 200 = 9999" in messages[0] and "measured 7200.0 W" in messages[0]
 
 
-def test_a_bad_scenario_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_scenario_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[[steps]]\ndo = "explode"\n')
     code = main(["scenario", "run", str(bad), "--report-dir", str(tmp_path)])

@@ -13,9 +13,10 @@ TIME_SCALE = 60.0  # T2's ten minutes of hold become ten seconds
 
 
 def _table(result: object) -> str:
-    rows = getattr(result, "rows")
+    rows = result.rows
     return "\n".join(
-        f"{'PASS' if r.passed else 'FAIL'} {r.step}: expected {r.expected}, measured {r.measured}" for r in rows
+        f"{'PASS' if r.passed else 'FAIL'} {r.step}: expected {r.expected}, measured {r.measured}"
+        for r in rows
     )
 
 

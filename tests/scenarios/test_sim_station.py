@@ -91,27 +91,37 @@ async def test_v16_station_boots_starts_a_transaction_and_meters(csms: SimCsms) 
 async def test_v16_configuration_and_max_profile_limit_the_draw(csms: SimCsms) -> None:
     station = await started(StationSpec("cs16", demand_w=11000, ramp_w_per_s=10000), csms)
     try:
-        answer = await csms.call("cs16", call16.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
+        answer = await csms.call(
+            "cs16", call16.ChangeConfiguration(key="MeterValueSampleInterval", value="1")
+        )
         assert answer.status == "Accepted"
         answer = await csms.call(
             "cs16",
             call16.ChangeConfiguration(
-                key="MeterValuesSampledData", value="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"
+                key="MeterValuesSampledData",
+                value="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage",
             ),
         )
         assert answer.status == "Accepted"
-        bad = await csms.call("cs16", call16.ChangeConfiguration(key="MeterValuesSampledData", value="Bogus.Measurand"))
+        bad = await csms.call(
+            "cs16", call16.ChangeConfiguration(key="MeterValuesSampledData", value="Bogus.Measurand")
+        )
         assert bad.status == "Rejected"
         unknown = await csms.call("cs16", call16.ChangeConfiguration(key="NoSuchKey", value="1"))
         assert unknown.status == "NotSupported"
         conf = await csms.call("cs16", call16.GetConfiguration(key=["ChargeProfileMaxStackLevel", "Nope"]))
-        assert conf.configuration_key == [{"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"}]
+        assert conf.configuration_key == [
+            {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"}
+        ]
         assert conf.unknown_key == ["Nope"]
         await csms.wait_for(is_power(lambda p: p == 11000), TIMEOUT)
 
         mark = len(csms.frames)
         sent_at = time.time()
-        answer = await csms.call("cs16", call16.SetChargingProfile(connector_id=0, cs_charging_profiles=v16_max_profile(1, 1, 5000)))
+        answer = await csms.call(
+            "cs16",
+            call16.SetChargingProfile(connector_id=0, cs_charging_profiles=v16_max_profile(1, 1, 5000)),
+        )
         assert answer.status == "Accepted"
         # Promptly a Trigger sample (the ramp has just begun), then the settled value.
         first = await csms.wait_for(is_power(lambda p: True), TIMEOUT, start=mark)
@@ -122,7 +132,12 @@ async def test_v16_configuration_and_max_profile_limit_the_draw(csms: SimCsms) -
         msg = settled.message
         assert msg is not None
         measurands = {sv["measurand"] for sv in msg[3]["meterValue"][0]["sampledValue"]}
-        assert measurands == {"Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage"}
+        assert measurands == {
+            "Energy.Active.Import.Register",
+            "Power.Active.Import",
+            "Current.Import",
+            "Voltage",
+        }
     finally:
         await station.stop()
 
@@ -157,7 +172,9 @@ async def test_v16_refuses_what_a_real_station_refuses(csms: SimCsms) -> None:
 
 
 async def test_v201_station_variables_profiles_in_amperes_and_transaction_events(csms: SimCsms) -> None:
-    spec = StationSpec("cs201", version=OcppVersion.V201, demand_w=11000, ramp_w_per_s=1e6, rate_units=(RateUnit.A,))
+    spec = StationSpec(
+        "cs201", version=OcppVersion.V201, demand_w=11000, ramp_w_per_s=1e6, rate_units=(RateUnit.A,)
+    )
     station = await started(spec, csms)
     try:
         assert csms.subprotocols["cs201"] == "ocpp2.0.1"
@@ -165,17 +182,31 @@ async def test_v201_station_variables_profiles_in_amperes_and_transaction_events
             "cs201",
             call201.SetVariables(
                 set_variable_data=[
-                    {"attribute_value": "1", "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}},
-                    {"attribute_value": "5", "component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "ProfileStackLevel"}},
+                    {
+                        "attribute_value": "1",
+                        "component": {"name": "SampledDataCtrlr"},
+                        "variable": {"name": "TxUpdatedInterval"},
+                    },
+                    {
+                        "attribute_value": "5",
+                        "component": {"name": "SmartChargingCtrlr"},
+                        "variable": {"name": "ProfileStackLevel"},
+                    },
                     {"attribute_value": "1", "component": {"name": "NoSuchCtrlr"}, "variable": {"name": "X"}},
                 ]
             ),
         )
-        assert [r["attribute_status"] for r in result.set_variable_result] == ["Accepted", "Rejected", "UnknownComponent"]
+        assert [r["attribute_status"] for r in result.set_variable_result] == [
+            "Accepted",
+            "Rejected",
+            "UnknownComponent",
+        ]
         got = await csms.call(
             "cs201",
             call201.GetVariables(
-                get_variable_data=[{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "RateUnit"}}]
+                get_variable_data=[
+                    {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "RateUnit"}}
+                ]
             ),
         )
         assert got.get_variable_result[0]["attribute_value"] == "A"
@@ -230,7 +261,9 @@ async def test_station_retries_until_the_central_system_appears() -> None:
     await server.start()
     port = server.port
     await server.stop()  # nothing listens on the port now
-    station = SimStation(StationSpec("late", reconnect_min_s=0.05, reconnect_max_s=0.2), f"ws://127.0.0.1:{port}")
+    station = SimStation(
+        StationSpec("late", reconnect_min_s=0.05, reconnect_max_s=0.2), f"ws://127.0.0.1:{port}"
+    )
     station.start()
     try:
         await asyncio.wait_for(_until(lambda: station.attempts >= 3), TIMEOUT)

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from scenarios.runner import gateway_config
-from scenarios.spec import Expectation, ScenarioError, SetpointStep, load_scenario, parse_scenario, shipped_scenarios
+from scenarios.spec import (
+    Expectation,
+    ScenarioError,
+    SetpointStep,
+    load_scenario,
+    parse_scenario,
+    shipped_scenarios,
+)
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
@@ -46,9 +53,21 @@ def test_minimal_scenario() -> None:
         ({"steps": [{"expect": "site_power_w"}]}, "steps[0]", "exactly one of equals"),
         ({"steps": [{"expect": "mode", "equals": "panic"}]}, "steps[0].equals", "mode is one of"),
         ({"steps": [{"expect": "telemetry", "equals": 1}]}, "steps[0].ioa", "needs an ioa"),
-        ({"steps": [{"expect": "station_power_w", "station": "nope", "at_most": 1}]}, "steps[0].station", "no station"),
-        ({"steps": [{"expect": "mode", "equals": "hold", "since": "later"}]}, "steps[0].since", "no earlier step"),
-        ({"steps": [{"do": "wait", "for_s": 1, "expect": "mode"}]}, "steps[0]", "exactly one of 'do' or 'expect'"),
+        (
+            {"steps": [{"expect": "station_power_w", "station": "nope", "at_most": 1}]},
+            "steps[0].station",
+            "no station",
+        ),
+        (
+            {"steps": [{"expect": "mode", "equals": "hold", "since": "later"}]},
+            "steps[0].since",
+            "no earlier step",
+        ),
+        (
+            {"steps": [{"do": "wait", "for_s": 1, "expect": "mode"}]},
+            "steps[0]",
+            "exactly one of 'do' or 'expect'",
+        ),
         ({"steps": []}, "steps", "at least one step"),
         ({"stations": [{"id": "a:b"}]}, "stations[0].id", "no ':'"),
         ({"stations": [{"id": "cs", "phases": 4}]}, "stations[0].phases", "Input should be"),
