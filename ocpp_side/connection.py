@@ -91,6 +91,33 @@ _PROFILE_OUTCOME = {
 
 
 class StationConnection:
+    __slots__ = (
+        "_boot_timer",
+        "_ids",
+        "_retry_attempt",
+        "_retry_timer",
+        "_setup_task",
+        "_timer",
+        "caps",
+        "closed",
+        "fallback_installed_w",
+        "in_ready",
+        "inflight",
+        "inflight_id",
+        "last_report",
+        "limit",
+        "limit_dirty",
+        "live_done_seq",
+        "meter",
+        "opened",
+        "outlet_of_tx",
+        "queue",
+        "server",
+        "station_id",
+        "version",
+        "ws",
+    )  # thousands of these live at once
+
     def __init__(
         self, server: StationServer, ws: ServerConnection, station_id: str, version: OcppVersion
     ) -> None:
@@ -319,7 +346,12 @@ class StationConnection:
                         codec.UNKNOWN_ID, ErrorKind.RPC_FRAMEWORK, "OCPP-J uses text frames"
                     )
                     continue
-                await self.on_frame(data)
+                try:
+                    await self.on_frame(data)
+                except ConnectionClosed:
+                    raise
+                except Exception:  # a bug of ours must not cost the station its connection
+                    log.exception("%s: frame not handled: %.200s", self.station_id, data)
         except ConnectionClosed:
             pass
 
