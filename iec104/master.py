@@ -456,6 +456,17 @@ class Iec104Master:
         self._waiters.clear()
 
 
+def client_ssl_context(
+    ca_file: str, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """A TLS client context for an IEC 62351-3 outstation: verify it against ``ca_file``, present our certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 def _measurements(received: Received) -> list[Measurement]:
     asdu = received.asdu
     if asdu.type_id not in (TypeId.M_SP_NA_1, TypeId.M_SP_TB_1, TypeId.M_ME_NC_1, TypeId.M_ME_TF_1):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iec104.master import Iec104Master, MasterError
+from iec104.master import Iec104Master, MasterError, client_ssl_context
 from tests.iec104.conftest import running_site, site_config
 
 
@@ -118,11 +118,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def client_context(pki: Pki, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert is not None and key is not None:
-        context.load_cert_chain(str(cert), str(key))
-    return context
+    return client_ssl_context(str(pki.ca), str(cert) if cert else None, str(key) if key else None)
 
 
 def tls_config(tmp_path: Path, pki: Pki, require_client_cert: bool = True) -> object:
