@@ -78,6 +78,7 @@ class CaseResult:
     fanout_p99_s: float | None = None
     fanout_max_s: float | None = None
     fanout_cpu_us_per_station: float | None = None  # server CPU per setpoint round / N
+    fanout_sim_cpu_us_per_station: float | None = None  # the station process's share of the same
     rounds: list[dict[str, float]] = field(default_factory=list)
     not_accepted: int = 0
     meter_rate: float | None = None
@@ -117,10 +118,13 @@ class Child:
         return self.proc.pid
 
     def request(self, command: str, wait_s: float, /, **kwargs: Any) -> Any:
-        self.conn.send((command, kwargs))
-        if not self.conn.poll(wait_s):
-            raise BenchError(f"{self.name}: no answer to {command} within {wait_s:g} s")
-        reply = self.conn.recv()
+        try:
+            self.conn.send((command, kwargs))
+            if not self.conn.poll(wait_s):
+                raise BenchError(f"{self.name}: no answer to {command} within {wait_s:g} s")
+            reply = self.conn.recv()
+        except (OSError, EOFError) as exc:
+            raise BenchError(f"{self.name}: process gone ({type(exc).__name__}: {exc})") from None
         if not reply["ok"]:
             raise BenchError(f"{self.name}: {command} failed: {reply['error']}")
         return reply.get("result")
@@ -238,15 +242,17 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
         share_w = SHARES_W[0]
         for index in range(opts.rounds):
             share_w = SHARES_W[index % 2]
-            cpu_before = cpu_s(server.pid)
+            cpu_before, sim_cpu_before = cpu_s(server.pid), cpu_s(sim.pid)
             answer = server.request("fan_out", t, site_limit_w=stations * share_w, timeout_s=t / 2)
-            cpu_round = cpu_s(server.pid) - cpu_before  # includes the idle wait: tick-resolution only
+            cpu_round = cpu_s(server.pid) - cpu_before  # clock-tick resolution: meaningful from ~100 stations
+            sim_cpu_round = cpu_s(sim.pid) - sim_cpu_before
             times = sorted(answer["accept_times_s"])
             result.not_accepted += answer["not_accepted"]
             round_stats = {
                 "elapsed_s": answer["elapsed_s"],
                 "answers": len(times),
                 "cpu_us_per_station": cpu_round / stations * 1e6,
+                "sim_cpu_us_per_station": sim_cpu_round / stations * 1e6,
             }
             if times:
                 round_stats.update(p50_s=percentile(times, 50), p99_s=percentile(times, 99), max_s=times[-1])
@@ -260,6 +266,9 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
             )
         result.fanout_max_s = statistics.median(r["elapsed_s"] for r in result.rounds)
         result.fanout_cpu_us_per_station = statistics.median(r["cpu_us_per_station"] for r in result.rounds)
+        result.fanout_sim_cpu_us_per_station = statistics.median(
+            r["sim_cpu_us_per_station"] for r in result.rounds
+        )
         with_answers = [r for r in result.rounds if "p50_s" in r]
         if with_answers:
             result.fanout_p50_s = statistics.median(r["p50_s"] for r in with_answers)
