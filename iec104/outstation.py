@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -178,7 +177,7 @@ class Iec104Outstation:
             self._port = cfg.port or _free_port(cfg.listen_host)
             server = self._build_server()
             # Points hold the core's current state before any master can interrogate.
-            self._update(telemetry_from_view(self.runtime.view(), self.specs, time.time()))
+            self._update(telemetry_from_view(self.runtime.view(), self.specs, self.runtime.clock()))
             self._write_points()
             try:
                 server.start()
@@ -426,7 +425,7 @@ class Iec104Outstation:
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
         if self._server is None:
             return
-        values = telemetry_for(list(decisions), self.specs, time.time())
+        values = telemetry_for(list(decisions), self.specs, self.runtime.clock())
         if not values:
             return
         self._update(values)
@@ -512,7 +511,7 @@ class Iec104Outstation:
     def _resync(self) -> None:
         """A master (re)started data transfer: nothing was queued before, so send everything now."""
         self._policy.forget()
-        self._update(telemetry_from_view(self.runtime.view(), self.specs, time.time()))
+        self._update(telemetry_from_view(self.runtime.view(), self.specs, self.runtime.clock()))
         self._write_points()
         for ioa in sorted(self._current):
             self._transmit(self._current[ioa], "resync")

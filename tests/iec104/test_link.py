@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,13 @@ async def test_silent_link_death_is_detected_after_t3_plus_t1(tmp_path: Path) ->
         assert (await master.send_setpoint(100, 20000.0)).positive
         await site.until(lambda: site.outstation.link_up, what="link up")
         master.answer_test_frames = False  # the peer is gone without a FIN or RST
+        silent_since = time.monotonic()
         await site.until(
             lambda: site.runtime.view().mode is Mode.HOLD, timeout_s=8, what="hold after t3 + t1"
         )
         assert not site.outstation.link_up
+        # Not before the outstation's own TESTFR (t3) went unanswered for t1.
+        assert time.monotonic() - silent_since >= 2.0
 
 
 async def test_master_from_an_address_outside_the_allowlist_is_refused(site: Site) -> None:
@@ -82,3 +86,8 @@ async def test_max_connections_refuses_one_more_master(tmp_path: Path) -> None:
             async with second:
                 pass
         assert (await first.send_setpoint(100, 20000.0)).positive
+
+
+async def test_clock_synchronisation_is_confirmed(site: Site) -> None:
+    async with site.master() as master:
+        assert (await master.clock_sync()).positive
