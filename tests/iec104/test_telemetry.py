@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -117,3 +118,18 @@ async def test_values_are_sent_when_data_transfer_starts_and_answer_interrogatio
             300: (TypeId.M_SP_TB_1, False),
             301: (TypeId.M_SP_TB_1, False),  # the station has not accepted its profile yet
         }
+
+
+async def test_a_burst_of_samples_ends_with_the_master_holding_the_last_value(tmp_path: Path) -> None:
+    config = site_config(tmp_path, periodic_interval_s=0.5)
+    async with running_site(config) as site, site.master() as master:
+        await site.until(lambda: site.outstation.link_up, what="link up")
+        await site.runtime.submit(station())
+        for i in range(1, 501):
+            await site.runtime.submit(MeterSampled("cs1", float(i)))
+            if i % 2:
+                await asyncio.sleep(0)  # let some flushes through, so c104's queue sees a burst
+        last = await master.wait_for_measurement(200, lambda m: m.value == 500.0, timeout_s=10)
+        assert last.quality == 0
+        interrogated = {m.ioa: m.value for m in await master.interrogate()}
+        assert interrogated[200] == 500.0
