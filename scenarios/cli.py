@@ -182,11 +182,20 @@ async def _sim_dso(args: argparse.Namespace, record: TextIO | None) -> int:
     return 1 if failed else 0
 
 
+def _type_name(type_id: int) -> str:
+    from iec104.codec import TypeId
+
+    try:
+        return TypeId(type_id).name
+    except ValueError:
+        return str(type_id)
+
+
 def _asdu_json(received: Any) -> dict[str, Any]:
     asdu = received.asdu
     return {
         "received_at": received.received_at_s,
-        "type": getattr(asdu.type_id, "name", str(asdu.type_id)),
+        "type": _type_name(asdu.type_id),
         "cot": int(asdu.cot),
         "negative": bool(getattr(asdu, "negative", False)),
         "ca": asdu.common_address,

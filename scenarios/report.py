@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 from scenarios.runner import Row, ScenarioResult
 
 _HEADERS = ("scenario", "step", "expected", "measured", "result", "timing")
-_WIDTHS = (28, 32, 44, 34, 6, 9)
+_WIDTHS = (28, 32, 44, 30, 6, 11)
 
 
 def _clip(text: str, width: int) -> str:
@@ -20,7 +20,9 @@ def _clip(text: str, width: int) -> str:
 
 
 def _timing(row: Row) -> str:
-    return "" if row.timing_s is None else f"{row.timing_s:.3f} s"
+    if row.timing_s is None:
+        return ""
+    return f"{'<=' if row.timing_upper_bound else ''}{row.timing_s:.3f} s"
 
 
 def format_table(results: Sequence[ScenarioResult], time_scale: float) -> str:
@@ -71,6 +73,7 @@ def to_json(results: Sequence[ScenarioResult], time_scale: float) -> dict[str, o
                         "measured": row.measured,
                         "passed": row.passed,
                         "timing_s": None if row.timing_s is None else round(row.timing_s, 4),
+                        "timing_is_upper_bound": row.timing_upper_bound,
                     }
                     for row in r.rows
                 ],

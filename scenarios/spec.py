@@ -141,7 +141,7 @@ class Expectation:
     equals: float | bool | str | None = None
     at_most: float | None = None
     at_least: float | None = None
-    tolerance: float = Field(default=0.5, ge=0)  # for ``equals`` on numbers, and ``at_most``/``at_least``
+    tolerance: float | None = Field(default=None, ge=0)  # default 0.5 for ``equals``, 0 for bounds
     within_s: float = Field(default=5.0, ge=0)  # real seconds after the anchor (+ after_s)
     after_s: float = Field(default=0.0, ge=0)  # scenario seconds: it must not be true earlier
     for_s: float = Field(default=0.0, ge=0)  # scenario seconds from the anchor it must stay true

@@ -23,6 +23,7 @@ async def test_t1_fails_when_the_ocpp_side_never_sends_the_limit(monkeypatch: py
     assert not result.passed
     rows = {r.step: r for r in result.rows}
     assert rows["DSO sends 20 kW"].passed  # the DSO side still confirms ...
+    assert not rows["profiles installed"].passed
     total = rows["site total <= 20 kW"]
     assert not total.passed  # ... but the site keeps drawing 44 kW
     assert total.measured.startswith("44000.0 W")
