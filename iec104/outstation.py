@@ -385,35 +385,28 @@ class Iec104Outstation:
         try:
             outcome = future.result(timeout=timeout_s)
         except FutureTimeout:
-            state = ticket.abandon()
+            started = ticket.abandon() is _TicketState.STARTED
+            # Cancelling also stops a core that started but hangs, so "no" stays the truth.
             future.cancel()
             self._metrics.command_failures.labels("timeout").inc()
-            if state is _TicketState.ABANDONED:
-                log.error(
-                    "core did not take setpoint %r W within %g s: refused, nothing changed",
-                    event.value_w,
-                    timeout_s,
-                )
-                self._call_on_loop(
-                    self.runtime.refuse_command,
-                    event.peer,
-                    event.kind.value,
-                    event.value_w,
-                    RejectReason.TIMEOUT,
-                    f"the core did not take the command within command_timeout_s={timeout_s:g}",
-                )
-            else:
-                # The core started but did not finish in time: the read-back at IOA 201 shows
-                # whatever it decides; the master was told "no" and must re-send.
-                log.error(
-                    "core did not decide setpoint %r W within %g s: answered negatively",
-                    event.value_w,
-                    timeout_s,
-                )
-            return SetpointOutcome(False, RejectReason.TIMEOUT)
+            detail = f"the core did not {'decide' if started else 'take'} the command within {timeout_s:g} s"
+            log.error("setpoint %r W answered negatively: %s", event.value_w, detail)
+            self._audit_failure(event, RejectReason.TIMEOUT, detail)
+            return SetpointOutcome(False, RejectReason.TIMEOUT, detail)
+        except Exception as exc:  # noqa: BLE001 - any core failure is a negative ACT_CON, never a crash
+            self._metrics.command_failures.labels("internal_error").inc()
+            detail = f"the core failed: {type(exc).__name__}: {exc}"
+            log.error("setpoint %r W answered negatively: %s", event.value_w, detail)
+            self._audit_failure(event, RejectReason.INTERNAL_ERROR, detail)
+            return SetpointOutcome(False, RejectReason.INTERNAL_ERROR, detail)
         if outcome is None:  # pragma: no cover - abandoned tickets end in the timeout branch
             return SetpointOutcome(False, RejectReason.TIMEOUT)
         return outcome
+
+    def _audit_failure(self, event: SetpointReceived, reason: RejectReason, detail: str) -> None:
+        self._call_on_loop(
+            self.runtime.refuse_command, event.peer, event.kind.value, event.value_w, reason, detail
+        )
 
     async def _decide(self, event: SetpointReceived, ticket: _Ticket) -> SetpointOutcome | None:
         if not ticket.start():

@@ -31,6 +31,10 @@ async def test_core_error_gives_negative_confirmation_and_the_next_command_is_co
         again = await master.send_setpoint(100, 20000.0)
         assert again.positive  # c104 kept our callback: it never saw an exception
         assert site.runtime.view().limit_w == 20000.0
+        await site.until(lambda: len(site.runtime.store.audit()) == 2, what="both commands audited")
+        rows = site.runtime.store.audit()
+        assert [(r.accepted, r.reason) for r in rows] == [(False, "internal_error"), (True, "ok")]
+        assert "core exploded" in rows[0].detail
 
 
 async def test_stuck_core_times_out_negatively_and_the_next_command_is_confirmed(
@@ -57,6 +61,12 @@ async def test_stuck_core_times_out_negatively_and_the_next_command_is_confirmed
         again = await master.send_setpoint(100, 25000.0)
         assert again.positive
         assert site.runtime.view().limit_w == 25000.0
+        await site.until(lambda: len(site.runtime.store.audit()) == 2, what="both commands audited")
+        rows = site.runtime.store.audit()
+        assert [(r.accepted, r.reason, r.value_w) for r in rows] == [
+            (False, "timeout", 20000.0),
+            (True, "ok", 25000.0),
+        ]
 
 
 async def test_blocked_loop_never_lets_an_abandoned_command_reach_the_core(
