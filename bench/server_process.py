@@ -40,10 +40,38 @@ def _make_system(system: str, stations_hint: int) -> Any:
     raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
 
 
+class _GcClock:
+    """Wall time spent in the cyclic garbage collector, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._started
+            self.runs[generation] += 1
+
+    def take(self) -> dict[str, list[float] | list[int]]:
+        taken = {"seconds": self.seconds, "runs": self.runs}
+        self.seconds, self.runs = [0.0, 0.0, 0.0], [0, 0, 0]
+        return taken
+
+
 class _Controller:
     def __init__(self, system: str, stations_hint: int) -> None:
         self.system = _make_system(system, stations_hint)
         self.profiler: cProfile.Profile | None = None
+        self.gc_clock = _GcClock()
+
+    def gc_time(self) -> dict[str, list[float] | list[int]]:
+        """GC time since the last call."""
+        return self.gc_clock.take()
 
     async def start(self) -> dict[str, Any]:
         await self.system.start()
