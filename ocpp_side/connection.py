@@ -97,9 +97,9 @@ class StationConnection:
         "_retry_attempt",
         "_retry_timer",
         "_setup_task",
-        "_timer",
         "caps",
         "closed",
+        "deadline",
         "fallback_installed_w",
         "in_ready",
         "inflight",
@@ -140,7 +140,7 @@ class StationConnection:
         self.meter = StationMeter()
         self.outlet_of_tx: dict[str | int, int] = {}  # transaction id -> connector/EVSE
         self._ids = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the call in flight must be answered
         self._boot_timer: asyncio.TimerHandle | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self._retry_attempt = 0
@@ -171,7 +171,7 @@ class StationConnection:
     def close(self) -> None:
         """The socket is gone: fail what is pending, stop every timer."""
         self.closed = True
-        for timer in (self._timer, self._boot_timer, self._retry_timer):
+        for timer in (self._boot_timer, self._retry_timer):
             if timer is not None:
                 timer.cancel()
         if self._setup_task is not None:
@@ -238,9 +238,8 @@ class StationConnection:
             self._ids += 1
             unique_id = call.unique_id or f"{GATEWAY_ID_PREFIX}{self._ids}"
             self.inflight, self.inflight_id = call, unique_id
-            self._timer = asyncio.get_running_loop().call_later(
-                self.server.call_timeout_s, self._on_timeout, unique_id
-            )
+            # No timer per call (thousands in a fan-out): the server's sweep checks deadlines.
+            self.deadline = self.server.loop_time() + self.server.call_timeout_s
             self.server.metrics.sent(call.action)
             return codec.encode_call_raw(unique_id, call.action, encoded)
 
@@ -248,16 +247,13 @@ class StationConnection:
         call = self.inflight
         assert call is not None
         self.inflight = self.inflight_id = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         event = call.on_done(outcome)
         self.server.wake(self)
         return event
 
-    def _on_timeout(self, unique_id: str) -> None:
-        self._timer = None
-        if self.inflight_id != unique_id:
+    def check_deadline(self, now: float) -> None:
+        """Called by the server's sweep: give up on a call the station left unanswered."""
+        if self.inflight is None or now < self.deadline:
             return
         action = self.inflight.action if self.inflight else "?"
         log.warning("%s: no answer to %s within %gs", self.station_id, action, self.server.call_timeout_s)

@@ -177,6 +177,15 @@ class StationServer:
             max_size=self.config.max_message_bytes,
             open_timeout=self.config.handshake_timeout_s,
         )
+        # One sweep over the connections instead of a timer per call; a call times out
+        # between call_timeout_s and 1.25 x call_timeout_s after it was sent.
+        self.runtime.scheduler.add_job(
+            self._sweep_deadlines,
+            "interval",
+            seconds=self.call_timeout_s / 4,
+            id="ocpp-call-deadlines",
+            replace_existing=True,
+        )
         self._refresh_job = self.runtime.scheduler.add_job(
             self._refresh_profiles,
             "interval",
@@ -189,8 +198,9 @@ class StationServer:
 
     async def stop(self) -> None:
         if self._refresh_job is not None:
-            if self.runtime.scheduler.get_job("ocpp-profile-refresh") is not None:
-                self.runtime.scheduler.remove_job("ocpp-profile-refresh")
+            for job in ("ocpp-profile-refresh", "ocpp-call-deadlines"):
+                if self.runtime.scheduler.get_job(job) is not None:
+                    self.runtime.scheduler.remove_job(job)
             self._refresh_job = None
         if self._server is not None:
             self._server.close()
@@ -212,6 +222,9 @@ class StationServer:
             conn.in_ready = True
             self._ready.append(conn)
             self._wakeup.set()
+
+    def loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def submit_soon(self, event: Event) -> None:
         """Hand an event to the core from a timer callback (outside any coroutine)."""
@@ -263,7 +276,13 @@ class StationServer:
                 if conn is not None:
                     conn.set_limit(decision)
 
-    def _refresh_profiles(self) -> None:
+    # Scheduler jobs are coroutines so that apscheduler runs them on the loop, not in a thread.
+    async def _sweep_deadlines(self) -> None:
+        now = self.loop_time()
+        for conn in list(self.connections.values()):
+            conn.check_deadline(now)
+
+    async def _refresh_profiles(self) -> None:
         for conn in self.connections.values():
             conn.refresh_limit()
 
