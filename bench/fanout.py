@@ -23,6 +23,7 @@ Every process started here is stopped here; every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -60,7 +61,7 @@ class BenchError(RuntimeError):
 class Options:
     stations: tuple[int, ...] = (100, 1000, 5000)
     systems: tuple[str, ...] = SYSTEMS
-    version: str = V16
+    versions: tuple[str, ...] = (V16,)  # the baseline speaks 1.6 only
     rounds: int = 7
     meter_messages: int = 20000
     connect_concurrency: int = 100
@@ -180,9 +181,9 @@ def _wait_disconnected(server: Child, timeout_s: float) -> None:
     raise BenchError("warm-up stations still connected after closing them")
 
 
-def run_case(system: str, stations: int, opts: Options) -> CaseResult:
+def run_case(system: str, stations: int, opts: Options, version: str = V16) -> CaseResult:
     """Measure one central system with ``stations`` simulated stations; never raises BenchError."""
-    result = CaseResult(system, stations, opts.version)
+    result = CaseResult(system, stations, version)
     server = Child(f"server-{system}", run_server, system, stations)
     sim: Child | None = None
     t = opts.timeout_s
@@ -196,7 +197,7 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
             "connect",
             t,
             url=url,
-            version=opts.version,
+            version=version,
             prefix="W",
             count=WARMUP_STATIONS,
             concurrency=opts.connect_concurrency,
@@ -220,7 +221,7 @@ def run_case(system: str, stations: int, opts: Options) -> CaseResult:
             "connect",
             t * 2,
             url=url,
-            version=opts.version,
+            version=version,
             prefix="S",
             count=stations,
             concurrency=opts.connect_concurrency,
@@ -372,20 +373,20 @@ def machine_description() -> str:
 
 def render_table(results: list[CaseResult]) -> str:
     head = (
-        "| stations | system | connect+boot (s) | setpoint→Accepted p50 / p99 / max (ms) "
+        "| stations | system | OCPP | connect+boot (s) | setpoint→Accepted p50 / p99 / max (ms) "
         "| fan-out CPU µs/station | MeterValues/s | server CPU µs/msg | RSS KB/station | load | status |"
     )
-    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         fan = f"{_ms(r.fanout_p50_s)} / {_ms(r.fanout_p99_s)} / {_ms(r.fanout_max_s)}"
         status = "ok" if r.ok else "FAILED: " + "; ".join(r.errors)[:200]
         lines.append(
-            f"| {r.stations} | {r.system} | {_num(r.connect_boot_s, '.2f')} | {fan} "
+            f"| {r.stations} | {r.system} | {r.version.removeprefix('ocpp')} | {_num(r.connect_boot_s, '.2f')} | {fan} "
             f"| {_num(r.fanout_cpu_us_per_station, ',.0f')} "
             f"| {_num(r.meter_rate, ',.0f')} | {_num(r.server_cpu_us_per_msg, ',.0f')} "
             f"| {_num(r.rss_kb_per_station, '.1f')} | {_num(r.load_avg_1m, '.1f')} | {status} |"
         )
-    by_key = {(r.stations, r.system): r for r in results}
+    by_key = {(r.stations, r.system): r for r in results if r.version == V16}
     ratio_lines = []
     for n in sorted({r.stations for r in results}):
         g, b = by_key.get((n, "gateway")), by_key.get((n, "baseline"))
@@ -396,7 +397,7 @@ def render_table(results: list[CaseResult]) -> str:
             f" / {_ratio(g.fanout_max_s, b.fanout_max_s)}"
         )
         ratio_lines.append(
-            f"| {n} | gateway/baseline | {_ratio(g.connect_boot_s, b.connect_boot_s)} | {fan} "
+            f"| {n} | gateway/baseline | 1.6 | {_ratio(g.connect_boot_s, b.connect_boot_s)} | {fan} "
             f"| {_ratio(g.fanout_cpu_us_per_station, b.fanout_cpu_us_per_station)} "
             f"| {_ratio(g.meter_rate, b.meter_rate)} | {_ratio(g.server_cpu_us_per_msg, b.server_cpu_us_per_msg)} "
             f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | | |"
@@ -409,23 +410,24 @@ def render_targets(results: list[CaseResult]) -> str:
     for r in results:
         if r.system != "gateway":
             continue
+        ocpp = f"OCPP {r.version.removeprefix('ocpp')}"
         if r.stations in TARGETS:
             limit = TARGETS[r.stations]
             met = r.fanout_max_s is not None and r.ok and r.fanout_max_s <= limit
             lines.append(
-                f"| setpoint → all {r.stations:,} Accepted ≤ {limit * 1000:.0f} ms "
+                f"| setpoint → all {r.stations:,} Accepted ≤ {limit * 1000:.0f} ms ({ocpp}) "
                 f"| {_ms(r.fanout_max_s)} ms | {'yes' if met else 'no'} |"
             )
         met = r.meter_rate is not None and r.meter_rate >= TARGET_METER_RATE
         lines.append(
-            f"| MeterValues ≥ {TARGET_METER_RATE:,.0f}/s ({r.stations:,} stations) "
+            f"| MeterValues ≥ {TARGET_METER_RATE:,.0f}/s ({r.stations:,} stations, {ocpp}) "
             f"| {_num(r.meter_rate, ',.0f')}/s | {'yes' if met else 'no'} |"
         )
         if r.stations < RSS_MIN_STATIONS:
             continue  # the allocator's start-up slack hides a few hundred stations' memory
         met = r.rss_kb_per_station is not None and r.rss_kb_per_station <= TARGET_RSS_KB
         lines.append(
-            f"| RSS ≤ {TARGET_RSS_KB:.0f} KB/station ({r.stations:,} stations) "
+            f"| RSS ≤ {TARGET_RSS_KB:.0f} KB/station ({r.stations:,} stations, {ocpp}) "
             f"| {_num(r.rss_kb_per_station, '.1f')} KB | {'yes' if met else 'no'} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
@@ -438,7 +440,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stations", default="100,1000,5000", help="comma-separated station counts")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="baseline,gateway (either or both)")
-    parser.add_argument("--version", choices=("1.6", "2.0.1"), default="1.6")
+    parser.add_argument(
+        "--versions", default="1.6", help="1.6, 2.0.1 or 1.6,2.0.1 (2.0.1 cases run the gateway only)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=None, help="setpoint rounds per case (default 7, quick 3)"
     )
@@ -462,12 +466,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     for system in systems:
         if system not in SYSTEMS:
             parser.error(f"--systems: unknown system {system!r}")
-    if args.version == "2.0.1" and "baseline" in systems:
-        parser.error("--version 2.0.1: the baseline speaks 1.6 only; use --systems gateway")
+    names = {"1.6": V16, "2.0.1": V201}
+    versions = tuple(names.get(v.strip(), "") for v in args.versions.split(",") if v.strip())
+    if not versions or "" in versions:
+        parser.error(f"--versions: give 1.6, 2.0.1 or both, not {args.versions!r}")
+    if versions == (V201,) and systems == ("baseline",):
+        parser.error("--versions 2.0.1: the baseline speaks 1.6 only")
     opts = Options(
         stations=stations,
         systems=systems,
-        version=V16 if args.version == "1.6" else V201,
+        versions=versions,
         rounds=args.rounds or (3 if args.quick else 7),
         meter_messages=args.meter_messages or (5000 if args.quick else 20000),
         profile=args.profile,
@@ -478,11 +486,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
 def run(opts: Options, progress: Any = None) -> list[CaseResult]:
     results = []
     for stations in opts.stations:
-        for system in opts.systems:
+        for version, system in itertools.product(opts.versions, opts.systems):
+            if system == "baseline" and version != V16:
+                continue  # the baseline is written on ocpp.v16 only
             if progress is not None:
-                progress(f"{system}: {stations} stations ({opts.version}) ...")
+                progress(f"{system}: {stations} stations ({version}) ...")
             started = time.monotonic()
-            result = run_case(system, stations, opts)
+            result = run_case(system, stations, opts, version)
             if progress is not None:
                 state = "ok" if result.ok else f"FAILED: {result.errors}"
                 progress(f"  done in {time.monotonic() - started:.0f} s, {state}")
@@ -497,8 +507,8 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
     parts = [
         f"Run {when} on {machine_description()}.",
         (
-            f"OCPP {opts.version.removeprefix('ocpp')}, {opts.rounds} setpoint rounds per case (medians shown), "
-            f"{opts.meter_messages:,} MeterValues per case, strict schema validation on in {systems}."
+            f"{opts.rounds} setpoint rounds per case (medians shown), {opts.meter_messages:,} MeterValues "
+            f"per case, strict schema validation on in {systems}."
         ),
         "",
         render_table(results),
@@ -508,9 +518,10 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
         parts += ["", targets]
     extra = []
     for r in results:
-        extra += [f"- note: {r.system}, {r.stations} stations: {note}" for note in r.notes]
+        case = f"{r.system} ({r.version}), {r.stations} stations"
+        extra += [f"- note: {case}: {note}" for note in r.notes]
         if r.server_calls:
-            extra.append(f"- server→station calls, {r.system}, {r.stations} stations: {r.server_calls}")
+            extra.append(f"- server→station calls, {case}: {r.server_calls}")
     if extra:
         parts += ["", *extra]
     return "\n".join(parts)
