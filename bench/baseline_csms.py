@@ -39,27 +39,27 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class BaselineChargePoint(ChargePoint16):
+class BaselineChargePoint(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
     def __init__(self, station_id: str, connection: ServerConnection, csms: BaselineCsms) -> None:
         super().__init__(station_id, connection)
         self.csms = csms
 
-    @on(Action.boot_notification)
+    @on(Action.boot_notification)  # type: ignore[untyped-decorator]
     def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, **kwargs: Any) -> Any:
         self.csms.booted.add(self.id)
         return call_result.BootNotification(
             current_time=_now_iso(), interval=300, status=RegistrationStatus.accepted
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat)  # type: ignore[untyped-decorator]
     def on_heartbeat(self) -> Any:
         return call_result.Heartbeat(current_time=_now_iso())
 
-    @on(Action.status_notification)
+    @on(Action.status_notification)  # type: ignore[untyped-decorator]
     def on_status_notification(self, connector_id: int, error_code: str, status: str, **kwargs: Any) -> Any:
         return call_result.StatusNotification()
 
-    @on(Action.meter_values)
+    @on(Action.meter_values)  # type: ignore[untyped-decorator]
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **kwargs: Any) -> Any:
         for sample in meter_value:
             for value in sample["sampled_value"]:

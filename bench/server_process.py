@@ -58,7 +58,7 @@ class _GcClock:
             self.runs[generation] += 1
 
     def take(self) -> dict[str, list[float] | list[int]]:
-        taken = {"seconds": self.seconds, "runs": self.runs}
+        taken: dict[str, list[float] | list[int]] = {"seconds": self.seconds, "runs": self.runs}
         self.seconds, self.runs = [0.0, 0.0, 0.0], [0, 0, 0]
         return taken
 
