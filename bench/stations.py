@@ -123,6 +123,10 @@ def _profile_limit(version: str, payload: dict[str, Any]) -> tuple[str, int, flo
         return "?", -1, None
 
 
+class CallErrorReceived(Exception):
+    """The server answered one of the station's CALLs with a CALLERROR."""
+
+
 class LeanClientConnection(ClientConnection):
     """A client connection that hands each text frame to a callback as it is parsed.
 
@@ -210,7 +214,7 @@ class SimStation:
                 if kind == CALLRESULT:
                     future.set_result(frame[2])
                 else:
-                    future.set_exception(RuntimeError(f"CALLERROR {frame[2]}: {frame[3]}"))
+                    future.set_exception(CallErrorReceived(f"CALLERROR {frame[2]}: {frame[3]}"))
 
     def _answer(self, unique_id: str, action: str, payload: dict[str, Any]) -> list[Any]:
         if action == "SetChargingProfile":
@@ -375,7 +379,7 @@ class Fleet:
             for _ in range(per_station):
                 try:
                     await station.send_call("MeterValues", frame_payload)
-                except ConnectionError as exc:
+                except (ConnectionError, CallErrorReceived) as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     return
                 answered += 1
