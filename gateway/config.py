@@ -148,6 +148,20 @@ class UpstreamConfig:
     notify_v16: Literal["none", "datatransfer"] = "none"
     on_outage: Literal["buffer", "close_station"] = "buffer"
     close_grace_s: float = 60.0
+    # The gateway's own identity at the CSMS (a Local Controller is a charging station
+    # without EVSEs): it reports the DSO limit (NotifyChargingLimit). Empty: no such link.
+    gateway_id: str = ""
+    gateway_protocol: Literal["ocpp2.0.1", "ocpp1.6"] = "ocpp2.0.1"
+    gateway_password: str = ""  # Basic Auth toward the CSMS for gateway_id (profiles 1-2)
+    passwords: dict[str, str] = Field(default_factory=dict)  # station id -> its password at the CSMS
+    ca_file: str = ""  # wss: CA bundle the CSMS certificate is checked against (empty: system CAs)
+    cert_file: str = ""  # the gateway's own client certificate (security profile 3)
+    key_file: str = ""
+    outbox_path: str = "ocpp809-outbox.sqlite3"  # what waits for the CSMS during an outage
+    reconnect_min_s: float = 1.0  # backoff between reconnection attempts: min doubling to max
+    reconnect_max_s: float = 60.0
+    connect_wait_s: float = 5.0  # a station's first calls wait this long for the CSMS link
+    call_timeout_s: float = 30.0  # a station call the CSMS leaves unanswered is answered locally
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -280,6 +294,22 @@ def _check(config: Config, file: str) -> None:
     url = config.upstream.csms_url
     if url and not url.startswith(("ws://", "wss://")):
         fail("upstream.csms_url", "must start with ws:// or wss://")
+    _check_upstream(config.upstream, fail)
+
+
+def _check_upstream(up: UpstreamConfig, fail: Callable[[str, str], None]) -> None:
+    for name in ("close_grace_s", "reconnect_min_s", "reconnect_max_s", "connect_wait_s", "call_timeout_s"):
+        value = getattr(up, name)
+        if not (math.isfinite(value) and value > 0):
+            fail(f"upstream.{name}", "must be a finite number > 0")
+    if up.reconnect_min_s > up.reconnect_max_s:
+        fail("upstream.reconnect_min_s", "must not exceed reconnect_max_s")
+    if up.gateway_id and (len(up.gateway_id) > 48 or ":" in up.gateway_id or "/" in up.gateway_id):
+        fail("upstream.gateway_id", "must be 1..48 characters without ':' or '/'")
+    if bool(up.cert_file) != bool(up.key_file):
+        fail("upstream.cert_file", "cert_file and key_file go together")
+    if up.csms_url and not up.outbox_path:
+        fail("upstream.outbox_path", "a relay needs an outbox file")
 
 
 def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:

@@ -41,7 +41,7 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
 def _flatten(data: dict[str, object], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for key, value in data.items():
-        if isinstance(value, dict) and f"{prefix}{key}" != "ocpp.stations":
+        if isinstance(value, dict) and f"{prefix}{key}" not in ("ocpp.stations", "upstream.passwords"):
             keys |= _flatten(value, f"{prefix}{key}.")
         else:
             keys.add(f"{prefix}{key}")
