@@ -101,7 +101,10 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     adapters.append(Iec104Outstation(config.iec104, runtime))
     from ocpp_side.server import StationServer
 
-    adapters.append(StationServer(config.ocpp, config.upstream, runtime))
+    station_server = StationServer(config.ocpp, config.upstream, runtime)
+    if station_server.relay_hub is not None:  # a limit at the grid capacity counts as lifted for the CSMS
+        station_server.relay_hub.capacity_w = config.limits.max_limit_w
+    adapters.append(station_server)
     return adapters
 
 

@@ -47,6 +47,7 @@ from ocpp_side.station_setup import (
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
+    from ocpp_side.relay import StationRelay
     from ocpp_side.server import StationServer
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class CallOutcome:
     failure: CallFailure | None = None
     detail: str = ""
     error: CallError | None = None
+    raw: str = ""  # the station's reply frame as it came (relayed to the CSMS unchanged)
 
 
 OnDone = Callable[[CallOutcome], Event | None]  # may return one event for the core
@@ -81,6 +83,7 @@ class OutgoingCall:
     on_done: OnDone
     unique_id: str | None = None  # None: a gateway id is assigned when it is sent
     encoded: bytes | None = None  # the payload already encoded and validated (shared by many stations)
+    raw_frame: bytes | None = None  # a relayed CSMS CALL, validated, sent exactly as the CSMS wrote it
 
 
 _PROFILE_OUTCOME = {
@@ -112,6 +115,7 @@ class StationConnection:
         "opened",
         "outlet_of_tx",
         "queue",
+        "relay",
         "server",
         "station_id",
         "version",
@@ -145,6 +149,7 @@ class StationConnection:
         self._retry_timer: asyncio.TimerHandle | None = None
         self._retry_attempt = 0
         self._setup_task: asyncio.Task[None] | None = None
+        self.relay: StationRelay | None = None  # set when a CSMS is configured
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -227,7 +232,7 @@ class StationConnection:
                     return None
                 call = self.queue.popleft()
             encoded = call.encoded
-            if encoded is None:
+            if encoded is None and call.raw_frame is None:
                 try:
                     schemas.validate(self.version, call.action, call.payload, request=True)
                 except OcppViolation as exc:  # our own payload: a bug, never sent invalid
@@ -241,6 +246,9 @@ class StationConnection:
             # No timer per call (thousands in a fan-out): the server's sweep checks deadlines.
             self.deadline = self.server.loop_time() + self.server.call_timeout_s
             self.server.metrics.sent(call.action)
+            if call.raw_frame is not None:
+                return call.raw_frame
+            assert encoded is not None
             return codec.encode_call_raw(unique_id, call.action, encoded)
 
     def _finish_inflight(self, outcome: CallOutcome) -> Event | None:
@@ -354,9 +362,12 @@ class StationConnection:
     async def on_frame(self, data: str) -> None:
         frame = codec.parse_frame(data)
         if type(frame) is Call:
-            await self._on_call(frame)
+            if self.relay is not None:
+                self.relay.station_call(frame, data)  # in order, without holding up this reader
+            else:
+                await self._on_call(frame)
         elif type(frame) is CallResult or type(frame) is CallError:
-            await self._on_reply(frame)
+            await self._on_reply(frame, data)
         else:
             assert isinstance(frame, FrameError)
             log.info("%s: malformed frame (%s): %.200s", self.station_id, frame.description, data)
@@ -370,27 +381,36 @@ class StationConnection:
         except ConnectionClosed:
             pass
 
-    async def _on_reply(self, frame: CallResult | CallError) -> None:
+    async def _on_reply(self, frame: CallResult | CallError, data: str = "") -> None:
         if frame.unique_id != self.inflight_id or self.inflight is None:
             log.info("%s: reply to no pending call (id %s) dropped", self.station_id, frame.unique_id)
             return
         if type(frame) is CallError:
             outcome = CallOutcome(
-                None, CallFailure.CALL_ERROR, f"{frame.error_code}: {frame.description}", frame
+                None, CallFailure.CALL_ERROR, f"{frame.error_code}: {frame.description}", frame, data
             )
         else:
             assert isinstance(frame, CallResult)
             try:
                 schemas.validate(self.version, self.inflight.action, frame.payload, request=False)
-                outcome = CallOutcome(frame.payload)
+                outcome = CallOutcome(frame.payload, raw=data)
             except OcppViolation as exc:
                 log.warning("%s: invalid %s answer: %s", self.station_id, self.inflight.action, exc)
-                outcome = CallOutcome(None, CallFailure.INVALID_RESPONSE, exc.description)
+                outcome = CallOutcome(None, CallFailure.INVALID_RESPONSE, exc.description, raw=data)
         event = self._finish_inflight(outcome)
         if event is not None:
             await self.server.runtime.submit(event)
 
-    async def _on_call(self, call: Call) -> None:
+    async def answer_locally(self, call: Call) -> dict[str, Any] | None:
+        """Answer as a standalone central system (no CSMS, or the CSMS is away); the answer sent."""
+        return await self._on_call(call)
+
+    async def after_relayed(self, call: Call, response: dict[str, Any]) -> None:
+        """The CSMS answered a relayed call: feed the core (meters) and the session as if local."""
+        self.server.metrics.received(call.action)
+        await self._after_call(call, response)
+
+    async def _on_call(self, call: Call) -> dict[str, Any] | None:
         server = self.server
         try:
             if call.action not in SERVED[self.version] and call.action in schemas.known_actions(self.version):
@@ -403,25 +423,26 @@ class StationConnection:
         except OcppViolation as exc:
             log.info("%s: %s refused: %s", self.station_id, call.action, exc.description)
             await self._send_error(call.unique_id, exc.kind, exc.description)
-            return
+            return None
         except Exception:  # a bug of ours must not cost the station its connection
             log.exception("%s: answering %s failed", self.station_id, call.action)
             await self._send_error(call.unique_id, ErrorKind.INTERNAL, "internal error")
-            return
+            return None
         try:
             schemas.validate(self.version, call.action, response, request=False)
         except OcppViolation as exc:
             log.error("%s: our %s answer is invalid: %s", self.station_id, call.action, exc)
             await self._send_error(call.unique_id, ErrorKind.INTERNAL, "internal error")
-            return
+            return None
         server.metrics.received(call.action)
         frame = codec.encode_result(call.unique_id, response)
         if not send_now(self.ws, frame):
             try:
                 await self.ws.send(frame, text=True)
             except ConnectionClosed:
-                return
+                return None
         await self._after_call(call, response)
+        return response
 
     async def _after_call(self, call: Call, response: dict[str, Any]) -> None:
         """What a station's call means for the core and for the session (after answering it)."""

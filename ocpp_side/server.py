@@ -19,7 +19,7 @@ import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -40,6 +40,9 @@ from ocpp_side.connection import StationConnection
 from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps, set_charging_profile
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.wire import send_now
+
+if TYPE_CHECKING:
+    from ocpp_side.relay import RelayHub
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,11 @@ class StationServer:
         self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
         self._profile_cache_s = -1
         runtime.add_listener(self._on_decisions)
+        self.relay_hub: RelayHub | None = None  # with a CSMS: the Local Controller relay
+        if upstream is not None and upstream.csms_url:
+            from ocpp_side.relay import RelayHub
+
+            self.relay_hub = RelayHub(self, upstream, runtime)
 
     # -- public ------------------------------------------------------------------
 
@@ -161,10 +169,8 @@ class StationServer:
     async def start(self) -> None:
         for version in OcppVersion:
             schemas.warm_up(version, tuple(a for a in _HOT_ACTIONS if a in schemas.known_actions(version)))
-        if self.upstream is not None and self.upstream.csms_url:
-            log.warning(
-                "upstream.csms_url is set but the CSMS relay is not built yet: answering stations locally"
-            )
+        if self.relay_hub is not None:
+            await self.relay_hub.start()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="ocpp-send-loop")
         self._server = await serve(
             self._handle,
@@ -206,6 +212,8 @@ class StationServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self.relay_hub is not None:
+            await self.relay_hub.stop()
         for task in [self._sender, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -382,6 +390,8 @@ class StationServer:
             return
         version = OcppVersion(ws.subprotocol)
         conn = StationConnection(self, ws, station_id, version)
+        if self.relay_hub is not None:
+            self.relay_hub.attach(conn)
         old = self.connections.get(station_id)
         self.connections[station_id] = conn
         if old is not None:
@@ -405,6 +415,8 @@ class StationServer:
             await conn.serve()
         finally:
             conn.close()
+            if self.relay_hub is not None:
+                await self.relay_hub.detach(conn)
             if self.connections.get(station_id) is conn:
                 del self.connections[station_id]
                 log.info("%s: disconnected", station_id)
