@@ -98,8 +98,8 @@ def judge(
             return PASS
         return Verdict(payload=capped_max_profile(version, payload, cap_w, caps), max_profile_id=profile_id)
     if action == "ClearChargingProfile":
-        profile_id = payload.get("id") if version is OcppVersion.V16 else payload.get("chargingProfileId")
-        if profile_id in reserved_ids:
+        cleared = payload.get("id") if version is OcppVersion.V16 else payload.get("chargingProfileId")
+        if cleared in reserved_ids:
             return Verdict(answer={"status": "Unknown"})
         return Verdict(reapply=True)
     return PASS

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import orjson
 from prometheus_client import Counter, Gauge
 from websockets.exceptions import ConnectionClosed
 
@@ -54,8 +53,6 @@ from ocpp_side.upstream import LinkSettings, UpstreamLink, client_ssl_context
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
-    import ssl
-
     from ocpp_side.server import StationServer
 
 log = logging.getLogger(__name__)
@@ -72,7 +69,9 @@ Reply = tuple[CallResult | CallError, str]
 class RelayMetrics:
     def __init__(self, runtime: CoreRuntime) -> None:
         r = runtime.metrics.registry
-        self.links_up = Gauge("ocpp809_upstream_links_up", "Station links to the CSMS that are up", registry=r)
+        self.links_up = Gauge(
+            "ocpp809_upstream_links_up", "Station links to the CSMS that are up", registry=r
+        )
         self.relayed = Counter(
             "ocpp809_upstream_calls_relayed", "CALLs relayed, by direction", ["direction"], registry=r
         )
@@ -86,8 +85,10 @@ class RelayMetrics:
             "ocpp809_upstream_outbox_replayed", "Kept messages delivered to the CSMS", registry=r
         )
         self.guarded = Counter(
-            "ocpp809_upstream_csms_calls_guarded", "CSMS calls changed or refused to keep the DSO cap",
-            ["action", "verdict"], registry=r,
+            "ocpp809_upstream_csms_calls_guarded",
+            "CSMS calls changed or refused to keep the DSO cap",
+            ["action", "verdict"],
+            registry=r,
         )
 
 
@@ -232,7 +233,9 @@ class StationRelay:
     def _grace_over(self) -> None:
         self._grace = None
         if not self.link.up and not self.conn.closed:
-            log.warning("%s: CSMS away for %gs: closing the station", self.station_id, self.hub.config.close_grace_s)
+            log.warning(
+                "%s: CSMS away for %gs: closing the station", self.station_id, self.hub.config.close_grace_s
+            )
             asyncio.get_running_loop().create_task(self.conn.ws.close(1001, "CSMS unavailable"))
 
     # -- station -> CSMS ---------------------------------------------------------
@@ -324,7 +327,9 @@ class StationRelay:
                         outbox.map_tx(self.station_id, row.local_tx, csms_tx)
                         self._tx_map[row.local_tx] = csms_tx
                 elif type(answer) is CallError:
-                    log.warning("%s: CSMS refused replayed %s: %s", self.station_id, row.action, answer.error_code)
+                    log.warning(
+                        "%s: CSMS refused replayed %s: %s", self.station_id, row.action, answer.error_code
+                    )
                 outbox.delete(row.seq)
                 self.hub.metrics.outbox_replayed.inc()
 
@@ -372,7 +377,9 @@ class StationRelay:
             if future is not None and not future.done():
                 future.set_result((frame, text))
             else:
-                log.info("%s: CSMS reply to no pending call (id %s) dropped", self.station_id, frame.unique_id)
+                log.info(
+                    "%s: CSMS reply to no pending call (id %s) dropped", self.station_id, frame.unique_id
+                )
         else:
             assert isinstance(frame, FrameError)
             self._error_upstream(frame.unique_id, frame.kind, frame.description)
@@ -398,7 +405,8 @@ class StationRelay:
             self.hub.metrics.guarded.labels(call.action, "refused").inc()
             self.link.send(codec.encode_result(call.unique_id, verdict.answer))
             return
-        payload, raw_frame = call.payload, text.encode()
+        payload = call.payload
+        raw_frame: bytes | None = text.encode()
         if verdict.payload is not None:
             log.info("%s: CSMS station maximum capped at the DSO allocation %.0f W", self.station_id, cap_w)
             self.hub.metrics.guarded.labels(call.action, "capped").inc()
@@ -442,7 +450,9 @@ class StationRelay:
         if outcome.raw:
             self.link.send(outcome.raw)  # the station's answer, verbatim
         else:
-            self._error_upstream(call.unique_id, ErrorKind.GENERIC, outcome.detail or "no answer from the station")
+            self._error_upstream(
+                call.unique_id, ErrorKind.GENERIC, outcome.detail or "no answer from the station"
+            )
         if verdict.reapply and outcome.failure is not CallFailure.CLOSED:
             self.reapply_dso()
 

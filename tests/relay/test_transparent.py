@@ -23,13 +23,27 @@ async def test_v16_frames_pass_unchanged_both_ways(make_site: SiteFactory) -> No
         assert boot.status == "Accepted" and boot.interval == site.csms.heartbeat_s  # the CSMS's answer
         await cp.call(call16.Heartbeat())
         await cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Preparing"))
-        vendor = await cp.call(call16.DataTransfer(vendor_id="com.acme", message_id="x", data='{"a": [1, 2]}'))
+        vendor = await cp.call(
+            call16.DataTransfer(vendor_id="com.acme", message_id="x", data='{"a": [1, 2]}')
+        )
         assert vendor.status == "UnknownVendorId"  # the CSMS's answer, not the gateway's
-        start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="TAG", meter_start=0,
-                                                      timestamp="2025-01-01T00:00:00Z"))
-        await cp.call(call16.MeterValues(connector_id=1, transaction_id=start.transaction_id, meter_value=[
-            {"timestamp": "2025-01-01T00:01:00Z", "sampled_value": [
-                {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"}]}]))
+        start = await cp.call(
+            call16.StartTransaction(
+                connector_id=1, id_tag="TAG", meter_start=0, timestamp="2025-01-01T00:00:00Z"
+            )
+        )
+        await cp.call(
+            call16.MeterValues(
+                connector_id=1,
+                transaction_id=start.transaction_id,
+                meter_value=[
+                    {
+                        "timestamp": "2025-01-01T00:01:00Z",
+                        "sampled_value": [{"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"}],
+                    }
+                ],
+            )
+        )
         # Meter values still feed the core.
         await site.until(lambda: (v := site.station("CP16")) is not None and v.power_w == 7200.0)
         # The gateway's own setup and profiles went to the station meanwhile.
@@ -59,21 +73,45 @@ async def test_v16_frames_pass_unchanged_both_ways(make_site: SiteFactory) -> No
 async def test_v201_frames_pass_unchanged_both_ways(make_site: SiteFactory) -> None:
     site = await make_site()
     async with relay_station(site.port, "CP201", "ocpp2.0.1") as cp:
-        await cp.call(call201.BootNotification(charging_station={"model": "M", "vendor_name": "V"},
-                                               reason="PowerUp"))
-        await cp.call(call201.StatusNotification(timestamp="2025-01-01T00:00:00Z", connector_status="Occupied",
-                                                 evse_id=1, connector_id=1,
-                                                 custom_data={"vendor_id": "com.acme", "extra": 1}))
-        await cp.call(call201.TransactionEvent(
-            event_type="Started", timestamp="2025-01-01T00:00:00Z", trigger_reason="CablePluggedIn",
-            seq_no=0, transaction_info={"transaction_id": "T-1"}, evse={"id": 1, "connector_id": 1},
-            meter_value=[{"timestamp": "2025-01-01T00:00:00Z", "sampled_value": [
-                {"value": 11000, "measurand": "Power.Active.Import"}]}]))
+        await cp.call(
+            call201.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp")
+        )
+        await cp.call(
+            call201.StatusNotification(
+                timestamp="2025-01-01T00:00:00Z",
+                connector_status="Occupied",
+                evse_id=1,
+                connector_id=1,
+                custom_data={"vendor_id": "com.acme", "extra": 1},
+            )
+        )
+        await cp.call(
+            call201.TransactionEvent(
+                event_type="Started",
+                timestamp="2025-01-01T00:00:00Z",
+                trigger_reason="CablePluggedIn",
+                seq_no=0,
+                transaction_info={"transaction_id": "T-1"},
+                evse={"id": 1, "connector_id": 1},
+                meter_value=[
+                    {
+                        "timestamp": "2025-01-01T00:00:00Z",
+                        "sampled_value": [{"value": 11000, "measurand": "Power.Active.Import"}],
+                    }
+                ],
+            )
+        )
         await site.until(lambda: (v := site.station("CP201")) is not None and v.power_w == 11000.0)
         await cp.call(call201.DataTransfer(vendor_id="com.acme", data={"any": ["thing", 1]}))
         await site.until(lambda: (v := site.station("CP201")) is not None and v.enforced)
-        answer = await site.csms.call("CP201", call201.SetVariables(set_variable_data=[
-            {"attribute_value": "1", "component": {"name": "VendorCtrlr"}, "variable": {"name": "X"}}]))
+        answer = await site.csms.call(
+            "CP201",
+            call201.SetVariables(
+                set_variable_data=[
+                    {"attribute_value": "1", "component": {"name": "VendorCtrlr"}, "variable": {"name": "X"}}
+                ]
+            ),
+        )
         assert answer.set_variable_result[0]["attribute_status"] == "Accepted"
 
     upstream_in = site.upstream_in("CP201")
