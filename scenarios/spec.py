@@ -72,11 +72,15 @@ class SetpointStep:
 
 @dataclass(frozen=True, config=_STRICT)
 class CutLinkStep:
-    """Close the master's connection (``abort``: drop it with a reset, as a cut cable)."""
+    """Take the DSO link away: ``close`` (FIN), ``abort`` (RST, a crashed master) or ``silent``.
+
+    ``silent`` plays a cut cable: the TCP connection stays open but the master stops
+    answering, so the outstation only notices after its TESTFR (t3) goes unanswered (t1).
+    """
 
     do: Literal["cut_link"]
     name: str = ""
-    abort: bool = False
+    how: Literal["close", "abort", "silent"] = "close"
 
 
 @dataclass(frozen=True, config=_STRICT)

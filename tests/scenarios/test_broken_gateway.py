@@ -1,11 +1,14 @@
-"""The scenarios can fail: a gateway that does not enforce the limit fails T1."""
+"""The scenarios can fail: a gateway that does not enforce the limit fails T1, an impatient one T2."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
+from gateway.arbiter import ArbiterSettings
+from gateway.config import Config
 from gateway.decisions import Decision
 from ocpp_side.server import StationServer
 from scenarios.runner import ScenarioRun
@@ -29,3 +32,26 @@ async def test_t1_fails_when_the_ocpp_side_never_sends_the_limit(monkeypatch: py
     assert total.measured.startswith("44000.0 W")
     assert not rows["check all within allocation"].passed
     assert not rows["DSO reads the reduced total"].passed
+
+
+@pytest.mark.timeout(120)
+async def test_t2_fails_when_the_core_falls_back_before_the_hold_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.app
+
+    real = gateway.app.arbiter_settings
+
+    def impatient(config: Config) -> ArbiterSettings:
+        settings = real(config)
+        return replace(settings, hold_timeout_s=settings.hold_timeout_s / 2)
+
+    monkeypatch.setattr(gateway.app, "arbiter_settings", impatient)
+    result = await ScenarioRun(load_scenario(SCENARIO_DIR / "t2_link_failure.toml"), time_scale=60).run()
+
+    rows = {r.step: r for r in result.rows}
+    assert rows["hold detected"].passed
+    assert not rows["limit held"].passed  # 10000 W arrived halfway through the hold
+    assert rows["limit held"].measured.startswith("10000.0 W after 5.")
+    assert not rows["stations untouched during hold"].passed
+    assert not result.passed
