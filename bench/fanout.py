@@ -68,6 +68,7 @@ class Options:
     timeout_s: float = 120.0
     reject_profiles: bool = False  # stations answer Rejected: the harness must notice
     profile: bool = False  # cProfile the server during fan-out and ingestion
+    gc_freeze: bool = False  # what-if: gc.freeze() in the server once the stations are connected
 
 
 @dataclass
@@ -240,6 +241,9 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
         if opts.profile:
             result.profile_connect = server.request("profile_stop", 30)
         time.sleep(0.5)  # let connect-time configuration traffic drain before timing
+        if opts.gc_freeze:
+            frozen = server.request("gc_freeze", 60)
+            result.notes.append(f"what-if run: gc.freeze() after connecting ({frozen:,} objects frozen)")
 
         if opts.profile:
             server.request("profile_start", 10)
@@ -451,6 +455,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     )
     parser.add_argument("--quick", action="store_true", help="3 rounds and 5,000 MeterValues per case")
     parser.add_argument("--profile", action="store_true", help="cProfile the servers (times inflated)")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="what-if: gc.freeze() in the server once the stations are connected (not the product as shipped)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument(
         "--record", metavar="FILE", help="write the report into FILE's results block (bench/README.md)"
@@ -479,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         rounds=args.rounds or (3 if args.quick else 7),
         meter_messages=args.meter_messages or (5000 if args.quick else 20000),
         profile=args.profile,
+        gc_freeze=args.gc_freeze,
     )
     return opts, args
 

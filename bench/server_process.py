@@ -69,6 +69,12 @@ class _Controller:
         self.profiler: cProfile.Profile | None = None
         self.gc_clock = _GcClock()
 
+    def gc_freeze(self) -> int:
+        """What-if: move every live object to the permanent generation (``--gc-freeze``)."""
+        gc.collect()
+        gc.freeze()
+        return gc.get_freeze_count()
+
     def gc_time(self) -> dict[str, list[float] | list[int]]:
         """GC time since the last call."""
         return self.gc_clock.take()
