@@ -207,3 +207,22 @@ async def test_live_profile_refreshed_before_it_lapses(make_site: SiteFactory) -
         # The fallback level is not re-sent by a refresh, and the core hears no new result.
         assert len(cp.log.of("SetChargingProfile")) - len(live()) == 1
         assert _results(site, ProfileOutcome.ACCEPTED) == 1
+
+
+async def test_refused_measurand_leaves_the_rest(make_site: SiteFactory) -> None:
+    site = await make_site()
+    behaviour = Behaviour(refused_measurands=frozenset({"Current.Import"}))
+    async with station(site.port, "CP16", behaviour=behaviour) as cp:
+        await cp.call(_boot())
+        want = "Energy.Active.Import.Register,Power.Active.Import,Voltage"
+
+        def last(key: str) -> str | None:
+            values = [c["value"] for c in cp.log.of("ChangeConfiguration") if c["key"] == key]
+            return values[-1] if values else None
+
+        await cp.log.wait_for(
+            lambda: last("MeterValuesSampledData") == want and last("MeterValuesAlignedData") == want
+        )
+        assert last("MeterValueSampleInterval") == "60"
+        # The station still charges under the gateway's limit.
+        await site.until(lambda: (v := site.station("CP16")) is not None and v.enforced)
