@@ -144,7 +144,6 @@ class SimStation:
         self._ws: Any = None
         self._tx_seq = 0
         self._triggered: set[str] = set()
-        self._reconnect_pause_s = 0.0
         self._last_limit: float | None = self.model.limit_w(now)
 
     # -- public ----------------------------------------------------------------
@@ -267,15 +266,16 @@ class SimStation:
         await cp.boot()
         self.booted.set()
         self._record("booted")
-        if self.spec.demand_w > 0 and self.transaction_id is None:
-            await cp.start_transaction()
-            self.model.set_charging(True, self.clock())
-            self._after_target_change("transaction started")
         await cp.status(charging=self.transaction_id is not None)
         last_meter = self.clock()
         last_heartbeat = last_meter
         self._report_reason = self._report_reason or "Sample.Periodic"
         while True:
+            if self.model.demand_w > 0 and self.transaction_id is None:  # an EV wants power
+                await cp.start_transaction()
+                self.model.set_charging(True, self.clock())
+                self._after_target_change("transaction started")
+                await cp.status(charging=True)
             now = self.clock()
             if self.meter_interval_s > 0 and now - last_meter >= self.meter_interval_s:
                 self._report_reason = self._report_reason or "Sample.Periodic"

@@ -81,8 +81,14 @@ async def test_v16_station_boots_starts_a_transaction_and_meters(csms: SimCsms) 
         await csms.wait_for(lambda f: f.action == "StartTransaction", TIMEOUT)
         await csms.wait_for(is_power(lambda p: p == 7000), TIMEOUT)
         actions = [f.action for f in csms.frames_of("cs16", "in") if f.action]
-        assert actions[:2] == ["BootNotification", "StartTransaction"]
-        assert "StatusNotification" in actions
+        assert actions[0] == "BootNotification"
+        charging = [
+            f
+            for f in csms.frames_of("cs16", "in")
+            if f.action == "StatusNotification" and f.message and f.message[3]["status"] == "Charging"
+        ]
+        start = next(f for f in csms.frames_of("cs16", "in") if f.action == "StartTransaction")
+        assert charging and csms.frames.index(start) < csms.frames.index(charging[0])
         assert csms.subprotocols["cs16"] == "ocpp1.6"
     finally:
         await station.stop()
@@ -282,3 +288,19 @@ async def test_station_retries_until_the_central_system_appears() -> None:
 async def _until(condition: object) -> None:
     while not condition():  # type: ignore[operator]
         await asyncio.sleep(0.01)
+
+
+async def test_an_ev_arriving_later_starts_a_transaction(csms: SimCsms) -> None:
+    station = await started(
+        StationSpec("cs201", version=OcppVersion.V201, demand_w=0, ramp_w_per_s=1e6), csms
+    )
+    try:
+        frame = await csms.wait_for(lambda f: f.action == "StatusNotification", TIMEOUT)
+        assert frame.message is not None and frame.message[3]["connectorStatus"] == "Available"
+        assert station.transaction_id is None
+        station.set_demand(4000)
+        started_tx = await csms.wait_for(lambda f: f.action == "TransactionEvent", TIMEOUT)
+        assert started_tx.message is not None and started_tx.message[3]["eventType"] == "Started"
+        await csms.wait_for(is_power(lambda p: p == 4000), TIMEOUT)
+    finally:
+        await station.stop()
