@@ -140,6 +140,7 @@ class OcppConfig:
     configure_metering: bool = True  # set sampling (MeterValueSampleInterval / SampledDataCtrlr) on connect
     max_message_bytes: int = 1048576
     handshake_timeout_s: float = 10.0
+    gc_freeze: bool = True  # freeze the heap once connections settle: no full GC walks inside a fan-out
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -37,6 +37,7 @@ from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import StationConnection
+from ocpp_side.gc_tuning import LongLivedObjects
 from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps, set_charging_profile
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.wire import send_now
@@ -151,6 +152,7 @@ class StationServer:
         self._refresh_job: object | None = None
         self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
         self._profile_cache_s = -1
+        self.heap = LongLivedObjects()
         runtime.add_listener(self._on_decisions)
         self.relay_hub: RelayHub | None = None  # with a CSMS: the Local Controller relay
         if upstream is not None and upstream.csms_url:
@@ -192,6 +194,10 @@ class StationServer:
             id="ocpp-call-deadlines",
             replace_existing=True,
         )
+        if self.config.gc_freeze:
+            self.runtime.scheduler.add_job(
+                self._settle_heap, "interval", seconds=1.0, id="ocpp-gc-freeze", replace_existing=True
+            )
         self._refresh_job = self.runtime.scheduler.add_job(
             self._refresh_profiles,
             "interval",
@@ -204,7 +210,7 @@ class StationServer:
 
     async def stop(self) -> None:
         if self._refresh_job is not None:
-            for job in ("ocpp-profile-refresh", "ocpp-call-deadlines"):
+            for job in ("ocpp-profile-refresh", "ocpp-call-deadlines", "ocpp-gc-freeze"):
                 if self.runtime.scheduler.get_job(job) is not None:
                     self.runtime.scheduler.remove_job(job)
             self._refresh_job = None
@@ -221,6 +227,7 @@ class StationServer:
             *[t for t in [self._sender, *self._tasks] if t is not None], return_exceptions=True
         )
         self._sender = None
+        self.heap.release()
 
     # -- used by the connections -------------------------------------------------
 
@@ -289,6 +296,9 @@ class StationServer:
         now = self.loop_time()
         for conn in list(self.connections.values()):
             conn.check_deadline(now)
+
+    async def _settle_heap(self) -> None:
+        self.heap.observe(len(self.connections), self.loop_time())
 
     async def _refresh_profiles(self) -> None:
         for conn in self.connections.values():
