@@ -49,7 +49,7 @@ from ocpp_side.connection import CallFailure, CallOutcome, OutgoingCall, Station
 from ocpp_side.csms_guard import MAX_PURPOSE, Verdict, capped_max_profile, judge
 from ocpp_side.limit_notice import boot_notification, limit_notice
 from ocpp_side.outbox import Outbox
-from ocpp_side.upstream import LinkSettings, UpstreamLink, client_ssl_context
+from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink, client_ssl_context
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
@@ -202,8 +202,7 @@ class StationRelay:
             self._grace.cancel()
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await asyncio.wait({self._worker}, timeout=STOP_TIMEOUT_S)
         await self.link.stop()
 
     def station_call(self, call: Call, raw: str) -> None:
@@ -352,7 +351,10 @@ class StationRelay:
         try:
             if not self.link.send(text):
                 return None
-            return await asyncio.wait_for(future, self.hub.config.call_timeout_s)
+            async with asyncio.timeout(
+                self.hub.config.call_timeout_s
+            ):  # not wait_for: on 3.11 it can lose a racing cancel
+                return await future
         except TimeoutError:
             log.warning("%s: no CSMS answer in %gs", self.station_id, self.hub.config.call_timeout_s)
             return None
@@ -544,7 +546,10 @@ class GatewayIdentity:
         try:
             if not self.link.send(codec.encode_call(unique_id, action, payload)):
                 return None
-            return await asyncio.wait_for(future, self.hub.config.call_timeout_s)
+            async with asyncio.timeout(
+                self.hub.config.call_timeout_s
+            ):  # not wait_for: on 3.11 it can lose a racing cancel
+                return await future
         except TimeoutError:
             return None
         finally:

@@ -27,6 +27,8 @@ from ocpp_side.wire import send_now
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 5.0
+
 
 def backoff_s(min_s: float, max_s: float, rng: random.Random | None = None) -> Iterator[float]:
     """Delays before each reconnection attempt: min, doubling up to max, each jittered down to half."""
@@ -82,17 +84,21 @@ class UpstreamLink:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"upstream {self.settings.url}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self.ws is not None:
-            await self.ws.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: a CSMS that never completes the closing handshake must not hold up a stop.
+            await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await ws.close()
 
     async def wait_up(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation on 3.11
+                await self._up.wait()
         return self.up
 
     def send(self, frame: str | bytes) -> bool:

@@ -157,7 +157,7 @@ async def make_site(tmp_path: Path) -> AsyncIterator[SiteFactory]:
         return site
 
     yield make
-    for site in sites:
-        await site.server.stop()
-        await site.runtime.close()
-        await site.csms.stop()
+    for site in sites:  # bounded, so a hang fails here and says where
+        await asyncio.wait_for(site.server.stop(), 20)
+        await asyncio.wait_for(site.runtime.close(), 10)
+        await asyncio.wait_for(site.csms.stop(), 10)

@@ -184,3 +184,20 @@ async def test_notify_charging_limit_reaches_a_201_csms(make_site: SiteFactory) 
     assert orjson.loads(cleared.raw)[3] == {"chargingLimitSource": "SO"}
     actions = [a for r in site.upstream_in("LC-1") if (a := action_of(r))]
     assert actions == ["BootNotification", "NotifyChargingLimit", "ClearedChargingLimit"]
+
+
+async def test_a_16_csms_hears_the_limit_by_datatransfer_only_when_configured(make_site: SiteFactory) -> None:
+    site = await make_site(
+        {"gateway_id": "LC-16", "gateway_protocol": "ocpp1.6", "notify_v16": "datatransfer"}
+    )
+    await site.csms.wait_for(lambda f: f.station_id == "LC-16" and f.action == "BootNotification", 5.0)
+    assert (await site.runtime.submit_setpoint(SetpointReceived(30000.0))).accepted
+    frame = await site.csms.wait_for(lambda f: f.station_id == "LC-16" and f.action == "DataTransfer", 5.0)
+    payload = orjson.loads(frame.raw)[3]
+    assert payload["vendorId"] == "ocpp809" and payload["messageId"] == "NotifyChargingLimit"
+    assert (
+        orjson.loads(payload["data"])["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 30000.0
+    )
+
+    quiet = await make_site({"gateway_id": "LC-Q", "gateway_protocol": "ocpp1.6", "notify_v16": "none"})
+    assert quiet.server.relay_hub is not None and quiet.server.relay_hub.identity is None

@@ -1,0 +1,121 @@
+"""The pure parts of the relay: the cap rule, the guard, the limit notices, the outbox, the backoff."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from gateway.model import LimitSource, OcppVersion
+from gateway.profile_cap import cap_limit, cap_limits, dso_limit_in_force
+from ocpp_side import schemas
+from ocpp_side.csms_guard import judge
+from ocpp_side.limit_notice import limit_notice
+from ocpp_side.outbox import Outbox
+from ocpp_side.profiles import RateUnit, StationCaps
+from ocpp_side.upstream import backoff_s
+
+RESERVED = frozenset({809001, 809002})
+
+
+def test_cap_is_the_minimum_of_csms_and_dso() -> None:
+    assert cap_limit(20000.0, 7000.0) == 7000.0
+    assert cap_limit(5000.0, 7000.0) == 5000.0
+    assert cap_limit(5000.0, None) == 5000.0
+    assert cap_limit(5000.0, -1.0) == 0.0
+    assert cap_limits((1.0, 9.0), 5.0) == (1.0, 5.0)
+
+
+def test_dso_limit_in_force_only_below_capacity_and_from_the_dso() -> None:
+    assert dso_limit_in_force(LimitSource.DSO_SETPOINT, 7000.0, 100000.0)
+    assert dso_limit_in_force(LimitSource.FALLBACK, 10000.0, 100000.0)
+    assert not dso_limit_in_force(LimitSource.DSO_SETPOINT, 100000.0, 100000.0)
+    assert not dso_limit_in_force(LimitSource.INITIAL, 7000.0, 100000.0)
+
+
+def _v16_max(profile_id: int, unit: str, limits: list[float], phases: int | None = None) -> dict[str, object]:
+    periods = [
+        {"startPeriod": 60 * i, "limit": v, **({"numberPhases": phases} if phases else {})}
+        for i, v in enumerate(limits)
+    ]
+    return {
+        "connectorId": 0,
+        "csChargingProfiles": {
+            "chargingProfileId": profile_id,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "ChargePointMaxProfile",
+            "chargingProfileKind": "Absolute",
+            "chargingSchedule": {"chargingRateUnit": unit, "chargingSchedulePeriod": periods},
+        },
+    }
+
+
+def test_guard_caps_each_period_in_its_unit_and_keeps_the_original_untouched() -> None:
+    payload = _v16_max(5, "A", [32.0, 8.0], phases=1)
+    verdict = judge(OcppVersion.V16, "SetChargingProfile", payload, RESERVED, 4600.0, StationCaps(RateUnit.A))
+    assert verdict.payload is not None and verdict.max_profile_id == 5
+    periods = verdict.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
+    assert [p["limit"] for p in periods] == [20.0, 8.0]  # 4600 W / 230 V / 1 phase
+    assert payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 32.0
+    schemas.validate(OcppVersion.V16, "SetChargingProfile", verdict.payload, request=True)
+    three_phase = judge(
+        OcppVersion.V16, "SetChargingProfile", _v16_max(5, "A", [32.0]), RESERVED, 6900.0, None
+    )
+    assert three_phase.payload is not None
+    assert (
+        three_phase.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+        == 10.0
+    )
+
+
+def test_guard_refuses_reserved_ids_and_reapplies_after_clear() -> None:
+    v16, v201 = OcppVersion.V16, OcppVersion.V201
+    assert judge(v16, "SetChargingProfile", _v16_max(809002, "W", [1.0]), RESERVED, 1e6, None).answer == {
+        "status": "Rejected"
+    }
+    assert judge(v16, "ClearChargingProfile", {"id": 809001}, RESERVED, 1e6, None).answer == {
+        "status": "Unknown"
+    }
+    assert judge(v201, "ClearChargingProfile", {"chargingProfileId": 809002}, RESERVED, 1e6, None).answer == {
+        "status": "Unknown"
+    }
+    assert judge(v16, "ClearChargingProfile", {}, RESERVED, 1e6, None).reapply
+    tx = _v16_max(7, "W", [90000.0])
+    tx["csChargingProfiles"]["chargingProfilePurpose"] = "TxDefaultProfile"  # type: ignore[index]
+    verdict = judge(v16, "SetChargingProfile", tx, RESERVED, 1000.0, None)
+    assert verdict.payload is None and verdict.answer is None and not verdict.reapply
+    assert judge(v16, "Reset", {"type": "Soft"}, RESERVED, 1000.0, None).answer is None
+
+
+def test_limit_notices_are_schema_valid_for_both_identities() -> None:
+    action, payload = limit_notice("ocpp2.0.1", True, 7000.0, 1.7e9)
+    assert action == "NotifyChargingLimit" and payload["chargingLimit"]["chargingLimitSource"] == "SO"
+    schemas.validate(OcppVersion.V201, action, payload, request=True)
+    action, payload = limit_notice("ocpp2.0.1", False, 7000.0, 1.7e9)
+    assert (action, payload) == ("ClearedChargingLimit", {"chargingLimitSource": "SO"})
+    action, payload = limit_notice("ocpp1.6", True, 7000.0, 1.7e9)
+    assert action == "DataTransfer" and payload["messageId"] == "NotifyChargingLimit"
+    schemas.validate(OcppVersion.V16, action, payload, request=True)
+
+
+def test_outbox_keeps_order_and_maps_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path)
+    box.append("A", "StartTransaction", '[2,"1","StartTransaction",{}]', 77)
+    box.append("B", "MeterValues", "b")
+    box.append("A", "MeterValues", "a2")
+    box.map_tx("A", 77, 5)
+    box.close()
+    box = Outbox(path)  # durable
+    rows = box.pending("A")
+    assert [(r.action, r.local_tx) for r in rows] == [("StartTransaction", 77), ("MeterValues", None)]
+    box.delete(rows[0].seq)
+    assert [r.raw for r in box.pending("A")] == ["a2"] and box.has_pending("B")
+    assert box.tx_map("A") == {77: 5} and box.tx_map("B") == {}
+    box.close()
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    delays = backoff_s(1.0, 8.0, random.Random(1))
+    got = [next(delays) for _ in range(6)]
+    for delay, ceiling in zip(got, (1, 2, 4, 8, 8, 8), strict=True):
+        assert ceiling / 2 <= delay <= ceiling
