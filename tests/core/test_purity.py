@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter"]
+CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter", "profile_cap"]
 FORBIDDEN = {
     "c104",
     "ocpp",
