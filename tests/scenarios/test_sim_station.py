@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
@@ -302,5 +303,18 @@ async def test_an_ev_arriving_later_starts_a_transaction(csms: SimCsms) -> None:
         started_tx = await csms.wait_for(lambda f: f.action == "TransactionEvent", TIMEOUT)
         assert started_tx.message is not None and started_tx.message[3]["eventType"] == "Started"
         await csms.wait_for(is_power(lambda p: p == 4000), TIMEOUT)
+    finally:
+        await station.stop()
+
+
+async def test_station_validates_what_it_receives_strictly(csms: SimCsms) -> None:
+    station = await started(StationSpec("cs16"), csms)
+    try:
+        invalid = call16.SetChargingProfile(connector_id=0, cs_charging_profiles={"stackLevel": "high"})
+        with pytest.raises(OCPPError):  # a CALLERROR, never a crash or a silent accept
+            await csms.stations["cs16"].call(invalid, suppress=False, skip_schema_validation=True)
+        assert station.limit_w() is None
+        ok = await csms.call("cs16", call16.SetChargingProfile(0, v16_max_profile(1, 1, 6000)))
+        assert ok.status == "Accepted"  # and the connection goes on
     finally:
         await station.stop()
