@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -510,12 +511,33 @@ def run(opts: Options, progress: Any = None) -> list[CaseResult]:
     return results
 
 
+def code_state() -> str:
+    """The commit measured, and whether the code under test had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway", "ocpp_side", "bench"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "code: not a git checkout"
+    changed = sorted({line[3:] for line in dirty if line.strip() and not line.endswith(".md")})
+    if not changed:
+        return f"code: commit {head}"
+    return f"code: commit {head} plus uncommitted changes in {', '.join(changed)}"
+
+
 def render_report(opts: Options, results: list[CaseResult]) -> str:
     """Machine, settings, the table, the targets and the notes, as Markdown."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     systems = "both systems" if len(opts.systems) > 1 else "the system"
     parts = [
-        f"Run {when} on {machine_description()}.",
+        f"Run {when} on {machine_description()}; {code_state()}.",
         (
             f"{opts.rounds} setpoint rounds per case (medians shown), {opts.meter_messages:,} MeterValues "
             f"per case, strict schema validation on in {systems}."
