@@ -36,6 +36,7 @@ def arbiter_settings(config: Config) -> ArbiterSettings:
         fallback_limit_w=lim.fallback_limit_w,
         hold_timeout_s=lim.hold_timeout_s,
         meter_stale_after_s=config.ocpp.meter_stale_after_s,
+        reallocation_settle_s=lim.reallocation_settle_s,
     )
 
 

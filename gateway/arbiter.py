@@ -55,6 +55,9 @@ class ArbiterSettings:
     fallback_limit_w: float
     hold_timeout_s: float
     meter_stale_after_s: float
+    # Station (dis)connections within this window after a reallocation share the next one:
+    # every join changes every share, so a burst of N joins would otherwise cost O(N^2).
+    reallocation_settle_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,9 @@ class Arbiter:
     _unaccepted: set[str] = field(default_factory=set)  # ids with accepted_seq != seq: O(1) "all enforced"
     _pending_since_s: float | None = None
     _next_stale_check_s: float | None = None
+    _last_realloc_s: float = float("-inf")
+    _realloc_due_s: float | None = None
+    _joined: set[str] = field(default_factory=set)  # connected since the last reallocation
     _published: tuple[float, Quality] | None = None
 
     @classmethod
@@ -187,7 +193,8 @@ class Arbiter:
 
     def next_deadline(self) -> float | None:
         """When the shell must come back with a Tick, or None if only events matter."""
-        deadlines = [d for d in (self._hold_expiry(), self._next_stale_check_s) if d is not None]
+        candidates = (self._hold_expiry(), self._next_stale_check_s, self._realloc_due_s)
+        deadlines = [d for d in candidates if d is not None]
         return min(deadlines) if deadlines else None
 
     # -- deciding --------------------------------------------------------------
@@ -218,9 +225,9 @@ class Arbiter:
             case Tick():
                 self._on_tick(now_s, out)
             case StationConnected():
-                self._on_connected(event, out)
+                self._on_connected(event, now_s, out)
             case StationDisconnected():
-                self._on_disconnected(event, out)
+                self._on_disconnected(event, now_s, out)
             case MeterSampled():
                 self._on_meter(event, now_s, out)
             case ProfileResult():
@@ -239,7 +246,7 @@ class Arbiter:
         out.append(self.limit_changed(f"DSO setpoint {event.value_w:g} W from {event.peer or 'master'}"))
         if self.limit_w != old_limit or not self._enforced:
             self._pending_since_s = now_s
-        self._reallocate(out, force=())
+        self._reallocate(now_s, out)
         self._check_enforced(now_s, out)
 
     def _on_tick(self, now_s: float, out: list[Decision]) -> None:
@@ -252,13 +259,16 @@ class Arbiter:
                 )
             )
             self._pending_since_s = now_s
-            self._reallocate(out, force=())
+            self._reallocate(now_s, out)
+            self._check_enforced(now_s, out)
+        if self._realloc_due_s is not None and now_s >= self._realloc_due_s:
+            self._reallocate(now_s, out)
             self._check_enforced(now_s, out)
         if self._next_stale_check_s is not None and now_s >= self._next_stale_check_s:
             self._refresh_staleness(now_s)
             self._publish_total(out)
 
-    def _on_connected(self, event: StationConnected, out: list[Decision]) -> None:
+    def _on_connected(self, event: StationConnected, now_s: float, out: list[Decision]) -> None:
         old = self._stations.pop(event.station_id, None)
         if old is not None:
             self._forget_reading(old)
@@ -268,18 +278,22 @@ class Arbiter:
         )
         self._stations[event.station_id] = station
         self._totals.missing += 1
-        self._reallocate(out, force=(event.station_id,))
+        # Until its first allocation the station counts as 0 W and not enforced.
+        self._unaccepted.add(event.station_id)
+        self._joined.add(event.station_id)
+        self._reallocate_soon(now_s, out)
         self._update_enforced(out)
         self._publish_total(out)
 
-    def _on_disconnected(self, event: StationDisconnected, out: list[Decision]) -> None:
+    def _on_disconnected(self, event: StationDisconnected, now_s: float, out: list[Decision]) -> None:
         station = self._stations.pop(event.station_id, None)
         if station is None:
             return
         self._forget_reading(station)
         self._unaccepted.discard(event.station_id)
-        self._reallocate(out, force=())
-        self._update_enforced(out)
+        self._joined.discard(event.station_id)
+        self._reallocate_soon(now_s, out)
+        self._check_enforced(now_s, out)
         self._publish_total(out)
 
     def _on_meter(self, event: MeterSampled, now_s: float, out: list[Decision]) -> None:
@@ -321,7 +335,19 @@ class Arbiter:
             return None
         return self.durable.hold_started_at_s + self.settings.hold_timeout_s
 
-    def _reallocate(self, out: list[Decision], force: tuple[str, ...]) -> None:
+    def _reallocate_soon(self, now_s: float, out: list[Decision]) -> None:
+        """Reallocate now, or at the end of the settle window if one just happened."""
+        if self._realloc_due_s is not None:
+            return  # already scheduled: this change rides along
+        if now_s - self._last_realloc_s >= self.settings.reallocation_settle_s:
+            self._reallocate(now_s, out)
+        else:
+            self._realloc_due_s = self._last_realloc_s + self.settings.reallocation_settle_s
+
+    def _reallocate(self, now_s: float, out: list[Decision]) -> None:
+        """Split the limit afresh; tell every station whose share moved and every new one."""
+        force, self._joined = self._joined, set()
+        self._last_realloc_s, self._realloc_due_s = now_s, None
         ranges = [StationRange(s.station_id, s.min_w, s.max_w) for s in self._stations.values()]
         live = allocate(self.limit_w, ranges)
         fallback = allocate(self.settings.fallback_limit_w, ranges)

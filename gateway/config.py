@@ -36,6 +36,7 @@ class LimitsConfig:
     hold_timeout_s: float = 300.0  # how long the last setpoint is held on link loss
     max_command_age_s: float = 30.0  # oldest acceptable C_SE_TC_1 time tag
     future_tolerance_s: float = 5.0  # clock skew tolerated for a time tag in the future
+    reallocation_settle_s: float = 0.25  # station joins/leaves this close together share one reallocation
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -244,6 +245,8 @@ def _check(config: Config, file: str) -> None:
             fail(f"limits.{name}", "must be > 0")
     if lim.future_tolerance_s < 0:
         fail("limits.future_tolerance_s", "must be >= 0")
+    if not 0 <= lim.reallocation_settle_s <= 10:
+        fail("limits.reallocation_settle_s", "must be within 0..10 s")
 
     iec = config.iec104
     seen: dict[int, str] = {}

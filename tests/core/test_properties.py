@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.arbiter import Arbiter
 from gateway.decisions import ApplyStationLimit, ConfirmSetpoint, RejectSetpoint
 from gateway.events import (
     DsoLinkLost,
@@ -20,7 +22,7 @@ from gateway.events import (
     Tick,
 )
 from gateway.model import Mode, OcppVersion, ProfileOutcome, SetpointKind
-from tests.core.helpers import SETTINGS, T0, new_arbiter
+from tests.core.helpers import SETTINGS, T0
 
 STATION_IDS = ["cp1", "cp2", "cp3", "cp4"]
 
@@ -55,9 +57,9 @@ steps = st.lists(st.tuples(st.floats(0, 400), events), max_size=60)
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=steps)
-def test_invariants_over_random_sequences(steps: list[tuple[float, Event]]) -> None:
-    arbiter = new_arbiter()
+@given(steps=steps, settle_s=st.sampled_from([0.0, 0.5, 30.0]))
+def test_invariants_over_random_sequences(steps: list[tuple[float, Event]], settle_s: float) -> None:
+    arbiter = Arbiter.start(dataclasses.replace(SETTINGS, reallocation_settle_s=settle_s), None, T0)
     now = T0
     last_accepted: float | None = None
     readings: dict[str, float] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from gateway.arbiter import Arbiter
 from gateway.decisions import (
     AllStationsEnforced,
     ApplyStationLimit,
@@ -160,3 +163,30 @@ def test_stale_check_follows_the_oldest_fresh_reading() -> None:
     # The first check comes early (conservative), finds nothing stale and re-arms.
     assert arbiter.handle(Tick(), T0 + 180) == []
     assert arbiter.next_deadline() == T0 + 280
+
+
+def test_a_burst_of_joins_shares_one_reallocation() -> None:
+    settings = dataclasses.replace(SETTINGS, reallocation_settle_s=1.0)
+    arbiter = Arbiter.start(settings, None, T0)
+    first = of_type(arbiter.handle(StationConnected("cp1", V16, 22000, 4140), T0), ApplyStationLimit)
+    assert [a.station_id for a in first] == ["cp1"]  # the first join is served at once
+    for i in range(2, 6):
+        joined = arbiter.handle(StationConnected(f"cp{i}", V16, 22000, 4140), T0 + 0.1 * i)
+        assert of_type(joined, ApplyStationLimit) == []
+    assert arbiter.next_deadline() == T0 + 1.0
+    view = arbiter.view()
+    assert not view.enforced and sum(s.limit_w for s in view.stations) <= view.limit_w
+    applies = of_type(arbiter.handle(Tick(), T0 + 1.0), ApplyStationLimit)
+    assert {a.station_id: a.limit_w for a in applies} == {f"cp{i}": 10000.0 for i in range(1, 6)}
+    assert arbiter.next_deadline() is None
+
+
+def test_a_departure_within_the_window_waits_for_it_too() -> None:
+    settings = dataclasses.replace(SETTINGS, reallocation_settle_s=1.0)
+    arbiter = Arbiter.start(settings, None, T0)
+    arbiter.handle(SetpointReceived(20000), T0)
+    connect(arbiter, "cp1", T0)
+    connect(arbiter, "cp2", T0 + 2)
+    assert of_type(arbiter.handle(StationDisconnected("cp2"), T0 + 2.5), ApplyStationLimit) == []
+    [apply] = of_type(arbiter.handle(Tick(), T0 + 3), ApplyStationLimit)
+    assert (apply.station_id, apply.limit_w) == ("cp1", 20000.0)
