@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,16 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.app import arbiter_settings
-from gateway.arbiter import Arbiter
 from gateway.config import Config, parse_config
-from gateway.metrics import CoreMetrics
 from gateway.runtime import CoreRuntime
-from gateway.store import Store
 from iec104.master import Iec104Master
 from iec104.outstation import Iec104Outstation
+from tests.support.loopback import start_core
 
 
 def site_config(tmp_path: Path, **iec104: Any) -> Config:
@@ -76,12 +71,7 @@ class Site:
 
 @asynccontextmanager
 async def running_site(config: Config) -> AsyncIterator[Site]:
-    store = Store(config.store.path)
-    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), time.time())
-    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-    runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler)
-    scheduler.start()
-    runtime.start()
+    runtime = start_core(config)
     outstation = Iec104Outstation(config.iec104, runtime)
     try:
         await outstation.start()

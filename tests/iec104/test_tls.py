@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,9 @@ import pytest
 
 from iec104.master import Iec104Master, MasterError, client_ssl_context
 from tests.iec104.conftest import running_site, site_config
+from tests.support.pki import CLIENT_EXT, SERVER_EXT, issue, make_ca, server_tls
+
+_CA_EXTENSIONS = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign")
 
 
 @dataclass(frozen=True)
@@ -24,88 +26,14 @@ class Pki:
     rogue_key: Path
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _issue(cwd: Path, name: str, subject: str, ca: str, ca_key: str, ext: str) -> None:
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        subject,
-        cwd=cwd,
-    )
-    (cwd / f"{name}.ext").write_text(ext)
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        ca,
-        "-CAkey",
-        ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        f"{name}.ext",
-        "-out",
-        f"{name}.crt",
-        cwd=cwd,
-    )
-
-
-def _ca(cwd: Path, name: str) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.crt",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=cwd,
-    )
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("pki")
-    _ca(d, "ca")
-    _ca(d, "rogue-ca")
-    _issue(
-        d,
-        "server",
-        "/CN=127.0.0.1",
-        "ca.crt",
-        "ca.key",
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    _issue(d, "client", "/CN=dso-scada", "ca.crt", "ca.key", "extendedKeyUsage=clientAuth\n")
-    _issue(d, "rogue", "/CN=dso-scada", "rogue-ca.crt", "rogue-ca.key", "extendedKeyUsage=clientAuth\n")
+    for ca in ("ca", "rogue-ca"):
+        make_ca(d, ca, f"/CN={ca}", *_CA_EXTENSIONS)
+    issue(d, "server", "/CN=127.0.0.1", SERVER_EXT)
+    issue(d, "client", "/CN=dso-scada", CLIENT_EXT)
+    issue(d, "rogue", "/CN=dso-scada", CLIENT_EXT, ca="rogue-ca")
     return Pki(
         d / "ca.crt",
         d / "server.crt",
@@ -124,13 +52,7 @@ def client_context(pki: Pki, cert: Path | None, key: Path | None) -> ssl.SSLCont
 def tls_config(tmp_path: Path, pki: Pki, require_client_cert: bool = True) -> object:
     return site_config(
         tmp_path,
-        tls={
-            "enabled": True,
-            "cert_file": str(pki.server_cert),
-            "key_file": str(pki.server_key),
-            "ca_file": str(pki.ca),
-            "require_client_cert": require_client_cert,
-        },
+        tls=server_tls(pki.ca, pki.server_cert, pki.server_key, require_client_cert),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,9 +160,16 @@ async def station(
     ws = await connect(f"{scheme}://127.0.0.1:{port}/{station_id}", subprotocols=[version], **connect_kwargs)
     cls = Station16 if version == "ocpp1.6" else Station201
     cp = cls(station_id, ws, behaviour or Behaviour())
+    async with running(cp, ws):
+        yield cp
+
+
+@contextlib.asynccontextmanager
+async def running(cp: ChargePoint16 | ChargePoint201, ws: Any) -> AsyncIterator[None]:
+    """Run a connected station's message loop; on exit close its websocket and stop the loop."""
     task = asyncio.create_task(cp.start())
     try:
-        yield cp
+        yield
     finally:
         await ws.close()
         task.cancel()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,92 +17,23 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from tests.ocpp.conftest import SiteFactory
 from tests.ocpp.stations import station
 from tests.ocpp.test_handshake import _auth
+from tests.support.pki import CLIENT_EXT, SERVER_EXT, issue, make_ca, server_tls
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _key_and_csr(cwd: Path, name: str, subject: str) -> None:
-    _openssl(
-        cwd,
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        subject,
-    )
-
-
-def _sign(cwd: Path, name: str, ext: str) -> None:
-    (cwd / f"{name}.ext").write_text(ext)
-    _openssl(
-        cwd,
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        f"{name}.ext",
-        "-out",
-        f"{name}.crt",
-    )
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("pki")
-    _openssl(
-        cwd,
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ocpp809 test CA",
-    )
-    _key_and_csr(cwd, "server", "/CN=localhost")
-    _sign(cwd, "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    make_ca(cwd, "ca", "/CN=ocpp809 test CA")
+    issue(cwd, "server", "/CN=localhost", SERVER_EXT)
     for name in ("CP1", "CP2"):
-        _key_and_csr(cwd, name, f"/CN={name}")
-        _sign(cwd, name, "extendedKeyUsage=clientAuth\n")
+        issue(cwd, name, f"/CN={name}", CLIENT_EXT)
     return cwd
 
 
 def _tls(pki: Path, require_client_cert: bool) -> dict[str, object]:
-    return {
-        "enabled": True,
-        "cert_file": str(pki / "server.crt"),
-        "key_file": str(pki / "server.key"),
-        "ca_file": str(pki / "ca.crt"),
-        "require_client_cert": require_client_cert,
-    }
+    return server_tls(pki / "ca.crt", pki / "server.crt", pki / "server.key", require_client_cert)
 
 
 def _client(pki: Path, cert: str | None) -> ssl.SSLContext:

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
 from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import connect
 
-from gateway.app import arbiter_settings
-from gateway.arbiter import Arbiter, StationView
 from gateway.config import Config, parse_config
-from gateway.metrics import CoreMetrics
 from gateway.runtime import CoreRuntime
-from gateway.store import Store
 from ocpp_side.server import StationServer
 from scenarios.sim_csms import SimCsms
-from tests.ocpp.stations import Behaviour, Station16, Station201
-
-WAIT_S = 5.0
+from tests.ocpp.stations import Behaviour, Station16, Station201, running
+from tests.support.loopback import StationSite, start_core
 
 
 class RecordingWs:
@@ -81,32 +74,16 @@ async def relay_station(port: int, station_id: str, version: str = "ocpp1.6") ->
     cls = RelayStation16 if version == "ocpp1.6" else RelayStation201
     cp = cls(station_id, rec, Behaviour())
     cp.wire = rec
-    task = asyncio.create_task(cp.start())
-    try:
+    async with running(cp, ws):
         yield cp
-    finally:
-        await ws.close()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
 
 
-class Site:
+class Site(StationSite):
+    """The core and the station server, relaying to the recording CSMS simulator."""
+
     def __init__(self, config: Config, runtime: CoreRuntime, server: StationServer, csms: SimCsms) -> None:
-        self.config, self.runtime, self.server, self.csms = config, runtime, server, csms
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def station(self, station_id: str) -> StationView | None:
-        return next((s for s in self.runtime.view().stations if s.station_id == station_id), None)
-
-    async def until(self, predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-        """Poll (the core's view and the recordings have no change signal), bounded."""
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await asyncio.sleep(0.01)
+        super().__init__(config, runtime, server)
+        self.csms = csms
 
     def upstream_in(self, station_id: str) -> list[str]:
         return [f.raw for f in self.csms.frames_of(station_id, "in")]
@@ -142,12 +119,7 @@ async def make_site(tmp_path: Path) -> AsyncIterator[SiteFactory]:
                 "store": {"path": str(tmp_path / f"store{len(sites)}.sqlite3")},
             }
         )
-        store = Store(config.store.path)
-        arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), time.time())
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler)
-        scheduler.start()
-        runtime.start()
+        runtime = start_core(config)
         server = StationServer(config.ocpp, config.upstream, runtime)
         assert server.relay_hub is not None
         server.relay_hub.capacity_w = config.limits.max_limit_w  # as the composition root does

@@ -1,0 +1,1 @@
+"""Helpers shared by several test suites, so that each is written once."""
