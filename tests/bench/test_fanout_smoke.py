@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.fanout import CaseResult, Options, run_case
+from bench.fanout import MIN_METER_PER_STATION, CaseResult, Options, run_case
 from bench.gateway_under_test import load_station_server
 
 STATIONS = 5
@@ -33,7 +33,7 @@ def _assert_measured(r: CaseResult) -> None:
         )
     # The second round's share (11 kW) is what every station holds at the top of its stack.
     assert r.profiles_held == {"11000 W": STATIONS}
-    assert r.meter_answered == STATIONS * 4
+    assert r.meter_answered == STATIONS * MIN_METER_PER_STATION  # 20 asked, at least 10 each
     assert r.meter_rate is not None and r.meter_rate > 0
     assert r.rss_kb_per_station is not None
 
