@@ -27,8 +27,11 @@ from typing import Any
 
 from gateway.config import Config, PointConfig, parse_config
 from gateway.model import OcppVersion
+from scenarios.sim_csms import SimCsms
 from scenarios.sim_station import Fleet, SimStation, StationSpec
 from scenarios.spec import (
+    CsmsDownStep,
+    CsmsUpStep,
     CutLinkStep,
     EvDemandStep,
     Expectation,
@@ -88,8 +91,13 @@ class ScenarioResult:
 # -- configuration -----------------------------------------------------------------------
 
 
-def gateway_config(overrides: dict[str, Any], store_path: str, time_scale: float) -> Config:
-    """Defaults + the scenario's overrides + loopback, OS-chosen ports, a temp store, no metrics."""
+def gateway_config(
+    overrides: dict[str, Any], store_path: str, time_scale: float, csms_url: str | None = None
+) -> Config:
+    """Defaults + the scenario's overrides + loopback, OS-chosen ports, temp files, no metrics.
+
+    ``csms_url``: relay to this CSMS (the scenario's simulator) instead of standing alone.
+    """
     data: dict[str, Any] = {section: dict(values) for section, values in overrides.items()}
     defaults = Config()
     for section, key in SCALED_KEYS:
@@ -102,6 +110,10 @@ def gateway_config(overrides: dict[str, Any], store_path: str, time_scale: float
     data.setdefault("ocpp", {}).update(listen_host="127.0.0.1", port=0)
     data["store"] = {"path": store_path}
     data["metrics"] = {"enabled": False}
+    upstream = data.setdefault("upstream", {})
+    upstream["outbox_path"] = str(Path(store_path).with_name("outbox.sqlite3"))
+    if csms_url is not None:
+        upstream["csms_url"] = csms_url
     return parse_config(data, "<scenario gateway>")
 
 
@@ -119,6 +131,7 @@ class ScenarioRun:
         self.gateway: Any = None
         self.config: Config | None = None
         self.master: Any = None
+        self.csms: SimCsms | None = None
         self._mute_masters: list[Any] = []  # links cut "silently": open, but no longer answering
         self.fleet = Fleet()
         self.iec_port = 0
@@ -146,7 +159,14 @@ class ScenarioRun:
     async def _setup(self, tmp: Path) -> None:
         from gateway.app import build_gateway  # the gateway's composition root, nothing else
 
-        self.config = gateway_config(self.scenario.gateway, str(tmp / "store.sqlite3"), self.time_scale)
+        csms_url = None
+        if self.scenario.csms.enabled:
+            self.csms = SimCsms("127.0.0.1", 0)
+            await self.csms.start()
+            csms_url = self.csms.url
+        self.config = gateway_config(
+            self.scenario.gateway, str(tmp / "store.sqlite3"), self.time_scale, csms_url
+        )
         self.gateway = build_gateway(self.config)
         t0 = time.monotonic()
         await self.gateway.start()
@@ -235,6 +255,9 @@ class ScenarioRun:
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 await self.gateway.stop()
+        if self.csms is not None:
+            with contextlib.suppress(Exception):
+                await self.csms.stop()
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -293,6 +316,14 @@ class ScenarioRun:
             case EvDemandStep():
                 self.fleet.stations[step.station].set_demand(step.demand_w)
                 self._row(label, f"{step.station} EV wants {step.demand_w:g} W", "set", True, 0.0)
+            case CsmsDownStep():
+                assert self.csms is not None
+                await self.csms.stop()
+                self._row(label, "CSMS down", "stopped", True, time.monotonic() - t0)
+            case CsmsUpStep():
+                assert self.csms is not None
+                await self.csms.start()  # the same port: the gateway reconnects on its own
+                self._row(label, "CSMS up", f"listening on {self.csms.url}", True, time.monotonic() - t0)
             case InterrogateStep():
                 if self.master is None:
                     self._row(label, "general interrogation answered", "no DSO link", False)
@@ -424,6 +455,8 @@ class ScenarioRun:
                 return self._within_allocation(view, exp)
             case "telemetry":
                 return self._telemetry(exp)
+            case "csms_stations_sent":
+                return self._csms_count(exp)
         raise AssertionError(f"unhandled expectation {exp.expect}")  # pragma: no cover
 
     def _within_allocation(self, view: Any, exp: Expectation) -> tuple[str, bool]:
@@ -437,6 +470,18 @@ class ScenarioRun:
         want = True if exp.equals is None else bool(exp.equals)
         text = "all within" if not over else "over: " + ", ".join(over[:3]) + ("..." if len(over) > 3 else "")
         return text, (not over) == want
+
+    def _csms_count(self, exp: Expectation) -> tuple[str, bool]:
+        """Distinct stations whose ``action`` CALL reached the CSMS (since the anchor step began)."""
+        assert self.csms is not None
+        since_wall = self._starts[exp.since][1] if exp.since else 0.0
+        senders = {
+            f.station_id
+            for f in self.csms.frames
+            if f.direction == "in" and f.at_s >= since_wall and f.action == exp.action
+        }
+        _, ok = _judge_number(float(len(senders)), exp, "")
+        return f"{len(senders)} station(s)", ok
 
     def _telemetry(self, exp: Expectation) -> tuple[str, bool]:
         assert self.config is not None and exp.ioa is not None
@@ -501,6 +546,10 @@ def _label(step: Step) -> str:
             return f"{step.station} demand {step.demand_w:g} W"
         case InterrogateStep():
             return "general interrogation"
+        case CsmsDownStep():
+            return "the CSMS goes down"
+        case CsmsUpStep():
+            return "the CSMS comes back"
         case Expectation():
             return f"check {step.subject()}"
     return type(step).__name__  # pragma: no cover

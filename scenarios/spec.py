@@ -121,6 +121,22 @@ class InterrogateStep:
     name: str = ""
 
 
+@dataclass(frozen=True, config=_STRICT)
+class CsmsDownStep:
+    """The operator's CSMS goes away (its listener and every connection to it close)."""
+
+    do: Literal["csms_down"]
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CsmsUpStep:
+    """The operator's CSMS comes back on the same address."""
+
+    do: Literal["csms_up"]
+    name: str = ""
+
+
 # -- expectations ------------------------------------------------------------------------
 
 Quantity = Literal[
@@ -133,6 +149,7 @@ Quantity = Literal[
     "all_within_allocation",  # every station draws at most what the gateway allocated it
     "enforced",  # every connected station accepted its latest allocation
     "stations_unchanged",  # no station's obeyed limit changed since the anchor
+    "csms_stations_sent",  # how many stations' ``action`` CALLs reached the CSMS simulator
 ]
 
 
@@ -142,6 +159,7 @@ class Expectation:
     name: str = ""
     station: str | None = None
     ioa: int | None = None
+    action: str | None = None  # csms_stations_sent: the OCPP action counted
     equals: float | bool | str | None = None
     at_most: float | None = None
     at_least: float | None = None
@@ -157,6 +175,7 @@ class Expectation:
             "station_power_w": f"power of {self.station}",
             "telemetry": f"IOA {self.ioa}",
             "stations_unchanged": "stations unchanged",
+            "csms_stations_sent": f"stations with {self.action} at CSMS",
         }.get(self.expect, self.expect.removesuffix("_w").replace("_", " "))
 
     def describe(self) -> str:
@@ -194,6 +213,8 @@ Action = (
     | StationDisconnectStep
     | EvDemandStep
     | InterrogateStep
+    | CsmsDownStep
+    | CsmsUpStep
 )
 Step = Action | Expectation
 
@@ -205,12 +226,21 @@ _ACTIONS: dict[str, type[Any]] = {
     "station_disconnect": StationDisconnectStep,
     "ev_demand": EvDemandStep,
     "interrogate": InterrogateStep,
+    "csms_down": CsmsDownStep,
+    "csms_up": CsmsUpStep,
 }
 
 
 @dataclass(frozen=True, config=_STRICT)
 class DsoSettings:
     connect_at_start: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CsmsSettings:
+    """``enabled``: a recording CSMS simulator upstream; the gateway relays to it."""
+
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,6 +250,7 @@ class Scenario:
     description: str
     gateway: dict[str, Any]  # configuration overrides, already checked by the gateway's parser
     dso: DsoSettings
+    csms: CsmsSettings
     stations: tuple[StationGroup, ...]
     steps: tuple[Step, ...]
     boot_timeout_s: float
@@ -234,6 +265,7 @@ class _Document:
     description: str = ""
     gateway: dict[str, Any] = Field(default_factory=dict)
     dso: DsoSettings = DsoSettings()
+    csms: CsmsSettings = CsmsSettings()
     stations: tuple[dict[str, Any], ...] = ()
     steps: tuple[dict[str, Any], ...] = ()
     boot_timeout_s: float = Field(default=20.0, gt=0)
@@ -284,7 +316,11 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         else:
             expectation: Expectation = _validate(Expectation, raw, file, key)
             _check_expectation(expectation, file, key, names)
+            if expectation.expect == "csms_stations_sent" and not doc.csms.enabled:
+                raise ScenarioError(file, key, "csms_stations_sent needs [csms] enabled = true")
             step = expectation
+        if getattr(step, "do", "") in ("csms_down", "csms_up") and not doc.csms.enabled:
+            raise ScenarioError(file, f"{key}.do", f"{raw['do']} needs [csms] enabled = true")
         station = getattr(step, "station", None)
         if station is not None and station not in ids:
             raise ScenarioError(file, f"{key}.station", f"no station {station!r} in the fleet")
@@ -297,7 +333,15 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         raise ScenarioError(file, "steps", "a scenario needs at least one step")
     _check_gateway(doc.gateway, file)
     return Scenario(
-        doc.name, file, doc.description, doc.gateway, doc.dso, groups, tuple(steps), doc.boot_timeout_s
+        doc.name,
+        file,
+        doc.description,
+        doc.gateway,
+        doc.dso,
+        doc.csms,
+        groups,
+        tuple(steps),
+        doc.boot_timeout_s,
     )
 
 
@@ -319,6 +363,10 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
         raise ScenarioError(file, f"{key}.equals", "mode is one of initial, normal, hold, fallback")
     if step.expect == "station_power_w" and step.station is None:
         raise ScenarioError(file, f"{key}.station", "station_power_w needs a station")
+    if step.expect == "csms_stations_sent" and not step.action:
+        raise ScenarioError(
+            file, f"{key}.action", "csms_stations_sent needs an action, e.g. BootNotification"
+        )
     if step.expect == "telemetry" and step.ioa is None:
         raise ScenarioError(file, f"{key}.ioa", "telemetry needs an ioa")
     if step.expect not in ("mode", "telemetry", "all_within_allocation", "enforced") and isinstance(

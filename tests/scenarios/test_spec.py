@@ -100,3 +100,16 @@ def test_time_scale_divides_the_gateway_timeouts_and_forces_loopback() -> None:
     assert (config.iec104.listen_host, config.ocpp.listen_host) == ("127.0.0.1", "127.0.0.1")
     assert (config.iec104.port, config.ocpp.port, config.metrics.enabled) == (0, 0, False)
     assert config.store.path == "s.sqlite3"
+    assert config.upstream.outbox_path == "outbox.sqlite3"  # next to the store, never the cwd
+    assert config.upstream.csms_url == ""  # standalone unless the scenario has a CSMS
+
+
+def test_csms_steps_need_the_csms_simulator() -> None:
+    steps = [{"do": "csms_down"}]
+    with pytest.raises(ScenarioError, match=r"csms_down needs \[csms\] enabled"):
+        parse_scenario(minimal(steps=steps), "x.toml")
+    counted = [{"expect": "csms_stations_sent", "equals": 2}]
+    with pytest.raises(ScenarioError, match="needs an action"):
+        parse_scenario(minimal(steps=counted, csms={"enabled": True}), "x.toml")
+    ok = parse_scenario(minimal(steps=steps, csms={"enabled": True}), "x.toml")
+    assert ok.csms.enabled
