@@ -101,6 +101,14 @@ class FanOutResult:
     not_accepted: int
 
 
+@dataclass(frozen=True, slots=True)
+class StormResult:
+    """Setpoints faster than a fan-out: from the last one to every station Accepted on it."""
+
+    after_last_s: float | None  # None: not every station accepted the last one in time
+    all_accepted: bool
+
+
 class BaselineCsms:
     def __init__(self) -> None:
         self.charge_points: dict[str, BaselineChargePoint] = {}
@@ -168,3 +176,17 @@ class BaselineCsms:
         elapsed = time.perf_counter() - start
         accepted = [t for status, t in results if status == ChargingProfileStatus.accepted]
         return FanOutResult(elapsed, accepted, len(results) - len(accepted))
+
+    async def storm(self, site_limits_w: list[float], gap_s: float, timeout_s: float = 60.0) -> StormResult:
+        """One gather per setpoint, ``gap_s`` apart; each station's calls queue on its call lock."""
+        tasks: list[asyncio.Task[FanOutResult]] = []
+        last = time.perf_counter()
+        for index, limit_w in enumerate(site_limits_w):
+            if index:
+                await asyncio.sleep(gap_s)
+            last = time.perf_counter()
+            tasks.append(asyncio.ensure_future(self.fan_out(limit_w, timeout_s)))
+        results = await asyncio.gather(*tasks)
+        done_at = time.perf_counter()
+        all_accepted = results[-1].not_accepted == 0
+        return StormResult(done_at - last if all_accepted else None, all_accepted)

@@ -42,6 +42,8 @@ from bench.server_process import SYSTEMS, run_server
 from bench.stations import POWER_W, V16, V201, run_simulator
 
 SHARES_W = (10000.0, 11000.0)  # per-station shares the rounds alternate between
+STORM_SHARES_W = (10500.0, 11500.0, 10500.0, 11500.0, 12000.0)  # 5 setpoints ...
+STORM_GAP_S = 0.005  # ... 5 ms apart: faster than a fan-out to many stations completes
 WARMUP_SHARE_W = 9000.0  # differs from both, so the first round changes every allocation
 WARMUP_STATIONS = 5
 MIN_METER_PER_STATION = 10
@@ -87,6 +89,8 @@ class CaseResult:
     fanout_gc_s: float | None = None  # server time in the garbage collector per round (median)
     rounds: list[dict[str, float]] = field(default_factory=list)
     not_accepted: int = 0
+    storm_after_last_s: float | None = None  # last of the storm's setpoints -> all Accepted on it
+    storm_profiles_per_station: float | None = None  # SetChargingProfile per station during the storm
     meter_rate: float | None = None
     meter_answered: int = 0
     server_cpu_us_per_msg: float | None = None
@@ -304,6 +308,26 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
         result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
 
         # At least a few messages each, so the ramp-up and tail of the burst do not set the rate.
+        # Setpoint storm: each station should end on the last allocation, not work through a queue.
+        received_before = held["profiles_received"]
+        storm = server.request(
+            "storm",
+            t,
+            site_limits_w=[stations * share for share in STORM_SHARES_W],
+            gap_s=STORM_GAP_S,
+            timeout_s=t / 2,
+        )
+        result.storm_after_last_s = storm["after_last_s"]
+        held = sim.request("profile_summary", 30, prefix="S")
+        result.storm_profiles_per_station = (held["profiles_received"] - received_before) / stations
+        expected = f"{STORM_SHARES_W[-1]:g} W"
+        if not opts.reject_profiles and held["top_level_limits"].get(expected, 0) != stations:
+            result.errors.append(
+                f"after the storm stations hold {held['top_level_limits']}, expected {stations} x {expected}"
+            )
+        elif not storm["all_accepted"]:
+            result.errors.append("the storm's last setpoint was not Accepted by every station in time")
+
         per_station = max(MIN_METER_PER_STATION, math.ceil(opts.meter_messages / stations))
         counted_before = server.request("ingestion", 30)["meter_values"]
         if opts.profile:
@@ -410,6 +434,23 @@ def render_table(results: list[CaseResult]) -> str:
             f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | | |"
         )
     return "\n".join(lines + ratio_lines)
+
+
+def render_storm(results: list[CaseResult]) -> str:
+    shares = ", ".join(f"{w / 1000:g}" for w in STORM_SHARES_W)
+    head = (
+        f"| stations | system | OCPP | storm: {len(STORM_SHARES_W)} setpoints {STORM_GAP_S * 1000:.0f} ms apart "
+        f"({shares} kW/station), last setpoint → all Accepted on it (ms) | SetChargingProfile per station |"
+    )
+    lines = [head, "|---:|---|---|---:|---:|"]
+    for r in results:
+        if r.storm_profiles_per_station is None:
+            continue
+        lines.append(
+            f"| {r.stations} | {r.system} | {r.version.removeprefix('ocpp')} | {_ms(r.storm_after_last_s)} "
+            f"| {r.storm_profiles_per_station:.2f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def render_targets(results: list[CaseResult]) -> str:
@@ -547,9 +588,9 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
         "",
         render_table(results),
     ]
-    targets = render_targets(results)
-    if targets:
-        parts += ["", targets]
+    for table in (render_storm(results), render_targets(results)):
+        if table:
+            parts += ["", table]
     extra = []
     for r in results:
         case = f"{r.system} ({r.version}), {r.stations} stations"

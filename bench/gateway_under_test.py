@@ -23,7 +23,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bench.baseline_csms import FanOutResult
+from bench.baseline_csms import FanOutResult, StormResult
 from gateway.app import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.config import Config, parse_config
@@ -172,6 +172,30 @@ class GatewayUnderTest:
         if not self._done.done():
             not_accepted = max(not_accepted, 1)
         return FanOutResult(done_at - start, times, not_accepted)
+
+    async def storm(self, site_limits_w: list[float], gap_s: float, timeout_s: float = 60.0) -> StormResult:
+        """Setpoints ``gap_s`` apart, faster than a fan-out completes: time to all Accepted on the last."""
+        assert self.runtime is not None
+        loop = asyncio.get_running_loop()
+        self._expected, self._accepted_at = {}, {}
+        self._t0 = last = time.perf_counter()
+        done: asyncio.Future[float] = loop.create_future()
+        try:
+            for index, limit_w in enumerate(site_limits_w):
+                if index:
+                    await asyncio.sleep(gap_s)
+                self._done = done = loop.create_future()  # only the last setpoint's completion counts
+                last = time.perf_counter()
+                outcome = await self.runtime.submit_setpoint(SetpointReceived(limit_w, peer="bench"))
+                if not outcome.accepted:
+                    raise RuntimeError(f"the core refused setpoint {limit_w:g} W: {outcome.detail}")
+            try:
+                done_at: float | None = await asyncio.wait_for(done, timeout_s)
+            except TimeoutError:
+                done_at = None
+        finally:
+            self._t0 = None
+        return StormResult(None if done_at is None else done_at - last, done_at is not None)
 
     # -- instrumentation -------------------------------------------------------
 

@@ -112,6 +112,10 @@ class _Controller:
         except (OSError, AttributeError):  # not glibc: RSS keeps the allocator's slack
             pass
 
+    async def storm(self, site_limits_w: list[float], gap_s: float, timeout_s: float) -> dict[str, Any]:
+        result = await self.system.storm(site_limits_w, gap_s, timeout_s)
+        return {"after_last_s": result.after_last_s, "all_accepted": result.all_accepted}
+
     def ingestion(self) -> dict[str, Any]:
         return {"meter_values": self.system.meter_count(), "total_power_w": self.system.total_power_w()}
 
