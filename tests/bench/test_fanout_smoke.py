@@ -33,6 +33,9 @@ def _assert_measured(r: CaseResult) -> None:
         )
     # The second round's share (11 kW) is what every station holds at the top of its stack.
     assert r.profiles_held == {"11000 W": STATIONS}
+    # The storm's five setpoints reach every station at most once each, and all end on the last.
+    assert r.storm_after_last_s is not None and r.storm_after_last_s > 0
+    assert r.storm_profiles_per_station is not None and 1 <= r.storm_profiles_per_station <= 5
     assert r.meter_answered == STATIONS * MIN_METER_PER_STATION  # 20 asked, at least 10 each
     assert r.meter_rate is not None and r.meter_rate > 0
     assert r.rss_kb_per_station is not None
