@@ -179,71 +179,91 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _wait_disconnected(server: Child, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.request("connected", 10) == 0:
-            return
-        time.sleep(0.05)
-    raise BenchError("warm-up stations still connected after closing them")
-
-
 def run_case(system: str, stations: int, opts: Options, version: str = V16) -> CaseResult:
     """Measure one central system with ``stations`` simulated stations; never raises BenchError."""
     result = CaseResult(system, stations, version)
     server = Child(f"server-{system}", run_server, system, stations)
     sim: Child | None = None
-    t = opts.timeout_s
     try:
-        port = server.request("start", 60)["port"]
-        url = f"ws://127.0.0.1:{port}"
+        url = f"ws://127.0.0.1:{server.request('start', 60)['port']}"
         sim = Child("stations", run_simulator)
+        case = _Case(opts, result, server, sim, url)
+        rss_before = case.warm_up()
+        case.connect()
+        case.fan_out_rounds()
+        held = case.check_held(f"{SHARES_W[(opts.rounds - 1) % 2]:g} W", "after the rounds")
+        result.profiles_held = held["top_level_limits"]
+        time.sleep(0.3)
+        server.request("settle_memory", 30)
+        result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
+        case.storm()
+        case.meter_burst()
+    except BenchError as exc:
+        result.errors.append(str(exc))
+    finally:
+        result.load_avg_1m = os.getloadavg()[0]
+        if sim is not None:
+            sim.close()
+        server.close()
+    return result
 
-        # Warm-up: schemas, code paths and caches are loaded before the RSS baseline.
-        warm = sim.request(
-            "connect",
-            t,
-            url=url,
-            version=version,
-            prefix="W",
-            count=WARMUP_STATIONS,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t / 2,
+
+class _Case:
+    """The phases of one case, in the order ``run_case`` calls them."""
+
+    def __init__(self, opts: Options, result: CaseResult, server: Child, sim: Child, url: str) -> None:
+        self.opts, self.result, self.server, self.sim, self.url = opts, result, server, sim, url
+        self.n = result.stations
+        self.t = opts.timeout_s
+
+    def _connect(self, prefix: str, count: int, wait_s: float, **extra: Any) -> dict[str, Any]:
+        return dict(
+            self.sim.request(
+                "connect",
+                wait_s,
+                url=self.url,
+                version=self.result.version,
+                prefix=prefix,
+                count=count,
+                concurrency=self.opts.connect_concurrency,
+                **extra,
+            )
         )
+
+    def warm_up(self) -> int:
+        """Load schemas, code paths and caches with a few stations, then return the idle RSS."""
+        server, t = self.server, self.t
+        warm = self._connect("W", WARMUP_STATIONS, t, timeout_s=t / 2)
         if warm["failed"]:
             raise BenchError(f"warm-up connections failed: {warm['errors']}")
         if not server.request("wait_ready", t, stations=WARMUP_STATIONS, timeout_s=t / 2)["ok"]:
             raise BenchError("warm-up stations never became ready")
         server.request("fan_out", t, site_limit_w=WARMUP_STATIONS * WARMUP_SHARE_W, timeout_s=t / 2)
-        sim.request("meter_burst", t, prefix="W", per_station=2, timeout_s=t / 2)
-        sim.request("close", t, prefix="W")
-        _wait_disconnected(server, 30)
+        self.sim.request("meter_burst", t, prefix="W", per_station=2, timeout_s=t / 2)
+        self.sim.request("close", t, prefix="W")
+        deadline = time.monotonic() + 30
+        while server.request("connected", 10) != 0:
+            if time.monotonic() > deadline:
+                raise BenchError("warm-up stations still connected after closing them")
+            time.sleep(0.05)
         time.sleep(0.3)
         server.request("settle_memory", 30)
-        rss_before = rss_kb(server.pid)
+        return rss_kb(server.pid)
 
+    def connect(self) -> None:
+        """Connect and boot every station (timed), then wait until each holds its allocation."""
+        opts, result, server, t = self.opts, self.result, self.server, self.t
         if opts.profile:
             server.request("profile_start", 10)
-        boot = sim.request(
-            "connect",
-            t * 2,
-            url=url,
-            version=version,
-            prefix="S",
-            count=stations,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t,
-            reject_profiles=opts.reject_profiles,
-        )
+        boot = self._connect("S", self.n, t * 2, timeout_s=t, reject_profiles=opts.reject_profiles)
         result.connect_boot_s = boot["elapsed_s"]
         if boot["failed"]:
-            raise BenchError(f"{boot['failed']} of {stations} stations did not boot: {boot['errors']}")
-        ready = server.request("wait_ready", t, stations=stations, timeout_s=t / 2)
+            raise BenchError(f"{boot['failed']} of {self.n} stations did not boot: {boot['errors']}")
+        ready = server.request("wait_ready", t, stations=self.n, timeout_s=t / 2)
         if not ready["ok"]:
-            if opts.reject_profiles:
-                result.notes.append("not ready: stations reject profiles")
-            else:
-                raise BenchError(f"server not ready with {stations} stations: {ready}")
+            if not opts.reject_profiles:
+                raise BenchError(f"server not ready with {self.n} stations: {ready}")
+            result.notes.append("not ready: stations reject profiles")
         if opts.profile:
             result.profile_connect = server.request("profile_stop", 30)
         time.sleep(0.5)  # let connect-time configuration traffic drain before timing
@@ -251,14 +271,16 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
             frozen = server.request("gc_freeze", 60)
             result.notes.append(f"what-if run: gc.freeze() after connecting ({frozen:,} objects frozen)")
 
+    def fan_out_rounds(self) -> None:
+        opts, result, server, sim, n = self.opts, self.result, self.server, self.sim, self.n
         if opts.profile:
             server.request("profile_start", 10)
-        share_w = SHARES_W[0]
         for index in range(opts.rounds):
-            share_w = SHARES_W[index % 2]
             cpu_before, sim_cpu_before = cpu_s(server.pid), cpu_s(sim.pid)
             server.request("gc_time", 10)
-            answer = server.request("fan_out", t, site_limit_w=stations * share_w, timeout_s=t / 2)
+            answer = server.request(
+                "fan_out", self.t, site_limit_w=n * SHARES_W[index % 2], timeout_s=self.t / 2
+            )
             gc_round = server.request("gc_time", 10)
             cpu_round = cpu_s(server.pid) - cpu_before  # clock-tick resolution: meaningful from ~100 stations
             sim_cpu_round = cpu_s(sim.pid) - sim_cpu_before
@@ -267,8 +289,8 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
             round_stats = {
                 "elapsed_s": answer["elapsed_s"],
                 "answers": len(times),
-                "cpu_us_per_station": cpu_round / stations * 1e6,
-                "sim_cpu_us_per_station": sim_cpu_round / stations * 1e6,
+                "cpu_us_per_station": cpu_round / n * 1e6,
+                "sim_cpu_us_per_station": sim_cpu_round / n * 1e6,
                 "gc_s": sum(gc_round["seconds"]),
                 "gc_full_runs": gc_round["runs"][2],
             }
@@ -282,62 +304,59 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
             result.errors.append(
                 f"{result.not_accepted} station answers over all rounds were not Accepted in time"
             )
-        result.fanout_max_s = statistics.median(r["elapsed_s"] for r in result.rounds)
-        result.fanout_cpu_us_per_station = statistics.median(r["cpu_us_per_station"] for r in result.rounds)
-        result.fanout_gc_s = statistics.median(r["gc_s"] for r in result.rounds)
-        result.fanout_sim_cpu_us_per_station = statistics.median(
-            r["sim_cpu_us_per_station"] for r in result.rounds
-        )
-        with_answers = [r for r in result.rounds if "p50_s" in r]
+        rounds = result.rounds
+        result.fanout_max_s = statistics.median(r["elapsed_s"] for r in rounds)
+        result.fanout_cpu_us_per_station = statistics.median(r["cpu_us_per_station"] for r in rounds)
+        result.fanout_gc_s = statistics.median(r["gc_s"] for r in rounds)
+        result.fanout_sim_cpu_us_per_station = statistics.median(r["sim_cpu_us_per_station"] for r in rounds)
+        with_answers = [r for r in rounds if "p50_s" in r]
         if with_answers:
             result.fanout_p50_s = statistics.median(r["p50_s"] for r in with_answers)
             result.fanout_p99_s = statistics.median(r["p99_s"] for r in with_answers)
         elif not result.not_accepted:
             result.notes.append("per-station answer times not observable; max only")
 
-        held = sim.request("profile_summary", 30, prefix="S")
-        result.profiles_held = held["top_level_limits"]
-        result.server_calls = held["server_calls"]
-        expected = f"{share_w:g} W"
-        if not opts.reject_profiles and held["top_level_limits"].get(expected, 0) != stations:
-            result.errors.append(
-                f"stations hold {held['top_level_limits']}, expected {stations} x {expected}"
+    def check_held(self, expected: str, when: str) -> dict[str, Any]:
+        """Every station must hold ``expected`` at the top of its profile stack."""
+        held: dict[str, Any] = self.sim.request("profile_summary", 30, prefix="S")
+        if not self.opts.reject_profiles and held["top_level_limits"].get(expected, 0) != self.n:
+            self.result.errors.append(
+                f"{when}, stations hold {held['top_level_limits']}: expected {self.n} x {expected}"
             )
-        time.sleep(0.3)
-        server.request("settle_memory", 30)
-        result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
+        return held
 
-        # At least a few messages each, so the ramp-up and tail of the burst do not set the rate.
-        # Setpoint storm: each station should end on the last allocation, not work through a queue.
-        received_before = held["profiles_received"]
-        storm = server.request(
+    def storm(self) -> None:
+        """Setpoints faster than a fan-out: each station should end on the last, not work through a queue."""
+        result = self.result
+        received_before = self.sim.request("profile_summary", 30, prefix="S")["profiles_received"]
+        storm = self.server.request(
             "storm",
-            t,
-            site_limits_w=[stations * share for share in STORM_SHARES_W],
+            self.t,
+            site_limits_w=[self.n * share for share in STORM_SHARES_W],
             gap_s=STORM_GAP_S,
-            timeout_s=t / 2,
+            timeout_s=self.t / 2,
         )
         result.storm_after_last_s = storm["after_last_s"]
-        held = sim.request("profile_summary", 30, prefix="S")
-        result.storm_profiles_per_station = (held["profiles_received"] - received_before) / stations
-        expected = f"{STORM_SHARES_W[-1]:g} W"
-        if not opts.reject_profiles and held["top_level_limits"].get(expected, 0) != stations:
-            result.errors.append(
-                f"after the storm stations hold {held['top_level_limits']}, expected {stations} x {expected}"
-            )
-        elif not storm["all_accepted"]:
+        errors_before = len(result.errors)
+        held = self.check_held(f"{STORM_SHARES_W[-1]:g} W", "after the storm")
+        result.storm_profiles_per_station = (held["profiles_received"] - received_before) / self.n
+        result.server_calls = held["server_calls"]  # everything the server asked since connecting
+        if len(result.errors) == errors_before and not storm["all_accepted"]:
             result.errors.append("the storm's last setpoint was not Accepted by every station in time")
 
-        per_station = max(MIN_METER_PER_STATION, math.ceil(opts.meter_messages / stations))
+    def meter_burst(self) -> None:
+        opts, result, server, sim, n = self.opts, self.result, self.server, self.sim, self.n
+        # At least a few messages each, so the ramp-up and tail of the burst do not set the rate.
+        per_station = max(MIN_METER_PER_STATION, math.ceil(opts.meter_messages / n))
         counted_before = server.request("ingestion", 30)["meter_values"]
         if opts.profile:
             server.request("profile_start", 10)
         cpu_before, sim_cpu_before = cpu_s(server.pid), cpu_s(sim.pid)
         server.request("gc_time", 10)
-        burst = sim.request("meter_burst", t * 2, prefix="S", per_station=per_station, timeout_s=t)
+        burst = sim.request("meter_burst", self.t * 2, prefix="S", per_station=per_station, timeout_s=self.t)
         cpu_used = cpu_s(server.pid) - cpu_before
-        result.meter_gc_s = sum(server.request("gc_time", 10)["seconds"])
         sim_cpu_used = cpu_s(sim.pid) - sim_cpu_before
+        result.meter_gc_s = sum(server.request("gc_time", 10)["seconds"])
         if opts.profile:
             result.profile_meter = server.request("profile_stop", 30)
         result.meter_answered = burst["answered"]
@@ -356,18 +375,8 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
         counted = ingestion["meter_values"] - counted_before
         if counted < burst["answered"]:
             result.errors.append(f"server counted {counted} MeterValues of {burst['answered']} answered")
-        if abs(ingestion["total_power_w"] - stations * POWER_W) > 1:
-            result.errors.append(
-                f"server total {ingestion['total_power_w']:g} W, expected {stations * POWER_W:g} W"
-            )
-    except BenchError as exc:
-        result.errors.append(str(exc))
-    finally:
-        result.load_avg_1m = os.getloadavg()[0]
-        if sim is not None:
-            sim.close()
-        server.close()
-    return result
+        if abs(ingestion["total_power_w"] - n * POWER_W) > 1:
+            result.errors.append(f"server total {ingestion['total_power_w']:g} W, expected {n * POWER_W:g} W")
 
 
 # -- output --------------------------------------------------------------------------
