@@ -40,6 +40,7 @@ from scenarios.spec import (
     Scenario,
     SetpointStep,
     StationDisconnectStep,
+    StationMeteringStep,
     Step,
     WaitStep,
 )
@@ -316,6 +317,10 @@ class ScenarioRun:
             case EvDemandStep():
                 self.fleet.stations[step.station].set_demand(step.demand_w)
                 self._row(label, f"{step.station} EV wants {step.demand_w:g} W", "set", True, 0.0)
+            case StationMeteringStep():
+                self.fleet.stations[step.station].set_metering(step.enabled)
+                state = "on" if step.enabled else "off"
+                self._row(label, f"{step.station} metering {state}", state, True, 0.0)
             case CsmsDownStep():
                 assert self.csms is not None
                 await self.csms.stop()
@@ -493,20 +498,22 @@ class ScenarioRun:
         unit = _point_unit(self.config, exp.ioa)
         raw = latest.value
         flags = _quality_text(latest.quality)
-        if isinstance(raw, bool) or exp.equals is not None and isinstance(exp.equals, bool):
+        quality_ok = _quality_matches(latest.quality, exp.quality)
+        has_comparator = any(c is not None for c in (exp.equals, exp.at_most, exp.at_least))
+        if isinstance(raw, bool) or isinstance(exp.equals, bool):
             value_b = bool(raw)
-            ok = isinstance(exp.equals, bool) and value_b == exp.equals and not latest.quality & _QUALITY_BAD
-            return f"{str(value_b).lower()}{flags}", ok
+            ok = not has_comparator or isinstance(exp.equals, bool) and value_b == exp.equals
+            return f"{str(value_b).lower()}{flags}", ok and quality_ok
         value = float(raw) * (1000.0 if unit == "kW" else 1.0) if raw is not None else math.nan
-        text, ok = _judge_number(value, exp, "W")
+        text, ok = _judge_number(value, exp, "W") if has_comparator else (f"{value:.1f} W", True)
         tag = latest.time_tag
-        if tag is not None:
+        if tag is not None and exp.quality == "good":
             tag_s = _tag_seconds(tag)
             if tag_s is not None:
                 age = latest.received_at_s - tag_s
                 text += f", tag age {age:.2f} s"
-                ok = ok and abs(age) < 10.0
-        return text + flags, ok and not latest.quality & _QUALITY_BAD
+                ok = ok and abs(age) < 10.0  # a good value carries a current time tag
+        return text + flags, ok and quality_ok
 
     def _row(
         self,
@@ -546,6 +553,8 @@ def _label(step: Step) -> str:
             return f"{step.station} demand {step.demand_w:g} W"
         case InterrogateStep():
             return "general interrogation"
+        case StationMeteringStep():
+            return f"{step.station} {'resumes' if step.enabled else 'stops'} metering"
         case CsmsDownStep():
             return "the CSMS goes down"
         case CsmsUpStep():
@@ -580,6 +589,15 @@ def _point_unit(config: Config, ioa: int) -> str:
         if point.ioa == ioa:
             return point.unit
     return "W"
+
+
+def _quality_matches(quality: int, expected: str) -> bool:
+    """``good``: no flag at all; ``not_topical``: NT without IV; ``invalid``: IV."""
+    if expected == "invalid":
+        return bool(quality & 0x80)
+    if expected == "not_topical":
+        return bool(quality & 0x40) and not quality & 0x80
+    return not quality & _QUALITY_BAD
 
 
 def _quality_text(quality: int) -> str:

@@ -109,6 +109,7 @@ class SimStation:
         self.transaction_id: int | str | None = None
         self.connections = 0
         self.attempts = 0  # connection attempts, failed or not
+        self.metering = True  # False: a meter fault, no MeterValues are sent
         self._wake = asyncio.Event()  # the sender has something to send
         self._model_wake = asyncio.Event()  # the physics loop must look again
         self._physics_task: asyncio.Task[None] | None = None
@@ -163,6 +164,11 @@ class SimStation:
             with contextlib.suppress(Exception):
                 await ws.close()
         asyncio.get_running_loop().call_later(max(0.0, for_s), self._resume.set)
+
+    def set_metering(self, enabled: bool) -> None:
+        """Stop or resume MeterValues (a meter fault): the station stays connected and charging."""
+        self.metering = enabled
+        self._wake.set()
 
     def set_demand(self, demand_w: float) -> None:
         if self.model.set_demand(demand_w, self.clock()):
@@ -267,9 +273,10 @@ class SimStation:
                     await cp.heartbeat()
             if self._report_reason is not None:
                 reason, self._report_reason = self._report_reason, None
-                await cp.meter_values(self.model.sample(self.clock()), reason)
                 last_meter = self.clock()
-                self.record("meter", reason, self.model.power_w(last_meter))
+                if self.metering:
+                    await cp.meter_values(self.model.sample(last_meter), reason)
+                    self.record("meter", reason, self.model.power_w(last_meter))
             if self.heartbeat_s > 0 and now - last_heartbeat >= self.heartbeat_s:
                 last_heartbeat = now
                 await cp.heartbeat()

@@ -116,6 +116,16 @@ class EvDemandStep:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class StationMeteringStep:
+    """A station stops (``enabled = false``) or resumes sending MeterValues, staying connected."""
+
+    do: Literal["station_metering"]
+    station: str
+    enabled: bool
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
 class InterrogateStep:
     do: Literal["interrogate"]
     name: str = ""
@@ -160,6 +170,7 @@ class Expectation:
     station: str | None = None
     ioa: int | None = None
     action: str | None = None  # csms_stations_sent: the OCPP action counted
+    quality: Literal["good", "not_topical", "invalid"] = "good"  # telemetry: the flags expected
     equals: float | bool | str | None = None
     at_most: float | None = None
     at_least: float | None = None
@@ -182,6 +193,10 @@ class Expectation:
         subject = self.subject()
         if self.expect in ("stations_unchanged",):
             test = "no station limit change"
+        elif (
+            self.quality != "good" and self.equals is None and self.at_most is None and self.at_least is None
+        ):
+            test = f"{subject} {self.quality.replace('_', ' ')}"
         elif self.equals is not None:
             test = f"{subject} = {_fmt(self.equals)}"
         elif self.at_most is not None:
@@ -212,6 +227,7 @@ Action = (
     | WaitStep
     | StationDisconnectStep
     | EvDemandStep
+    | StationMeteringStep
     | InterrogateStep
     | CsmsDownStep
     | CsmsUpStep
@@ -225,6 +241,7 @@ _ACTIONS: dict[str, type[Any]] = {
     "wait": WaitStep,
     "station_disconnect": StationDisconnectStep,
     "ev_demand": EvDemandStep,
+    "station_metering": StationMeteringStep,
     "interrogate": InterrogateStep,
     "csms_down": CsmsDownStep,
     "csms_up": CsmsUpStep,
@@ -357,8 +374,13 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
             raise ScenarioError(file, key, f"{step.expect} is true or false: use equals")
         if step.equals is not None and not isinstance(step.equals, bool):
             raise ScenarioError(file, f"{key}.equals", "must be true or false")
+    elif step.expect == "telemetry" and step.quality != "good":
+        if len(comparators) > 1:
+            raise ScenarioError(file, key, "give at most one of equals, at_most, at_least")
     elif len(comparators) != 1:
         raise ScenarioError(file, key, "give exactly one of equals, at_most, at_least")
+    if step.quality != "good" and step.expect != "telemetry":
+        raise ScenarioError(file, f"{key}.quality", "only telemetry has a quality")
     if step.expect == "mode" and step.equals not in ("initial", "normal", "hold", "fallback"):
         raise ScenarioError(file, f"{key}.equals", "mode is one of initial, normal, hold, fallback")
     if step.expect == "station_power_w" and step.station is None:

@@ -28,20 +28,20 @@ async def ports(tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
 
 
 def dso_args(port: int, **kw: Any) -> argparse.Namespace:
-    base = dict(
-        host="127.0.0.1",
-        port=port,
-        common_address=1,
-        setpoint=[],
-        ioa=None,
-        time_tagged=False,
-        interrogate=False,
-        listen=0.3,
-        record=None,
-        tls_ca=None,
-        tls_cert=None,
-        tls_key=None,
-    )
+    base = {
+        "host": "127.0.0.1",
+        "port": port,
+        "common_address": 1,
+        "setpoint": [],
+        "ioa": None,
+        "time_tagged": False,
+        "interrogate": False,
+        "listen": 0.3,
+        "record": None,
+        "tls_ca": None,
+        "tls_cert": None,
+        "tls_key": None,
+    }
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -113,3 +113,11 @@ def test_csms_steps_need_the_csms_simulator() -> None:
         parse_scenario(minimal(steps=counted, csms={"enabled": True}), "x.toml")
     ok = parse_scenario(minimal(steps=steps, csms={"enabled": True}), "x.toml")
     assert ok.csms.enabled
+
+
+def test_quality_belongs_to_telemetry_and_may_stand_alone() -> None:
+    alone = [{"expect": "telemetry", "ioa": 200, "quality": "not_topical"}]
+    assert parse_scenario(minimal(steps=alone), "x.toml").steps[0].quality == "not_topical"  # type: ignore[union-attr]
+    wrong = [{"expect": "site_power_w", "at_most": 1, "quality": "invalid"}]
+    with pytest.raises(ScenarioError, match="only telemetry has a quality"):
+        parse_scenario(minimal(steps=wrong), "x.toml")
