@@ -13,7 +13,6 @@ import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -209,17 +208,21 @@ def load_config(path: str | Path | None) -> Config:
     """Read ``path`` (None: built-in defaults) into a validated Config."""
     if path is None:
         return Config()
+    return parse_config(read_toml(path), str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, object]:
+    """Read a TOML file; a missing, unreadable or malformed file is one ConfigError."""
     file = str(path)
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(file, "(file)", "no such file") from None
     except OSError as exc:
         raise ConfigError(file, "(file)", exc.strerror or str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "(syntax)", str(exc)) from None
-    return parse_config(data, file)
 
 
 def _check(config: Config, file: str) -> None:

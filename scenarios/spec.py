@@ -17,13 +17,13 @@ Every error is one ``ScenarioError(file, key, reason)``, e.g.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from gateway.config import read_toml
 from gateway.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -411,17 +411,11 @@ def _check_gateway(overrides: dict[str, Any], file: str) -> None:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    file = str(path)
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ScenarioError(file, "(file)", "no such file") from None
-    except OSError as exc:
-        raise ScenarioError(file, "(file)", exc.strerror or str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(file, "(syntax)", str(exc)) from None
-    return parse_scenario(data, file)
+        data = read_toml(path)
+    except ConfigError as exc:
+        raise ScenarioError(exc.file, exc.key, exc.reason) from None
+    return parse_scenario(data, str(path))
 
 
 SCENARIO_DIR = Path(__file__).resolve().parent
