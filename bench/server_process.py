@@ -17,10 +17,10 @@ import io
 import logging
 import pstats
 import time
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.control import serve_commands
 from bench.stations import raise_fd_limit
 
 log = logging.getLogger(__name__)
@@ -140,28 +140,7 @@ class _Controller:
 
 async def _serve_commands(conn: Connection, system: str, stations_hint: int) -> None:
     controller = _Controller(system, stations_hint)
-    loop = asyncio.get_running_loop()
-    control = ThreadPoolExecutor(1, thread_name_prefix="server-control")
-    try:
-        while True:
-            command, kwargs = await loop.run_in_executor(control, conn.recv)
-            if command == "exit":
-                try:
-                    await controller.stop()
-                except Exception:
-                    log.exception("the system under test did not stop cleanly")
-                conn.send({"ok": True})
-                return
-            try:
-                result = getattr(controller, command)(**kwargs)
-                if asyncio.iscoroutine(result):
-                    result = await result
-                conn.send({"ok": True, "result": result})
-            except Exception as exc:
-                log.exception("server command %s failed", command)
-                conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-    finally:
-        control.shutdown(wait=False)
+    await serve_commands(conn, controller, controller.stop, "server")
 
 
 def run_server(conn: Connection, system: str, stations_hint: int) -> None:

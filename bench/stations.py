@@ -17,7 +17,6 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -28,6 +27,8 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 from websockets.typing import Subprotocol
+
+from bench.control import serve_commands
 
 log = logging.getLogger(__name__)
 
@@ -422,26 +423,7 @@ class Fleet:
 
 async def _serve_commands(conn: Connection) -> None:
     fleet = Fleet()
-    loop = asyncio.get_running_loop()
-    control = ThreadPoolExecutor(1, thread_name_prefix="sim-control")
-    try:
-        while True:
-            command, kwargs = await loop.run_in_executor(control, conn.recv)
-            if command == "exit":
-                await fleet.close()
-                conn.send({"ok": True})
-                return
-            try:
-                method = getattr(fleet, command)
-                result = method(**kwargs)
-                if asyncio.iscoroutine(result):
-                    result = await result
-                conn.send({"ok": True, "result": result})
-            except Exception as exc:
-                log.exception("simulator command %s failed", command)
-                conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-    finally:
-        control.shutdown(wait=False)
+    await serve_commands(conn, fleet, fleet.close, "simulator")
 
 
 def run_simulator(conn: Connection) -> None:
