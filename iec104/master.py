@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,9 +210,16 @@ class Iec104Master:
         self._fail_waiters("closed by the master")
 
     def abort(self) -> None:
-        """Drop the connection at once (RST where the platform allows), as a cut cable would end."""
+        """Drop the connection at once with a TCP reset (SO_LINGER 0), as a crashed master would.
+
+        No STOPDT and no FIN: the outstation learns of it only from the RST.
+        """
         if self._writer is not None:
             transport = self._writer.transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
 
     # -- commands ------------------------------------------------------------------

@@ -1,18 +1,45 @@
 """The IEC 60870-5-104 outstation (controlled station) on c104: the adapter shell.
 
-Threads: c104 calls ``on_receive``, ``on_connect`` and ``on_unexpected_message`` on its
-own threads. Those callbacks only translate (``iec104.points``), hand the event to the
-asyncio loop and answer; all core access and every point update happen on the loop.
+Threads: c104 calls ``on_receive``, ``on_connect``, ``on_unexpected_message`` and
+``on_send_raw`` on its own threads. Those callbacks only translate (``iec104.points``),
+hand the event to the asyncio loop and answer; all core access, every point update and
+all link state happen on the loop.
 
 Fail closed: c104 turns an exception or a wrong return type in ``on_receive`` into a
 *positive* confirmation and drops the callback for good. ``_on_command`` therefore
 catches everything and answers FAILURE on any error or timeout. The limit is never read
 back from ``point.value`` (c104 stores rejected values there too); the core is the truth.
 
-Link supervision: c104 has no server-side disconnect callback, so a scheduler job polls
-the count of connections in data transfer (after STARTDT, before STOPDT) and feeds
-``DsoLinkUp``/``DsoLinkLost`` on transitions. A silently dead TCP connection is noticed
-by lib60870 after t3 (idle, TESTFR act sent) + t1 (no TESTFR con), plus one poll.
+Link supervision: every DSO session is seen, however short. The rule:
+
+- A master is *seen* when the outstation writes a STARTDT con (reported by c104's
+  ``Server.on_send_raw``; lib60870 counts the connection as in data transfer before it
+  writes the con) or when a command reaches ``on_receive``/``on_unexpected_message``
+  (lib60870 closes a connection that sends an I-frame before STARTDT). Each sighting is
+  handed to the loop, which feeds ``DsoLinkUp`` at once if the link was down.
+- The link is *lost* when, at a check, no connection is in data transfer
+  (``Server.active_connection_count`` is 0) while the link is up: ``DsoLinkLost`` is fed.
+  A check runs after every sighting, after every STOPDT con the outstation writes, and
+  every ``iec104.link_poll_s`` (the safety net). Up is set by the sighting, not by the
+  poll, so a session that starts and ends between two polls still gives ``DsoLinkUp``
+  then ``DsoLinkLost``: the hold starts after every session.
+- Timing bound: ``DsoLinkUp`` follows a STARTDT con or a command by one hand-over from
+  c104's callback thread to the loop (milliseconds), whatever ``link_poll_s`` is.
+  ``DsoLinkLost`` follows the moment lib60870 takes the last connection out of data
+  transfer by at most ``link_poll_s`` (at once for a STOPDT). lib60870 does that on a
+  STOPDT act, on a FIN or RST read by the connection's thread, and, for a peer that died
+  silently, after t3 (idle, TESTFR act sent) + t1 (no TESTFR con). So: a close, a reset
+  or a session shorter than the poll is lost within ``link_poll_s``; a silent death
+  within t3 + t1 + ``link_poll_s``. c104 2.2.1 has no server-side close callback
+  (lib60870's connection-closed event stays inside c104), which is why loss needs the poll.
+
+A new session gets the full picture: every sighting of a STARTDT con re-sends every
+monitored point with COT spontaneous (3) at once, even when a master reconnects between
+two polls and the count of connections never changed. IEC 60870-5-104 lets the
+outstation send I-frames only after STARTDT con and leaves bringing a controlling
+station up to date after a (re)connection to its station (general) interrogation; the
+interrogation is answered from the points (COT 20) at any time, so a master gets the
+full picture either way.
 
 This module has no ``from __future__ import annotations`` on purpose: c104 2.2.1
 compares callback signatures with real annotation objects and refuses string ones.
@@ -70,6 +97,10 @@ _UMC_REASONS = {
     "UNKNOWN_COT": RejectReason.UNEXPECTED_CAUSE,
 }
 _FIRST_COMMAND_TYPE = 45  # C_SC_NA_1: lower type ids are monitor direction
+# U-frames the outstation writes (control field octet 1): a master entered / left data transfer.
+_U_FRAME_LENGTH = 6
+_STARTDT_CON = 0x0B
+_STOPDT_CON = 0x23
 _PORT_ATTEMPTS = 5
 
 
@@ -132,6 +163,11 @@ class _Metrics:
         self.transmit_failures = Counter(
             "ocpp809_iec104_transmit_failures", "Monitored values c104 did not accept", registry=r
         )
+        self.sessions = Counter(
+            "ocpp809_iec104_sessions",
+            "Master sessions that started data transfer (STARTDT con written)",
+            registry=r,
+        )
 
 
 class Iec104Outstation:
@@ -150,6 +186,8 @@ class Iec104Outstation:
         self._flush_scheduled = False
         self._link_up = False
         self._active = 0
+        self._link_lock = asyncio.Lock()  # link checks run one at a time, so Up/Lost stay ordered
+        self._checks: set[asyncio.Task[None]] = set()
         self._peers_lock = threading.Lock()
         self._peers: list[str] = []  # addresses accepted since the connection count was last zero
         self._jobs: list[str] = []
@@ -247,6 +285,7 @@ class Iec104Outstation:
             points[spec.ioa] = point
         server.on_connect(callable=self._on_connect)
         server.on_unexpected_message(callable=self._on_unexpected)
+        server.on_send_raw(callable=self._on_send_raw)
         self._points = points
         return server
 
@@ -256,6 +295,10 @@ class Iec104Outstation:
                 self.runtime.scheduler.remove_job(job_id)
         self._jobs.clear()
         server, self._server = self._server, None
+        checks, self._checks = list(self._checks), set()
+        for check in checks:
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         if server is not None:
             # stop() joins c104's threads, which may be waiting for the loop in _on_command.
             await asyncio.to_thread(server.stop)
@@ -297,10 +340,19 @@ class Iec104Outstation:
             log.exception("on_connect failed for %s", ip)
             return False
 
+    def _on_send_raw(self, server: c104.Server, data: bytes) -> None:
+        # c104 reports every frame the outstation writes; only STARTDT/STOPDT con matter here.
+        try:
+            if len(data) == _U_FRAME_LENGTH and data[2] in (_STARTDT_CON, _STOPDT_CON):
+                self._call_on_loop(self._on_data_transfer_frame, data[2] == _STARTDT_CON)
+        except Exception:  # never raise into c104
+            log.exception("on_send_raw failed")
+
     def _on_command(
         self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
     ) -> c104.ResponseState:
         try:
+            self._call_on_loop(self._master_seen)  # a command proves a master in data transfer
             return self._decide_command(message)
         except BaseException:  # fail closed, and keep the callback installed for the next command
             log.exception("IEC 104 command handling failed; answering negatively")
@@ -310,6 +362,7 @@ class Iec104Outstation:
     def _on_unexpected(self, server: c104.Server, message: c104.IncomingMessage, cause: c104.Umc) -> None:
         # c104 has already answered (negative ACT_CON and/or a mirrored UNKNOWN_* cause).
         try:
+            self._call_on_loop(self._master_seen)
             type_id = int(message.type.value)
             if type_id < _FIRST_COMMAND_TYPE:
                 log.warning("unexpected %s in monitor direction from the master: %s", message.type, cause)
@@ -480,31 +533,59 @@ class Iec104Outstation:
 
     # -- link supervision (loop thread) --------------------------------------------------------
 
-    async def _poll_link(self) -> None:
-        server = self._server
-        if server is None:
+    def _on_data_transfer_frame(self, started: bool) -> None:
+        """The outstation wrote a STARTDT con (a session began) or a STOPDT con (one ended)."""
+        if started:
+            self._metrics.sessions.inc()
+        self._spawn_check(seen=started, new_session=started)
+
+    def _master_seen(self) -> None:
+        self._spawn_check(seen=True)
+
+    def _spawn_check(self, *, seen: bool = False, new_session: bool = False) -> None:
+        if self._server is None:
             return
-        active = server.active_connection_count
-        if server.open_connection_count == 0:
-            with self._peers_lock:
-                self._peers.clear()
-        previous, self._active = self._active, active
-        self._metrics.active_connections.set(active)
-        if active > 0 and not self._link_up:
-            self._link_up = True
-            log.info("DSO link up (%d master(s) in data transfer)", active)
-            await self.runtime.submit(DsoLinkUp())
-        elif active == 0 and self._link_up:
-            self._link_up = False
-            log.warning("DSO link lost: no master in data transfer")
-            await self.runtime.submit(DsoLinkLost())
-        if active > previous and self._server is not None:
-            self._resync()
-        elif self._link_up and self._pending_spontaneous():
-            self._flush()  # a transmit c104 refused earlier is retried here
+        check = asyncio.get_running_loop().create_task(self._check_link(seen, new_session))
+        self._checks.add(check)
+        check.add_done_callback(self._check_done)
+
+    def _check_done(self, check: asyncio.Task[None]) -> None:
+        self._checks.discard(check)
+        if not check.cancelled() and check.exception() is not None:
+            log.error("IEC 104 link check failed", exc_info=check.exception())
+
+    async def _poll_link(self) -> None:
+        await self._check_link(seen=False, new_session=False)
+
+    async def _check_link(self, seen: bool, new_session: bool) -> None:
+        """Apply the link rule of the module docstring once: Up if seen, Lost if nobody is left."""
+        async with self._link_lock:
+            server = self._server
+            if server is None:
+                return
+            active = server.active_connection_count
+            if server.open_connection_count == 0:
+                with self._peers_lock:
+                    self._peers.clear()
+            previous, self._active = self._active, active
+            self._metrics.active_connections.set(active)
+            if (seen or active > 0) and not self._link_up:
+                self._link_up = True
+                log.info("DSO link up (%d master(s) in data transfer)", active)
+                await self.runtime.submit(DsoLinkUp())
+            if active > 0 and (new_session or active > previous):
+                # A poll that sees the count rise before the STARTDT con is reported resends
+                # too: a master may get the same values twice, never none.
+                self._resync()
+            if active == 0 and self._link_up:
+                self._link_up = False
+                log.warning("DSO link lost: no master in data transfer")
+                await self.runtime.submit(DsoLinkLost())
+            elif self._link_up and self._pending_spontaneous():
+                self._flush()  # a transmit c104 refused earlier is retried here
 
     def _resync(self) -> None:
-        """A master (re)started data transfer: nothing was queued before, so send everything now."""
+        """A master (re)started data transfer: nothing was queued for it, so send everything now."""
         self._policy.forget()
         self._update(telemetry_from_view(self.runtime.view(), self.specs, self.runtime.clock()))
         self._write_points()
