@@ -35,13 +35,15 @@ class LimitChanged:
 
 @dataclass(frozen=True, slots=True)
 class ApplyStationLimit:
-    """Install this station's share: ``limit_w`` live, ``fallback_w`` when the gateway is gone."""
+    """Install this station's share: ``limit_w`` live until ``valid_until_s`` (the live
+    profile's validTo, epoch seconds), ``fallback_w`` when the gateway is gone."""
 
     station_id: str
     limit_w: float
     fallback_w: float
     seq: int
     source: LimitSource
+    valid_until_s: float = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ class PublishTotalPower:
 
 @dataclass(frozen=True, slots=True)
 class EnforcementChanged:
-    """Whether every connected station has accepted its latest allocation (IOA 301)."""
+    """Whether the stations' commitments fit the limit in force, every connected station
+    being bound by a profile it accepted (IOA 301)."""
 
     enforced: bool
 
@@ -66,6 +69,14 @@ class AllStationsEnforced:
     elapsed_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class StationReleaseRefused:
+    """An operator's release was not applied (the station is online, or unknown)."""
+
+    station_id: str
+    detail: str
+
+
 Decision = (
     ConfirmSetpoint
     | RejectSetpoint
@@ -74,4 +85,5 @@ Decision = (
     | PublishTotalPower
     | EnforcementChanged
     | AllStationsEnforced
+    | StationReleaseRefused
 )

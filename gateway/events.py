@@ -34,17 +34,40 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class StationConnected:
-    """A station connected (or reconnected); its power range bounds its allocation."""
+    """A station connected (or reconnected); its power range bounds its allocation.
+
+    ``priority`` decides who is paused last when minimums do not fit (higher: later);
+    ``weight`` scales its share against the others'.
+    """
 
     station_id: str
     version: OcppVersion
     max_power_w: float
     min_power_w: float
+    priority: int = 0
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class StationDisconnected:
     station_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StationActivity:
+    """Whether an EV is charging at the station (a transaction runs, or a connector is in use)."""
+
+    station_id: str
+    charging: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StationReleased:
+    """An operator declared an offline station gone: its commitment no longer counts."""
+
+    station_id: str
+    reason: str
+    by: str = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +94,8 @@ Event = (
     | Tick
     | StationConnected
     | StationDisconnected
+    | StationActivity
+    | StationReleased
     | MeterSampled
     | ProfileResult
 )

@@ -1,0 +1,409 @@
+"""The stations the core has profiled, their shares and commitments: cuts before raises (pure).
+
+A ``Fleet`` keeps, for every station it has ever profiled (online or not), a
+``StationLedger`` of the profiles it holds or may hold, and the sums of what they may
+draw. It turns the shares the arbiter wants into ``ApplyStationLimit`` decisions under
+one rule: **the stations' reserves never add up to more than the limit in force**
+(``gateway.ledger`` defines a reserve), apart from the window right after the limit
+itself went down, when only cuts go out.
+
+- A cut (a value at or below what was last sent) goes out at once: it can only lower
+  what the station may draw, and while it is on its way the old value still counts.
+- A raise goes out only into room that is really free: limit minus every reserve. If it
+  does not fit, it waits (``raises_waiting``) until Accepted cuts free the room or old
+  caps lapse. While cuts are still unanswered only whole raises go out, so a join does
+  not cost one message per Accepted cut; once nothing is awaited, what is free is given
+  in part (never below the station's minimum).
+- Raises are rate-limited per station (``raise_interval_s``), cuts never: every profile
+  is a flash write on many stations.
+- A station that goes offline keeps its reserve: it may be charging under what it holds.
+  Its live cap lapses at its ``validTo``; from then its fallback cap counts. Only a
+  reconnect followed by Accepted profiles, or an operator's release, frees it.
+- The live profile is re-sent every ``refresh_s`` (in batches, so stations share one
+  tick) with a new ``validTo`` of ``live_validity_s`` ahead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.allocation import StationRange, allocate
+from gateway.decisions import ApplyStationLimit, Decision
+from gateway.demand import Demand, DemandSettings
+from gateway.ledger import Profiles, StationLedger
+from gateway.model import LimitSource, OcppVersion
+
+_EPS_W = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    # The live profile's validTo is this far ahead when sent: an offline station's live
+    # share lapses to its fallback share within this time.
+    live_validity_s: float = 600.0
+    # Re-sent this often (one flash write per station each time): 480 s is ~66,000 a year.
+    refresh_s: float = 480.0
+    # A station's raises at most this often; cuts are never delayed.
+    raise_interval_s: float = 30.0
+    demand: DemandSettings = field(default_factory=DemandSettings)
+
+    @property
+    def margin_s(self) -> float:
+        """A held live cap closer than this to its validTo is no longer assured."""
+        return (self.live_validity_s - self.refresh_s) / 2
+
+    @property
+    def refresh_batch_s(self) -> float:
+        return (self.live_validity_s - self.refresh_s) / 4
+
+
+@dataclass(slots=True)
+class Station:
+    station_id: str
+    version: OcppVersion
+    min_w: float
+    max_w: float
+    priority: int
+    weight: float
+    order: int
+    online: bool = True
+    ledger: StationLedger = field(default_factory=StationLedger)
+    demand: Demand = field(default_factory=Demand)
+    target_w: float = 0.0
+    target_fallback_w: float = 0.0
+    seq: int = 0  # the newest allocation sent
+    accepted_seq: int = -1
+    live_sent_s: float = -math.inf
+    last_raise_s: float = -math.inf
+    reserve_w: float = 0.0  # cached: ledger.reserve_w at the fleet's cache time
+    fallback_commit_w: float = 0.0  # cached: ledger.fallback_commitment_w()
+    # Meter readings (kept by the arbiter).
+    power_dw: int | None = None
+    sampled_at_s: float = 0.0
+    stale: bool = False
+
+    @property
+    def bound(self) -> bool:
+        """Holds a profile it accepted from us."""
+        return self.ledger.held is not None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.accepted_seq == self.seq
+
+    def range(self, settings: DemandSettings, with_demand: bool) -> StationRange:
+        high = self.max_w
+        ceiling = self.demand.ceiling_w(settings, self.min_w) if with_demand else None
+        if ceiling is not None:
+            high = min(high, ceiling)
+        return StationRange(self.station_id, min(self.min_w, high), high, self.weight, self.priority)
+
+
+@dataclass(slots=True)
+class Fleet:
+    settings: FleetSettings
+    stations: dict[str, Station] = field(default_factory=dict)  # insertion = connection order
+    raises_waiting: set[str] = field(default_factory=set)
+    _awaiting: set[str] = field(default_factory=set)  # online stations with an unanswered profile
+    _orders: int = 0
+    _seq: int = 0
+    _reserve_sum: float = 0.0
+    _fallback_sum: float = 0.0
+    _offline_reserve: float = 0.0
+    _offline_fallback: float = 0.0
+    _cache_until_s: float = -math.inf  # the sums hold until this instant
+    _next_refresh_s: float | None = None
+    _raise_due_s: float | None = None
+    _targets_offline: tuple[float, float] = (0.0, 0.0)  # what offline stations held when targets were set
+
+    # -- membership --------------------------------------------------------------
+
+    def join(
+        self, station_id: str, version: OcppVersion, min_w: float, max_w: float, priority: int, weight: float
+    ) -> Station:
+        """A station (re)connected: it keeps its ledger, and goes to the end of the connection order."""
+        old = self.stations.pop(station_id, None)
+        self._orders += 1
+        station = Station(station_id, version, min_w, max(max_w, min_w), priority, weight, self._orders)
+        if old is not None:
+            station.ledger, station.seq, station.accepted_seq = old.ledger, old.seq, old.accepted_seq
+            station.last_raise_s = old.last_raise_s
+        self.stations[station_id] = station
+        self._cache_until_s = -math.inf
+        return station
+
+    def leave(self, station_id: str) -> Station | None:
+        station = self.stations.get(station_id)
+        if station is None or not station.online:
+            return None
+        station.online = False
+        station.power_dw, station.stale = None, False
+        self._awaiting.discard(station_id)
+        self.raises_waiting.discard(station_id)
+        if station.ledger.held is None and not station.ledger.pending:
+            del self.stations[station_id]  # never profiled: nothing binds it, nothing to keep
+        self._cache_until_s = -math.inf
+        return station
+
+    def release(self, station_id: str) -> str | None:
+        """Forget an offline station's commitment; the reason it cannot, or None."""
+        station = self.stations.get(station_id)
+        if station is None:
+            return "unknown station"
+        if station.online:
+            return "the station is online: its commitment follows its answers"
+        del self.stations[station_id]
+        self._cache_until_s = -math.inf
+        return None
+
+    def online(self) -> Iterable[Station]:
+        return (s for s in self.stations.values() if s.online)
+
+    def offline(self) -> list[Station]:
+        return [s for s in self.stations.values() if not s.online]
+
+    # -- sums --------------------------------------------------------------------
+
+    def reserve_sum(self, now_s: float) -> float:
+        self._refresh(now_s)
+        return self._reserve_sum
+
+    def fallback_sum(self, now_s: float) -> float:
+        self._refresh(now_s)
+        return self._fallback_sum
+
+    def offline_reserve(self, now_s: float) -> tuple[float, float]:
+        """(live, fallback) reserved by offline stations."""
+        self._refresh(now_s)
+        return self._offline_reserve, self._offline_fallback
+
+    def fits(self, now_s: float, limit_w: float, fallback_limit_w: float) -> bool:
+        """The commitments fit both limits, and every online station is bound by us."""
+        self._refresh(now_s)
+        if self._reserve_sum > limit_w + _EPS_W or self._fallback_sum > fallback_limit_w + _EPS_W:
+            return False
+        return all(s.bound for s in self.online())
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self._cache_until_s, self._next_refresh_s, self._raise_due_s) if t is not None]
+        times = [t for t in times if math.isfinite(t)]
+        return min(times) if times else None
+
+    def _refresh(self, now_s: float) -> None:
+        if now_s < self._cache_until_s:
+            return
+        margin = self.settings.margin_s
+        total = fallback = off = off_fb = 0.0
+        until = math.inf
+        for station in self.stations.values():
+            ledger = station.ledger
+            station.reserve_w = ledger.reserve_w(now_s, station.online, margin)
+            station.fallback_commit_w = ledger.fallback_commitment_w()
+            total += station.reserve_w
+            fallback += station.fallback_commit_w
+            if not station.online:
+                off += station.reserve_w
+                off_fb += station.fallback_commit_w
+            change = ledger.next_change_s(now_s, margin)
+            if change is not None and change < until:
+                until = change
+        self._reserve_sum, self._fallback_sum = total, fallback
+        self._offline_reserve, self._offline_fallback = off, off_fb
+        self._cache_until_s = until
+
+    def _restate(self, station: Station, now_s: float) -> None:
+        """One station's ledger changed: move the sums by its difference."""
+        if now_s >= self._cache_until_s:
+            self._refresh(now_s)
+            return
+        ledger = station.ledger
+        reserve = ledger.reserve_w(now_s, station.online, self.settings.margin_s)
+        fallback = ledger.fallback_commitment_w()
+        self._reserve_sum += reserve - station.reserve_w
+        self._fallback_sum += fallback - station.fallback_commit_w
+        station.reserve_w, station.fallback_commit_w = reserve, fallback
+        change = ledger.next_change_s(now_s, self.settings.margin_s)
+        if change is not None and change < self._cache_until_s:
+            self._cache_until_s = change
+
+    # -- shares ------------------------------------------------------------------
+
+    def set_targets(self, now_s: float, limit_w: float, fallback_limit_w: float) -> None:
+        """Split what offline stations leave of each limit across the online stations."""
+        off, off_fb = self._targets_offline = self.offline_reserve(now_s)
+        online = list(self.online())
+        demand = self.settings.demand
+        live = allocate(max(0.0, limit_w - off), [s.range(demand, True) for s in online])
+        fallback = allocate(max(0.0, fallback_limit_w - off_fb), [s.range(demand, False) for s in online])
+        for station in online:
+            station.target_w = live[station.station_id]
+            station.target_fallback_w = fallback[station.station_id]
+
+    def targets_stale(self, now_s: float) -> bool:
+        """An offline station's reserve moved (its live cap lapsed, say): shares must follow."""
+        return self.offline_reserve(now_s) != self._targets_offline
+
+    # -- moves -------------------------------------------------------------------
+
+    def plan(
+        self,
+        now_s: float,
+        limit_w: float,
+        fallback_limit_w: float,
+        source: LimitSource,
+        force: set[str],
+        out: list[Decision],
+        only: Iterable[str] | None = None,
+    ) -> None:
+        """Send what brings stations toward their targets without breaking the invariant."""
+        self._refresh(now_s)
+        stations = self.stations
+        candidates = (
+            [s for s in self.online()] if only is None else [stations[i] for i in only if i in stations]
+        )
+        raises: list[Station] = []
+        for station in candidates:
+            if not station.online:
+                continue
+            last = station.ledger.last_sent
+            if (
+                last is not None
+                and station.target_w <= last.live_w
+                and station.target_fallback_w <= last.fallback_w
+            ):
+                if (station.target_w, station.target_fallback_w) != (last.live_w, last.fallback_w) or (
+                    station.station_id in force
+                ):
+                    self._send(station, station.target_w, station.target_fallback_w, now_s, source, out)
+                self.raises_waiting.discard(station.station_id)
+            else:
+                raises.append(station)
+        if not raises:
+            self._arm(now_s)
+            return
+        room = limit_w - self._reserve_sum
+        room_fb = fallback_limit_w - self._fallback_sum
+        whole_only = bool(self._awaiting)
+        settings = self.settings
+        raises.sort(key=lambda s: (-s.priority, s.order))
+        for station in raises:
+            last = station.ledger.last_sent
+            reserve, fb_commit = station.reserve_w, station.fallback_commit_w
+            assured = station.ledger.live_assured(now_s, settings.margin_s)
+            # Values up to what the station may already draw cost nothing; above it, free room.
+            live_cap = _floor_tenth(reserve + max(0.0, room))
+            fb = station.target_fallback_w
+            if fb > fb_commit:  # fallback caps first: they bind whenever the gateway is gone
+                fb = min(fb, max(fb_commit, _floor_tenth(fb_commit + max(0.0, room_fb))))
+                if not assured:  # then a fallback cap may bind now as well
+                    fb = min(fb, max(fb_commit, live_cap))
+            live = station.target_w
+            rate_limited = last is not None and now_s < station.last_raise_s + settings.raise_interval_s
+            if rate_limited:
+                live = min(live, max(last.live_w if last is not None else 0.0, reserve))
+            if live > reserve and live > live_cap:
+                # The whole raise does not fit: give what is free, or hold while cuts are on their way.
+                partial = not whole_only and live_cap >= station.min_w and live_cap > reserve
+                live = live_cap if partial else _floor_tenth(reserve)
+            live_delta = self._delta(station, live, fb, now_s)
+            fb_delta = max(0.0, fb - fb_commit)
+            changed = last is None or (live, fb) != (last.live_w, last.fallback_w)
+            if changed or station.station_id in force:
+                if last is not None and live > max(last.live_w, reserve):
+                    station.last_raise_s = now_s
+                self._send(station, live, fb, now_s, source, out)
+                room -= live_delta
+                room_fb -= fb_delta
+            if (live, fb) != (station.target_w, station.target_fallback_w):
+                self.raises_waiting.add(station.station_id)
+            else:
+                self.raises_waiting.discard(station.station_id)
+        self._arm(now_s)
+
+    def refresh_due(self, now_s: float) -> set[str]:
+        """Online stations whose live profile must be re-sent now (with those due soon)."""
+        settings = self.settings
+        horizon = now_s + settings.refresh_batch_s
+        return {s.station_id for s in self.online() if s.live_sent_s + settings.refresh_s <= horizon}
+
+    def raise_turns_due(self, now_s: float) -> bool:
+        return self._raise_due_s is not None and now_s >= self._raise_due_s
+
+    def worth_replanning(self, now_s: float, limit_w: float) -> bool:
+        """After an answer: can a waiting raise go now?"""
+        if not self.raises_waiting:
+            return False
+        if not self._awaiting:
+            return True
+        self._refresh(now_s)
+        room = limit_w - self._reserve_sum
+        return any(
+            self.stations[i].target_w - self.stations[i].reserve_w <= room + _EPS_W
+            for i in self.raises_waiting
+            if i in self.stations
+        )
+
+    # -- answers -----------------------------------------------------------------
+
+    def accepted(self, station_id: str, seq: int, now_s: float) -> Station | None:
+        station = self.stations.get(station_id)
+        if station is None:
+            return None
+        if station.ledger.accepted(seq):
+            station.accepted_seq = max(station.accepted_seq, seq)
+            self._restate(station, now_s)
+        if not station.ledger.awaiting:
+            self._awaiting.discard(station_id)
+        return station
+
+    def refused(self, station_id: str, seq: int) -> None:
+        station = self.stations.get(station_id)
+        if station is None:
+            return
+        station.ledger.answered(seq)
+        if not station.ledger.awaiting:
+            self._awaiting.discard(station_id)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _delta(self, station: Station, live_w: float, fallback_w: float, now_s: float) -> float:
+        until = now_s + self.settings.live_validity_s
+        extra = Profiles(-1, live_w, until, fallback_w)
+        after = station.ledger.reserve_with(now_s, station.online, self.settings.margin_s, extra)
+        return max(0.0, after - station.reserve_w)
+
+    def _send(
+        self,
+        station: Station,
+        live_w: float,
+        fallback_w: float,
+        now_s: float,
+        source: LimitSource,
+        out: list[Decision],
+    ) -> None:
+        self._seq += 1
+        until = now_s + self.settings.live_validity_s
+        station.seq = self._seq
+        station.live_sent_s = now_s
+        station.ledger.sent(Profiles(self._seq, live_w, until, fallback_w), now_s)
+        station.demand.restart_window(now_s)
+        self._awaiting.add(station.station_id)
+        self._restate(station, now_s)
+        out.append(ApplyStationLimit(station.station_id, live_w, fallback_w, self._seq, source, until))
+
+    def _arm(self, now_s: float) -> None:
+        settings = self.settings
+        sent = [s.live_sent_s for s in self.online() if s.ledger.last_sent is not None]
+        self._next_refresh_s = min(sent) + settings.refresh_s if sent else None
+        turns = [
+            self.stations[i].last_raise_s + settings.raise_interval_s
+            for i in self.raises_waiting
+            if i in self.stations and self.stations[i].last_raise_s + settings.raise_interval_s > now_s
+        ]
+        self._raise_due_s = min(turns) if turns else None
+
+
+def _floor_tenth(watts: float) -> float:
+    return max(0.0, math.floor(watts * 10 + 1e-6) / 10)
