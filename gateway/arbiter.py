@@ -33,6 +33,7 @@ from gateway.decisions import (
     PublishTotalPower,
     RejectSetpoint,
 )
+from gateway.durable import DurableLimit, resume
 from gateway.events import (
     DsoLinkLost,
     DsoLinkUp,
@@ -58,16 +59,6 @@ class ArbiterSettings:
     # Station (dis)connections within this window after a reallocation share the next one:
     # every join changes every share, so a burst of N joins would otherwise cost O(N^2).
     reallocation_settle_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class DurableLimit:
-    """The part of the state that must survive a restart (the store keeps it)."""
-
-    mode: Mode
-    setpoint_w: float | None
-    changed_at_s: float
-    hold_started_at_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +126,11 @@ class Arbiter:
 
     @classmethod
     def start(cls, settings: ArbiterSettings, resumed: DurableLimit | None, now_s: float) -> Arbiter:
-        """Build the core at start-up, resuming what the store kept."""
-        if resumed is None:
-            durable = DurableLimit(Mode.INITIAL, None, now_s)
-        elif resumed.mode is Mode.NORMAL:
-            durable = DurableLimit(Mode.HOLD, resumed.setpoint_w, now_s, hold_started_at_s=now_s)
-        elif resumed.mode is Mode.HOLD:
-            started = resumed.hold_started_at_s if resumed.hold_started_at_s is not None else now_s
-            expiry = started + settings.hold_timeout_s
-            if expiry <= now_s:
-                durable = DurableLimit(Mode.FALLBACK, resumed.setpoint_w, expiry)
-            else:
-                durable = resumed
-        else:
-            durable = resumed
+        """Build the core at start-up, resuming what the store kept (see gateway.durable.resume).
+
+        Nothing stored starts INITIAL here; what a *missing* store means is the shell's call.
+        """
+        durable = resume(resumed, settings.hold_timeout_s, now_s, missing_start="initial")
         return cls(settings=settings, durable=durable)
 
     # -- reading ---------------------------------------------------------------

@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.arbiter import DurableLimit
+from gateway.durable import DurableLimit
 from gateway.errors import StoreError
 from gateway.model import Mode
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter", "profile_cap"]
+CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter", "profile_cap", "durable"]
 FORBIDDEN = {
     "c104",
     "ocpp",
