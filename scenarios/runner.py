@@ -33,6 +33,7 @@ from scenarios.spec import (
     CsmsDownStep,
     CsmsUpStep,
     CutLinkStep,
+    DsoShortSessionStep,
     EvDemandStep,
     Expectation,
     InterrogateStep,
@@ -295,6 +296,8 @@ class ScenarioRun:
                 await self._close_master(step.how)
                 how = {"close": "closed", "abort": "aborted (RST)", "silent": "master silent"}[step.how]
                 self._row(label, "DSO link cut", how if had else "no link was up", had, time.monotonic() - t0)
+            case DsoShortSessionStep():
+                await self._short_session(label, step)
             case RestoreLinkStep():
                 await self._close_master()
                 await self._close_mute_masters()
@@ -360,6 +363,34 @@ class ScenarioRun:
         cot = getattr(con, "cot", None)
         measured = got if con.positive else f"{got} (COT {int(cot)})" if cot is not None else got
         self._row(label, expected, measured, got == step.expect_confirm, elapsed)
+
+    async def _short_session(self, label: str, step: DsoShortSessionStep) -> None:
+        """A master of its own: connect, STARTDT, one setpoint, drop without STOPDT."""
+        from iec104.master import Iec104Master
+
+        assert self.config is not None
+        iec = self.config.iec104
+        point = iec.points.limit_setpoint
+        expected = f"ACT_CON {step.expect_confirm}, session < link_poll_s {iec.link_poll_s:g} s"
+        master = Iec104Master(
+            "127.0.0.1", self.iec_port, common_address=iec.common_address, answer_timeout_s=step.within_s
+        )
+        t0 = time.monotonic()
+        try:
+            await master.connect()
+            await master.start_data_transfer()
+            con = await master.send_setpoint(
+                point.ioa, _to_point_unit(step.value_w, point), timeout_s=step.within_s
+            )
+            if step.how == "abort":
+                master.abort()
+        finally:
+            await master.close()
+        lasted = time.monotonic() - t0
+        got = "positive" if con.positive else f"negative (COT {int(con.cot)})"
+        dropped = "RST" if step.how == "abort" else "FIN"
+        passed = (con.positive == (step.expect_confirm == "positive")) and lasted < iec.link_poll_s
+        self._row(label, expected, f"{got}, {dropped} at {lasted:.3f} s", passed, lasted)
 
     # -- expectations ------------------------------------------------------------------------
 
@@ -543,6 +574,8 @@ def _label(step: Step) -> str:
             return f"DSO sends {step.value_w:g} W ({kind})"
         case CutLinkStep():
             return "cut the IEC 104 link"
+        case DsoShortSessionStep():
+            return f"short DSO session with {step.value_w:g} W"
         case RestoreLinkStep():
             return "restore the IEC 104 link"
         case WaitStep():

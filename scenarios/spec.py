@@ -84,6 +84,23 @@ class CutLinkStep:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class DsoShortSessionStep:
+    """A whole DSO session on a master of its own: connect, STARTDT, one setpoint (its ACT_CON
+    checked), then drop without STOPDT: ``abort`` (RST) or ``close`` (FIN).
+
+    The row fails unless the session lasted less than the gateway's ``iec104.link_poll_s``:
+    a longer one would prove nothing about sessions the link poll cannot see.
+    """
+
+    do: Literal["dso_short_session"]
+    value_w: float
+    name: str = ""
+    how: Literal["abort", "close"] = "abort"
+    expect_confirm: Literal["positive", "negative"] = "positive"
+    within_s: float = Field(default=5.0, gt=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class RestoreLinkStep:
     do: Literal["restore_link"]
     name: str = ""
@@ -223,6 +240,7 @@ def _fmt(value: object) -> str:
 Action = (
     SetpointStep
     | CutLinkStep
+    | DsoShortSessionStep
     | RestoreLinkStep
     | WaitStep
     | StationDisconnectStep
@@ -237,6 +255,7 @@ Step = Action | Expectation
 _ACTIONS: dict[str, type[Any]] = {
     "setpoint": SetpointStep,
     "cut_link": CutLinkStep,
+    "dso_short_session": DsoShortSessionStep,
     "restore_link": RestoreLinkStep,
     "wait": WaitStep,
     "station_disconnect": StationDisconnectStep,

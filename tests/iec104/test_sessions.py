@@ -191,3 +191,17 @@ async def test_a_short_session_on_a_site_still_in_initial_is_counted(tmp_path: P
                 master.abort()
         await site.until(lambda: sessions_counted(site) == 1.0, what="session counted")
         await site.until(lambda: not site.outstation.link_up, timeout_s=5.0, what="link lost")
+
+
+async def test_stopdt_is_link_loss_at_once_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    poll_s = 30.0  # never runs within this test: the STOPDT con alone must do it
+    config = site_config(tmp_path, link_poll_s=poll_s)
+    async with running_site(config) as site, site.master() as master:
+        watch = ModeWatch(site.runtime)
+        assert (await master.send_setpoint(100, 20000.0)).positive
+        mark = watch.mark()
+        await master.stop_data_transfer()
+        await watch.reach(Mode.HOLD, mark, timeout_s=3.0)
+        mark = watch.mark()
+        await master.start_data_transfer()
+        await watch.reach(Mode.NORMAL, mark, timeout_s=3.0)

@@ -9,6 +9,7 @@ import pytest
 
 from scenarios.runner import gateway_config
 from scenarios.spec import (
+    DsoShortSessionStep,
     Expectation,
     ScenarioError,
     SetpointStep,
@@ -68,6 +69,12 @@ def test_minimal_scenario() -> None:
             "steps[0]",
             "exactly one of 'do' or 'expect'",
         ),
+        ({"steps": [{"do": "dso_short_session"}]}, "steps[0].value_w", "required"),
+        (
+            {"steps": [{"do": "dso_short_session", "value_w": 20000, "how": "stopdt"}]},
+            "steps[0].how",
+            "Input should be",
+        ),
         ({"steps": []}, "steps", "at least one step"),
         ({"stations": [{"id": "a:b"}]}, "stations[0].id", "no ':'"),
         ({"stations": [{"id": "cs", "phases": 4}]}, "stations[0].phases", "Input should be"),
@@ -121,3 +128,16 @@ def test_quality_belongs_to_telemetry_and_may_stand_alone() -> None:
     wrong = [{"expect": "site_power_w", "at_most": 1, "quality": "invalid"}]
     with pytest.raises(ScenarioError, match="only telemetry has a quality"):
         parse_scenario(minimal(steps=wrong), "x.toml")
+
+
+def test_a_short_dso_session_drops_with_a_reset_unless_told_to_close() -> None:
+    steps = [
+        {"do": "dso_short_session", "value_w": 20000},
+        {"do": "dso_short_session", "value_w": 0, "how": "close", "expect_confirm": "negative"},
+    ]
+    first, second = parse_scenario(minimal(steps=steps), "x.toml").steps
+    assert isinstance(first, DsoShortSessionStep) and isinstance(second, DsoShortSessionStep)
+    assert (first.how, first.expect_confirm, first.within_s) == ("abort", "positive", 5.0)
+    assert (second.how, second.expect_confirm) == ("close", "negative")
+    names = [load_scenario(path).name for path in shipped_scenarios()]
+    assert "V7 short DSO session" in names
