@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
+from gateway.durable import describe_resume, resume
 from gateway.metrics import CoreMetrics
 from gateway.runtime import Clock, CoreRuntime
 from gateway.setpoint_rules import SetpointBounds
@@ -84,13 +85,39 @@ class Gateway:
 
 
 def build_gateway(config: Config, clock: Clock = time.time) -> Gateway:
-    """Wire everything from ``config``; nothing listens until ``start()``."""
+    """Wire everything from ``config``; nothing listens until ``start()``.
+
+    The store comes first: it takes the one-gateway-per-store lock before anything is
+    written, so a second gateway on the same store fails here and touches nothing.
+    """
     store = Store(config.store.path)
-    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), clock())
-    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-    runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, clock)
-    gateway = Gateway(config, runtime)
-    gateway.adapters.extend(_build_adapters(config, runtime))
+    try:
+        settings = arbiter_settings(config)
+        now = clock()
+        stored = store.load_limit()
+        # Nothing stored: the configured safe side. Anything stored: the core resumes it.
+        if stored is None:
+            resumed = resume(None, settings.hold_timeout_s, now, missing_start=config.store.missing_start)
+        else:
+            resumed = stored
+        arbiter = Arbiter.start(settings, resumed, now)
+        reason = describe_resume(stored, arbiter.durable, now)
+        if stored is None:
+            missing = f"store {store.path} {'did not exist' if store.created else 'holds no limit'}"
+            log.warning(
+                "%s: not a silent fresh start, starting in %s (store.missing_start = %r)",
+                missing,
+                arbiter.mode.value,
+                config.store.missing_start,
+            )
+            reason = f"{missing}: {reason}"
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, clock, start_reason=reason)
+        gateway = Gateway(config, runtime)
+        gateway.adapters.extend(_build_adapters(config, runtime))
+    except BaseException:
+        store.close()  # and with it the lock
+        raise
     return gateway
 
 

@@ -165,9 +165,15 @@ class UpstreamConfig:
     call_timeout_s: float = 30.0  # a station call the CSMS leaves unanswered is answered locally
 
 
+MissingStart = Literal["fallback", "initial"]
+
+
 @dataclass(frozen=True, config=_STRICT)
 class StoreConfig:
-    path: str = "ocpp809.sqlite3"
+    path: str = "ocpp809.sqlite3"  # <path>.lock next to it keeps a second gateway off the same store
+    # A store that is missing (or holds no limit) at start: "fallback" applies fallback_limit_w until
+    # a DSO setpoint arrives (the safe side); "initial" applies initial_limit_w. Either way: a WARNING.
+    missing_start: MissingStart = "fallback"
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -297,6 +303,9 @@ def _check(config: Config, file: str) -> None:
     if oc.meter_stale_after_s <= 0:
         fail("ocpp.meter_stale_after_s", "must be > 0")
     _check_ocpp(oc, fail)
+
+    if not config.store.path.strip():
+        fail("store.path", "must name a file")
 
     url = config.upstream.csms_url
     if url and not url.startswith(("ws://", "wss://")):

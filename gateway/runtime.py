@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.arbiter import Arbiter, SiteView
 from gateway.decisions import ConfirmSetpoint, Decision, LimitChanged, RejectSetpoint
+from gateway.durable import DurableLimit
 from gateway.errors import StoreError
 from gateway.events import (
     DsoLinkLost,
@@ -38,6 +39,11 @@ Listener = Callable[[Sequence[Decision]], None]
 Clock = Callable[[], float]
 
 _DEADLINE_JOB = "core-deadline"
+_MASTER_SEEN_JOB = "store-master-seen"
+# While a master is connected its presence is stored this often (plus at every link up and
+# down), so a restart counts the downtime toward the hold: after a crash the resumed hold
+# ends at most this much early, never late. Two fsyncs per refresh (the checkpoint's).
+MASTER_SEEN_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +61,20 @@ class CoreRuntime:
         metrics: CoreMetrics,
         scheduler: AsyncIOScheduler,
         clock: Clock = time.time,
+        start_reason: str | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.store = store
         self.metrics = metrics
         self.scheduler = scheduler
         self.clock = clock
+        self.start_reason = start_reason  # how the limit came about (resume, missing store, ...)
         self._listeners: list[Listener] = []
         self._stations_by_version: dict[str, str] = {}
         self._armed_s: float | None = None
+        self._link_stored = arbiter.link_up  # the link state whose last-seen time the store has
+        self._store_fault_logged: str | None = None
+        self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
 
     def add_listener(self, listener: Listener) -> None:
         """``listener`` gets every batch of decisions, on the loop thread; it must not block."""
@@ -75,12 +86,23 @@ class CoreRuntime:
     def start(self) -> None:
         """Announce the resumed limit to every adapter and arm the first deadline."""
         self._persist_if_changed(None)
-        decision = self.arbiter.limit_changed(
+        reason = self.start_reason or (
             "resumed from the store" if self.arbiter.mode is not Mode.INITIAL else "initial limit"
         )
-        log.info("limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
+        decision = self.arbiter.limit_changed(reason)
+        level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
+        log.log(level, "limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
         self._dispatch([decision])
         self._arm_deadline()
+        self.scheduler.add_job(
+            self._refresh_master_seen,
+            "interval",
+            seconds=MASTER_SEEN_INTERVAL_S,
+            id=_MASTER_SEEN_JOB,
+            replace_existing=True,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
 
     async def submit(self, event: Event) -> list[Decision]:
         """Feed one fact into the core and fan its decisions out."""
@@ -93,11 +115,19 @@ class CoreRuntime:
         now = self.clock()
         refusal = self.arbiter.check_setpoint(event, now)
         if refusal is None:
+            durable = self.arbiter.durable_after(event, now)
             try:
-                self.store.save_limit(self.arbiter.durable_after(event, now))
+                self.store.save_limit(durable)
+                self._stored = durable
             except StoreError as exc:
-                log.error("setpoint %g W refused: %s", event.value_w, exc)
+                log.error(
+                    "setpoint %g W from %s refused, the store cannot keep it: %s",
+                    event.value_w,
+                    event.peer,
+                    exc,
+                )
                 self.metrics.store_errors.inc()
+                self._store_fault_logged = self.store.failure
                 outcome = SetpointOutcome(False, RejectReason.STORE_FAILED, str(exc))
                 self._audit(event, now, outcome)
                 return outcome
@@ -125,6 +155,8 @@ class CoreRuntime:
     async def close(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.arbiter.link_up:  # the master was there until now: the downtime starts here
+            self._save_master_seen(self.clock(), sync=True)
         self.store.close()
 
     # -- internals -------------------------------------------------------------
@@ -150,14 +182,36 @@ class CoreRuntime:
         return decisions
 
     def _persist_if_changed(self, before: object) -> None:
-        if self.arbiter.durable == before:
+        if self.arbiter.link_up is not self._link_stored:
+            # Link up or down: a master was there until now. Stored before the mode it may
+            # have changed, so a resumed hold starts here.
+            self._link_stored = self.arbiter.link_up
+            self._save_master_seen(self.clock(), sync=True)
+        durable = self.arbiter.durable
+        if durable == before or durable == self._stored:
             return
         try:
-            self.store.save_limit(self.arbiter.durable)
+            self.store.save_limit(durable)
+            self._stored = durable
         except StoreError as exc:
             # A mode change driven by time or link loss cannot be refused; keep enforcing it.
             self.metrics.store_errors.inc()
             log.error("mode %s not stored: %s", self.arbiter.mode, exc)
+
+    def _save_master_seen(self, at_s: float, sync: bool) -> None:
+        try:
+            self.store.save_master_seen(at_s, sync=sync)
+        except StoreError as exc:
+            self.metrics.store_errors.inc()
+            failure = self.store.failure
+            if failure is None or failure != self._store_fault_logged:  # a lasting fault is logged once
+                self._store_fault_logged = failure
+                log.error("time a DSO master was last seen not stored: %s", exc)
+
+    async def _refresh_master_seen(self) -> None:
+        """While a master is connected, keep its last-seen time current in the store."""
+        if self.arbiter.link_up:
+            self._save_master_seen(self.clock(), sync=False)
 
     def _count(self, event: Event) -> None:
         m = self.metrics

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.model import Mode
+from gateway.store import Store
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ocpp809.toml"
 OCPP809 = [sys.executable, "-m", "gateway.cli"]
 
@@ -33,6 +36,15 @@ def test_check_config_bad_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f"error: {bad}: limits.min_limt_w: unknown key"]
+
+
+def test_check_config_names_a_bad_missing_start(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[store]\nmissing_start = "maybe"\n')
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {bad}: store.missing_start: ")
 
 
 def test_version() -> None:
@@ -88,3 +100,66 @@ path = "{tmp_path / "store.sqlite3"}"
     if log_format == "json":
         records = [json.loads(line) for line in "".join(seen).splitlines() + rest.splitlines() if line]
         assert any(r["message"] == "ocpp809 running" and r["levelname"] == "INFO" for r in records)
+
+
+def test_a_second_run_on_the_same_store_exits_with_one_line_and_touches_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store.sqlite3"
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"""
+[iec104]
+listen_host = "127.0.0.1"
+port = 0
+[ocpp]
+listen_host = "127.0.0.1"
+port = 0
+[metrics]
+enabled = false
+[store]
+path = "{store}"
+[upstream]
+outbox_path = "{tmp_path / "outbox.sqlite3"}"
+"""
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(
+        [*OCPP809, "run", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert first.stderr is not None
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while time.monotonic() < deadline:  # bounded: read lines until the start is logged
+            line = first.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "ocpp809 running" in line:
+                break
+        assert any("ocpp809 running" in line for line in seen), "".join(seen)
+        files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3")}
+        assert {"store.sqlite3", "store.sqlite3.lock"} <= files.keys()
+
+        second = run_cli("run", "--config", str(config))
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"error: store {store} is in use by another ocpp809 (pid {first.pid})"
+        ]
+        assert {
+            p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3")
+        } == files
+        assert first.poll() is None  # the first one runs on
+
+        first.send_signal(signal.SIGINT)
+        rest = first.communicate(timeout=30)[1]
+        assert first.returncode == 0, rest
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)
+    reopened = Store(store)  # the lock went with the first gateway
+    try:
+        stored = reopened.load_limit()
+        assert stored is not None and stored.mode is Mode.FALLBACK  # the first one's row, as it left it
+    finally:
+        reopened.close()

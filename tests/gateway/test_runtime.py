@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,15 +21,15 @@ from gateway.errors import StoreError
 from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.metrics import CoreMetrics
 from gateway.model import Mode, RejectReason
-from gateway.runtime import CoreRuntime
+from gateway.runtime import Clock, CoreRuntime
 from gateway.store import Store
 
 
-def make_runtime(path: Path, hold_timeout_s: float = 300.0) -> CoreRuntime:
+def make_runtime(path: Path, hold_timeout_s: float = 300.0, clock: Clock = time.time) -> CoreRuntime:
     config = parse_config({"limits": {"hold_timeout_s": hold_timeout_s}})
     store = Store(path)
-    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), __import__("time").time())
-    runtime = CoreRuntime(arbiter, store, CoreMetrics(), AsyncIOScheduler())
+    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), clock())
+    runtime = CoreRuntime(arbiter, store, CoreMetrics(), AsyncIOScheduler(), clock)
     runtime.scheduler.start()
     runtime.start()
     return runtime
@@ -124,3 +128,173 @@ async def test_a_failing_listener_does_not_starve_the_others(runtime: CoreRuntim
 async def test_setpoints_must_use_submit_setpoint(runtime: CoreRuntime) -> None:
     with pytest.raises(TypeError):
         await runtime.submit(SetpointReceived(20000))
+
+
+# -- the store never confirms what it cannot keep ---------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _replace_with_other_db(path: Path) -> None:
+    other = path.with_name("other.sqlite3")
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    os.replace(other, path)
+
+
+def _garble_wal(path: Path) -> None:
+    wal = Path(f"{path}-wal")
+    with open(wal, "r+b") as handle:
+        handle.write(b"\xa5" * wal.stat().st_size)
+
+
+STORE_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "main deleted": (lambda p: os.remove(p), "s.sqlite3 was deleted"),
+    "wal deleted": (lambda p: os.remove(f"{p}-wal"), "s.sqlite3-wal was deleted"),
+    "main replaced": (_replace_with_other_db, "s.sqlite3 was replaced"),
+    "wal garbled": (_garble_wal, "s.sqlite3-wal header was overwritten"),
+}
+
+
+@pytest.mark.parametrize("fault", STORE_FAULTS)
+async def test_a_store_fault_refuses_the_next_setpoint_and_keeps_the_confirmed_limit(
+    tmp_path: Path, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    runtime = make_runtime(path)
+    try:
+        await runtime.submit(DsoLinkUp())
+        assert (await runtime.submit_setpoint(SetpointReceived(20000, peer="scada"))).accepted
+        damage, why = STORE_FAULTS[fault]
+        damage(path)
+        seen: list[Sequence[Decision]] = []
+        runtime.add_listener(seen.append)
+        with caplog.at_level(logging.ERROR, logger="gateway.runtime"):
+            outcome = await runtime.submit_setpoint(SetpointReceived(30000, peer="scada"))
+        assert (outcome.accepted, outcome.reason) == (False, RejectReason.STORE_FAILED)
+        assert why in outcome.detail
+        assert any(r.levelno == logging.ERROR and why in r.getMessage() for r in caplog.records)
+        view = runtime.view()
+        assert (view.mode, view.limit_w) == (Mode.NORMAL, 20000)  # what is reported is unchanged
+        assert seen == []
+        # The store stays failed: a later setpoint is refused as well.
+        assert not (await runtime.submit_setpoint(SetpointReceived(25000))).accepted
+    finally:
+        await runtime.close()
+    if fault == "main replaced":  # a foreign file at the path: the restart refuses with one line
+        with pytest.raises(StoreError, match="is not an ocpp809 store"):
+            make_runtime(path)
+        return
+    restarted = make_runtime(path)  # resumes the last confirmed limit, not initial_limit_w
+    try:
+        view = restarted.view()
+        assert (view.mode, view.limit_w) == (Mode.HOLD, 20000)
+        oldest = restarted.store.audit()[0]
+        assert (oldest.value_w, oldest.accepted) == (20000, True)
+    finally:
+        await restarted.close()
+
+
+async def test_link_events_store_when_a_master_was_last_seen(tmp_path: Path) -> None:
+    clock = FakeClock(1000.0)
+    runtime = make_runtime(tmp_path / "s.sqlite3", clock=clock)
+    try:
+        await runtime.submit(DsoLinkUp())
+        assert runtime.store.load_limit().master_seen_at_s == 1000.0  # type: ignore[union-attr]
+        clock.now = 1042.0
+        await runtime.submit(DsoLinkLost())
+        assert runtime.store.load_limit().master_seen_at_s == 1042.0  # type: ignore[union-attr]
+        clock.now = 1050.0
+        await runtime.submit(DsoLinkLost())  # no change of the link: nothing new to store
+        assert runtime.store.load_limit().master_seen_at_s == 1042.0  # type: ignore[union-attr]
+    finally:
+        await runtime.close()
+
+
+async def test_downtime_counts_toward_the_hold(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    clock = FakeClock(1000.0)
+    first = make_runtime(path, hold_timeout_s=300, clock=clock)
+    await first.submit(DsoLinkUp())
+    assert (await first.submit_setpoint(SetpointReceived(20000))).accepted
+    clock.now = 1010.0
+    await first.close()  # the master was connected until the gateway stopped
+    clock.now = 1200.0
+    second = make_runtime(path, hold_timeout_s=300, clock=clock)
+    try:
+        view = second.view()
+        assert (view.mode, view.limit_w) == (Mode.HOLD, 20000)
+        assert second.arbiter.next_deadline() == 1010.0 + 300  # from the last sign of a master, not now
+    finally:
+        await second.close()
+    clock.now = 1400.0  # the hold ran out while the gateway was down
+    third = make_runtime(path, hold_timeout_s=300, clock=clock)
+    try:
+        view = third.view()
+        assert (view.mode, view.limit_w) == (Mode.FALLBACK, 10000)
+        assert third.store.load_limit().mode is Mode.FALLBACK  # type: ignore[union-attr]
+    finally:
+        await third.close()
+
+
+async def test_a_crash_loses_at_most_one_refresh_of_the_last_seen_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.runtime.MASTER_SEEN_INTERVAL_S", 0.05)
+    clock = FakeClock(1000.0)
+    runtime = make_runtime(tmp_path / "s.sqlite3", clock=clock)
+    refreshed = asyncio.Event()
+    save = runtime.store.save_master_seen
+
+    def spy(at_s: float, sync: bool = True) -> None:
+        save(at_s, sync)
+        if not sync:
+            refreshed.set()
+
+    monkeypatch.setattr(runtime.store, "save_master_seen", spy)
+    try:
+        await runtime.submit(DsoLinkUp())
+        clock.now = 1234.0
+        await asyncio.wait_for(refreshed.wait(), timeout=10)
+        assert runtime.store.load_limit().master_seen_at_s == 1234.0  # type: ignore[union-attr]
+    finally:
+        await runtime.close()
+
+
+async def test_a_store_fault_found_by_the_refresh_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("gateway.runtime.MASTER_SEEN_INTERVAL_S", 0.05)
+    path = tmp_path / "s.sqlite3"
+    runtime = make_runtime(path)
+    refreshes = 0
+    third = asyncio.Event()
+    save = runtime.store.save_master_seen
+
+    def spy(at_s: float, sync: bool = True) -> None:
+        nonlocal refreshes
+        if not sync:
+            refreshes += 1
+            if refreshes == 3:
+                third.set()
+        save(at_s, sync)
+
+    monkeypatch.setattr(runtime.store, "save_master_seen", spy)
+    try:
+        await runtime.submit(DsoLinkUp())
+        os.remove(f"{path}-wal")
+        with caplog.at_level(logging.ERROR, logger="gateway.runtime"):
+            await asyncio.wait_for(third.wait(), timeout=10)
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "-wal was deleted" in errors[0].getMessage()
+        assert runtime.metrics.store_errors._value.get() >= 3
+    finally:
+        await runtime.close()
