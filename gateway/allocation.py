@@ -105,8 +105,7 @@ def _water_fill(budget: int, lows: list[int], highs: list[int], weights: list[fl
     if free_weight > 1e-12:
         level = max(level, (budget - fixed) / free_weight)
     shares = [
-        min(max(math.floor(w * level + 1e-9), lo), hi)
-        for lo, hi, w in zip(lows, highs, weights, strict=True)
+        min(max(math.floor(w * level + 1e-9), lo), hi) for lo, hi, w in zip(lows, highs, weights, strict=True)
     ]
     # Floating point may leave the sum a hair above the budget: take it back from the largest.
     excess = sum(shares) - budget

@@ -12,6 +12,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
+from gateway.demand import DemandSettings
+from gateway.fleet import FleetSettings
 from gateway.durable import describe_resume, resume
 from gateway.metrics import CoreMetrics
 from gateway.runtime import Clock, CoreRuntime
@@ -30,7 +32,7 @@ class Adapter(Protocol):
 
 
 def arbiter_settings(config: Config) -> ArbiterSettings:
-    lim = config.limits
+    lim, sh = config.limits, config.sharing
     return ArbiterSettings(
         bounds=SetpointBounds(lim.min_limit_w, lim.max_limit_w, lim.max_command_age_s, lim.future_tolerance_s),
         initial_limit_w=lim.initial_limit_w,
@@ -38,6 +40,18 @@ def arbiter_settings(config: Config) -> ArbiterSettings:
         hold_timeout_s=lim.hold_timeout_s,
         meter_stale_after_s=config.ocpp.meter_stale_after_s,
         reallocation_settle_s=lim.reallocation_settle_s,
+        fallback_without_master=lim.fallback_without_master,
+        fleet=FleetSettings(
+            live_validity_s=config.ocpp.profile_validity_s,
+            refresh_s=config.ocpp.profile_refresh_s,
+            raise_interval_s=sh.raise_interval_s,
+            demand=DemandSettings(
+                enabled=sh.follow_demand,
+                idle_share_w=sh.idle_share_w or None,
+                headroom_w=sh.headroom_w,
+                window_s=sh.window_s,
+            ),
+        ),
     )
 
 

@@ -7,31 +7,42 @@ It owns no sockets, threads, timers or clock.
 Mode transitions (the whole table):
 
     INITIAL  --valid setpoint-->  NORMAL
+    INITIAL  --no master for hold_timeout_s (from start or link loss)-->  FALLBACK
     NORMAL   --link lost------->  HOLD      (last accepted setpoint held)
     HOLD     --link up--------->  NORMAL
     HOLD     --hold_timeout_s-->  FALLBACK  (fallback_limit_w)
     any      --valid setpoint-->  NORMAL
     FALLBACK --link up--------->  FALLBACK  (only a new valid setpoint lifts it)
 
-INITIAL ignores link loss: no DSO limit was ever in force, so the configured
-initial limit stays. On resume from the store, NORMAL becomes HOLD (no master is
-connected yet) and a HOLD that expired while the gateway was down is FALLBACK.
+With ``fallback_without_master`` off, INITIAL ignores link loss and keeps the
+configured initial limit until the first setpoint. On resume from the store, NORMAL
+becomes HOLD (no master is connected yet) and a HOLD that expired while the gateway
+was down is FALLBACK.
+
+The cap invariant (DESIGN.md): the stations' commitments — what each station may
+draw under the profiles it holds or may hold, online or offline — add up to at most
+the limit in force, and their fallback caps to at most ``fallback_limit_w``, at every
+instant; the one exception is the window right after the limit itself went down, in
+which only cuts go out. ``gateway.ledger`` keeps one station's commitments,
+``gateway.fleet`` the sums and the order of moves (cuts before raises), and
+``gateway.demand`` what share a station can use. ``limit_enforced`` means the
+commitments fit the limit and every connected station is bound by a profile it
+accepted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.allocation import StationRange, allocate
 from gateway.decisions import (
     AllStationsEnforced,
-    ApplyStationLimit,
     ConfirmSetpoint,
     Decision,
     EnforcementChanged,
     LimitChanged,
     PublishTotalPower,
     RejectSetpoint,
+    StationReleaseRefused,
 )
 from gateway.durable import DurableLimit, resume
 from gateway.events import (
@@ -41,10 +52,13 @@ from gateway.events import (
     MeterSampled,
     ProfileResult,
     SetpointReceived,
+    StationActivity,
     StationConnected,
     StationDisconnected,
+    StationReleased,
     Tick,
 )
+from gateway.fleet import Fleet, FleetSettings, Station
 from gateway.model import MODE_SOURCE, LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
 from gateway.setpoint_rules import Refusal, SetpointBounds, check_setpoint
 
@@ -59,16 +73,22 @@ class ArbiterSettings:
     # Station (dis)connections within this window after a reallocation share the next one:
     # every join changes every share, so a burst of N joins would otherwise cost O(N^2).
     reallocation_settle_s: float = 0.0
+    # No master within hold_timeout_s of start (or of its loss) before any setpoint: fallback.
+    fallback_without_master: bool = True
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
 @dataclass(frozen=True, slots=True)
 class StationView:
     station_id: str
     version: OcppVersion
-    limit_w: float
+    limit_w: float  # the share the core wants it to have
     fallback_w: float
     power_w: float | None
-    enforced: bool
+    enforced: bool  # it accepted the latest allocation sent to it
+    online: bool = True
+    committed_w: float = 0.0  # the most it may draw now under what it holds or may hold
+    fallback_committed_w: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,21 +103,9 @@ class SiteView:
     quality: Quality
     enforced: bool
     stations: tuple[StationView, ...]
-
-
-@dataclass(slots=True)
-class _Station:
-    station_id: str
-    version: OcppVersion
-    min_w: float
-    max_w: float
-    limit_w: float = 0.0
-    fallback_w: float = 0.0
-    seq: int = 0
-    accepted_seq: int = -1
-    power_dw: int | None = None  # deciwatts, so the running total stays exact
-    sampled_at_s: float = 0.0
-    stale: bool = False
+    committed_w: float = 0.0
+    fallback_committed_w: float = 0.0
+    raises_waiting: int = 0
 
 
 @dataclass(slots=True)
@@ -112,17 +120,19 @@ class Arbiter:
     settings: ArbiterSettings
     durable: DurableLimit
     link_up: bool = False
-    _stations: dict[str, _Station] = field(default_factory=dict)  # insertion = connection order
+    fleet: Fleet = field(init=False)
     _totals: _Totals = field(default_factory=_Totals)
-    _seq: int = 0
     _enforced: bool = True
-    _unaccepted: set[str] = field(default_factory=set)  # ids with accepted_seq != seq: O(1) "all enforced"
     _pending_since_s: float | None = None
     _next_stale_check_s: float | None = None
     _last_realloc_s: float = float("-inf")
     _realloc_due_s: float | None = None
     _joined: set[str] = field(default_factory=set)  # connected since the last reallocation
     _published: tuple[float, Quality] | None = None
+    _last_now_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.fleet = Fleet(self.settings.fleet)
 
     @classmethod
     def start(cls, settings: ArbiterSettings, resumed: DurableLimit | None, now_s: float) -> Arbiter:
@@ -130,7 +140,13 @@ class Arbiter:
 
         Nothing stored starts INITIAL here; what a *missing* store means is the shell's call.
         """
-        durable = resume(resumed, settings.hold_timeout_s, now_s, missing_start="initial")
+        durable = resume(
+            resumed,
+            settings.hold_timeout_s,
+            now_s,
+            missing_start="initial",
+            initial_fallback=settings.fallback_without_master,
+        )
         return cls(settings=settings, durable=durable)
 
     # -- reading ---------------------------------------------------------------
@@ -156,26 +172,47 @@ class Arbiter:
     def limit_changed(self, reason: str) -> LimitChanged:
         return LimitChanged(self.limit_w, self.source, self.mode, reason)
 
-    def view(self) -> SiteView:
+    def view(self, now_s: float | None = None) -> SiteView:
+        """The site as the core sees it; commitments as of ``now_s`` (default: the last event)."""
+        fleet = self.fleet
+        now = self._last_now_s if now_s is None else now_s
         total, quality = self._total()
         stations = tuple(
             StationView(
                 s.station_id,
                 s.version,
-                s.limit_w,
-                s.fallback_w,
+                s.target_w,
+                s.target_fallback_w,
                 None if s.power_dw is None else s.power_dw / 10,
-                s.accepted_seq == s.seq,
+                s.up_to_date,
+                s.online,
+                s.ledger.commitment_w(now),
+                s.ledger.fallback_commitment_w(),
             )
-            for s in self._stations.values()
+            for s in fleet.stations.values()
         )
         return SiteView(
-            self.limit_w, self.source, self.mode, self.link_up, total, quality, self._enforced, stations
+            self.limit_w,
+            self.source,
+            self.mode,
+            self.link_up,
+            total,
+            quality,
+            self._enforced,
+            stations,
+            sum(s.committed_w for s in stations),
+            sum(s.fallback_committed_w for s in stations),
+            len(fleet.raises_waiting),
         )
 
     def next_deadline(self) -> float | None:
         """When the shell must come back with a Tick, or None if only events matter."""
-        candidates = (self._hold_expiry(), self._next_stale_check_s, self._realloc_due_s)
+        candidates = (
+            self._hold_expiry(),
+            self._next_stale_check_s,
+            self._realloc_due_s,
+            self.fleet.next_deadline(),
+        )
         deadlines = [d for d in candidates if d is not None]
         return min(deadlines) if deadlines else None
 
@@ -191,6 +228,7 @@ class Arbiter:
 
     def handle(self, event: Event, now_s: float) -> list[Decision]:
         out: list[Decision] = []
+        self._last_now_s = now_s
         match event:
             case SetpointReceived():
                 self._on_setpoint(event, now_s, out)
@@ -199,17 +237,25 @@ class Arbiter:
                 if self.mode is Mode.HOLD:
                     self._set_mode(DurableLimit(Mode.NORMAL, self.durable.setpoint_w, now_s))
                     out.append(self.limit_changed("DSO link restored within the hold time"))
+                elif self.mode is Mode.INITIAL and self.durable.hold_started_at_s is not None:
+                    self._set_mode(DurableLimit(Mode.INITIAL, None, self.durable.changed_at_s, None))
             case DsoLinkLost():
                 self.link_up = False
                 if self.mode is Mode.NORMAL:
                     self._set_mode(DurableLimit(Mode.HOLD, self.durable.setpoint_w, now_s, now_s))
                     out.append(self.limit_changed("DSO link lost: holding the last accepted setpoint"))
+                elif self.mode is Mode.INITIAL:
+                    self._set_mode(DurableLimit(Mode.INITIAL, None, self.durable.changed_at_s, now_s))
             case Tick():
                 self._on_tick(now_s, out)
             case StationConnected():
                 self._on_connected(event, now_s, out)
             case StationDisconnected():
                 self._on_disconnected(event, now_s, out)
+            case StationActivity():
+                self._on_activity(event, now_s, out)
+            case StationReleased():
+                self._on_released(event, now_s, out)
             case MeterSampled():
                 self._on_meter(event, now_s, out)
             case ProfileResult():
@@ -234,55 +280,78 @@ class Arbiter:
     def _on_tick(self, now_s: float, out: list[Decision]) -> None:
         expiry = self._hold_expiry()
         if expiry is not None and now_s >= expiry:
+            initial = self.mode is Mode.INITIAL
             self._set_mode(DurableLimit(Mode.FALLBACK, self.durable.setpoint_w, now_s))
+            why = "no DSO master seen" if initial else "DSO link down"
             out.append(
-                self.limit_changed(
-                    f"DSO link down longer than hold_timeout_s={self.settings.hold_timeout_s:g}: fallback"
-                )
+                self.limit_changed(f"{why} for hold_timeout_s={self.settings.hold_timeout_s:g}: fallback")
             )
             self._pending_since_s = now_s
             self._reallocate(now_s, out)
-            self._check_enforced(now_s, out)
-        if self._realloc_due_s is not None and now_s >= self._realloc_due_s:
+        fleet = self.fleet
+        if self._realloc_due_s is not None and now_s >= self._realloc_due_s or fleet.targets_stale(now_s):
+            # Joins and leaves settled, or an offline station's live cap lapsed: shares move.
             self._reallocate(now_s, out)
-            self._check_enforced(now_s, out)
+        else:
+            force = fleet.refresh_due(now_s) if fleet.next_deadline() is not None else set()
+            if force or fleet.raise_turns_due(now_s) or fleet.raises_waiting:
+                fleet.plan(now_s, self.limit_w, self.settings.fallback_limit_w, self.source, force, out)
+        self._check_enforced(now_s, out)
         if self._next_stale_check_s is not None and now_s >= self._next_stale_check_s:
             self._refresh_staleness(now_s)
             self._publish_total(out)
 
     def _on_connected(self, event: StationConnected, now_s: float, out: list[Decision]) -> None:
-        old = self._stations.pop(event.station_id, None)
-        if old is not None:
+        old = self.fleet.stations.get(event.station_id)
+        if old is not None and old.online:
             self._forget_reading(old)
-            self._unaccepted.discard(event.station_id)
-        station = _Station(
-            event.station_id, event.version, event.min_power_w, max(event.max_power_w, event.min_power_w)
+        self.fleet.join(
+            event.station_id,
+            event.version,
+            event.min_power_w,
+            event.max_power_w,
+            event.priority,
+            event.weight,
         )
-        self._stations[event.station_id] = station
         self._totals.missing += 1
-        # Until its first allocation the station counts as 0 W and not enforced.
-        self._unaccepted.add(event.station_id)
         self._joined.add(event.station_id)
         self._reallocate_soon(now_s, out)
-        self._update_enforced(out)
+        self._check_enforced(now_s, out)
         self._publish_total(out)
 
     def _on_disconnected(self, event: StationDisconnected, now_s: float, out: list[Decision]) -> None:
-        station = self._stations.pop(event.station_id, None)
-        if station is None:
+        station = self.fleet.stations.get(event.station_id)
+        if station is None or not station.online:
             return
         self._forget_reading(station)
-        self._unaccepted.discard(event.station_id)
+        self.fleet.leave(event.station_id)
         self._joined.discard(event.station_id)
         self._reallocate_soon(now_s, out)
         self._check_enforced(now_s, out)
         self._publish_total(out)
 
+    def _on_activity(self, event: StationActivity, now_s: float, out: list[Decision]) -> None:
+        station = self.fleet.stations.get(event.station_id)
+        if station is None or not station.online:
+            return
+        if station.demand.set_charging(event.charging, now_s):
+            self._reallocate_soon(now_s, out)
+            self._check_enforced(now_s, out)
+
+    def _on_released(self, event: StationReleased, now_s: float, out: list[Decision]) -> None:
+        refusal = self.fleet.release(event.station_id)
+        if refusal is not None:
+            out.append(StationReleaseRefused(event.station_id, refusal))
+            return
+        self._reallocate(now_s, out)
+        self._check_enforced(now_s, out)
+
     def _on_meter(self, event: MeterSampled, now_s: float, out: list[Decision]) -> None:
-        station = self._stations.get(event.station_id)
-        if station is None:
+        station = self.fleet.stations.get(event.station_id)
+        if station is None or not station.online:
             return  # a sample from a station we do not serve cannot count toward the site
-        power_dw = round(max(0.0, event.power_w) * 10)
+        power_w = max(0.0, event.power_w)
+        power_dw = round(power_w * 10)
         if station.power_dw is None:
             self._totals.missing -= 1
             self._totals.power_dw += power_dw
@@ -296,15 +365,31 @@ class Arbiter:
         if self._next_stale_check_s is None:
             # Any reading older than this one goes stale first, so an earlier check stays valid.
             self._next_stale_check_s = now_s + self.settings.meter_stale_after_s
+        # Judge the EV against the cap it really had, not a share still on its way.
+        held = station.ledger.held
+        cap_w = station.target_w if held is None else held.live_w
+        if station.demand.sample(power_w, cap_w, station.min_w, self.settings.fleet.demand, now_s):
+            self._reallocate_soon(now_s, out)
+            self._check_enforced(now_s, out)
         self._publish_total(out)
 
     def _on_profile_result(self, event: ProfileResult, now_s: float, out: list[Decision]) -> None:
-        station = self._stations.get(event.station_id)
-        if station is None or event.seq != station.seq:
-            return  # an answer to an allocation that has since been replaced
+        fleet = self.fleet
         if event.outcome is ProfileOutcome.ACCEPTED:
-            station.accepted_seq = event.seq
-            self._unaccepted.discard(event.station_id)
+            if fleet.accepted(event.station_id, event.seq, now_s) is None:
+                return
+        else:
+            fleet.refused(event.station_id, event.seq)
+        if fleet.worth_replanning(now_s, self.limit_w):
+            fleet.plan(
+                now_s,
+                self.limit_w,
+                self.settings.fallback_limit_w,
+                self.source,
+                set(),
+                out,
+                only=list(fleet.raises_waiting),
+            )
         self._check_enforced(now_s, out)
 
     # -- helpers ---------------------------------------------------------------
@@ -313,7 +398,13 @@ class Arbiter:
         self.durable = durable
 
     def _hold_expiry(self) -> float | None:
-        if self.durable.mode is not Mode.HOLD or self.durable.hold_started_at_s is None:
+        mode = self.durable.mode
+        if mode is Mode.INITIAL:
+            if not self.settings.fallback_without_master or self.link_up:
+                return None
+            started = self.durable.hold_started_at_s
+            return (self.durable.changed_at_s if started is None else started) + self.settings.hold_timeout_s
+        if mode is not Mode.HOLD or self.durable.hold_started_at_s is None:
             return None
         return self.durable.hold_started_at_s + self.settings.hold_timeout_s
 
@@ -327,35 +418,25 @@ class Arbiter:
             self._realloc_due_s = self._last_realloc_s + self.settings.reallocation_settle_s
 
     def _reallocate(self, now_s: float, out: list[Decision]) -> None:
-        """Split the limit afresh; tell every station whose share moved and every new one."""
+        """Split the limit afresh and move the stations toward it: cuts first, raises into free room."""
         force, self._joined = self._joined, set()
         self._last_realloc_s, self._realloc_due_s = now_s, None
-        ranges = [StationRange(s.station_id, s.min_w, s.max_w) for s in self._stations.values()]
-        live = allocate(self.limit_w, ranges)
-        fallback = allocate(self.settings.fallback_limit_w, ranges)
-        source = self.source
-        for station in self._stations.values():
-            limit_w, fallback_w = live[station.station_id], fallback[station.station_id]
-            if station.station_id in force or (limit_w, fallback_w) != (station.limit_w, station.fallback_w):
-                self._seq += 1
-                station.limit_w, station.fallback_w, station.seq = limit_w, fallback_w, self._seq
-                self._unaccepted.add(station.station_id)
-                out.append(ApplyStationLimit(station.station_id, limit_w, fallback_w, self._seq, source))
+        fleet = self.fleet
+        fleet.set_targets(now_s, self.limit_w, self.settings.fallback_limit_w)
+        force |= fleet.refresh_due(now_s)
+        fleet.plan(now_s, self.limit_w, self.settings.fallback_limit_w, self.source, force, out)
 
-    def _update_enforced(self, out: list[Decision]) -> None:
-        enforced = not self._unaccepted
+    def _check_enforced(self, now_s: float, out: list[Decision]) -> None:
+        enforced = self.fleet.fits(now_s, self.limit_w, self.settings.fallback_limit_w)
         if enforced != self._enforced:
             self._enforced = enforced
             out.append(EnforcementChanged(enforced))
-
-    def _check_enforced(self, now_s: float, out: list[Decision]) -> None:
-        self._update_enforced(out)
         if self._enforced and self._pending_since_s is not None:
-            if self._stations:
+            if any(True for _ in self.fleet.online()):
                 out.append(AllStationsEnforced(now_s - self._pending_since_s))
             self._pending_since_s = None
 
-    def _forget_reading(self, station: _Station) -> None:
+    def _forget_reading(self, station: Station) -> None:
         if station.power_dw is None:
             self._totals.missing -= 1
         else:
@@ -367,7 +448,7 @@ class Arbiter:
         limit = self.settings.meter_stale_after_s
         earliest: float | None = None
         stale = 0
-        for station in self._stations.values():
+        for station in self.fleet.online():
             if station.power_dw is None:
                 continue
             station.stale = now_s - station.sampled_at_s >= limit

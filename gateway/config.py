@@ -36,6 +36,8 @@ class LimitsConfig:
     max_command_age_s: float = 30.0  # oldest acceptable C_SE_TC_1 time tag
     future_tolerance_s: float = 5.0  # clock skew tolerated for a time tag in the future
     reallocation_settle_s: float = 0.25  # station joins/leaves this close together share one reallocation
+    # No DSO master within hold_timeout_s of start (or of its loss) before any setpoint: fallback_limit_w.
+    fallback_without_master: bool = True
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -98,6 +100,8 @@ class StationConfig:
     rate_unit: RateUnitChoice | None = None  # None: ocpp.station_rate_unit
     phases: int | None = None  # None: ocpp.station_phases
     voltage_v: float | None = None  # None: ocpp.station_voltage_v
+    priority: int = 0  # when minimums do not fit, lower priorities are paused first
+    weight: float = 1.0  # its share against the others' (2.0: twice as much)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -119,8 +123,8 @@ class OcppConfig:
     meter_stale_after_s: float = 180.0  # a reading older than this is flagged not topical
     station_max_power_w: float = 22000.0  # default when a station's own entry does not say
     station_min_power_w: float = 4140.0  # 6 A x 3 phases x 230 V
-    profile_refresh_s: float = 300.0  # the live profile is re-sent this often
-    profile_validity_s: float = 900.0  # validTo of the live profile: a few refreshes ahead
+    profile_refresh_s: float = 480.0  # the live profile is re-sent this often (one flash write each)
+    profile_validity_s: float = 600.0  # validTo of the live profile: an offline station's live share lapses then
     call_timeout_s: float = 10.0
     authorize: Literal["accept_all", "local_list"] = "accept_all"
     local_id_tags: tuple[str, ...] = ()
@@ -177,6 +181,17 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class SharingConfig:
+    """How the limit follows what the EVs really take (see gateway/demand.py)."""
+
+    follow_demand: bool = True  # idle and EV-limited stations give room to those that can use it
+    idle_share_w: float = 0.0  # a station with no EV charging keeps this much (0: its min_power_w)
+    headroom_w: float = 1000.0  # an EV-limited station keeps its draw plus this
+    window_s: float = 120.0  # ... judged on its peak over this long
+    raise_interval_s: float = 30.0  # a station's raises at most this often (cuts never wait)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class MetricsConfig:
     enabled: bool = True
     listen_host: str = "127.0.0.1"
@@ -190,6 +205,7 @@ class Config:
     ocpp: OcppConfig = OcppConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     store: StoreConfig = StoreConfig()
+    sharing: SharingConfig = SharingConfig()
     metrics: MetricsConfig = MetricsConfig()
 
 
@@ -291,11 +307,18 @@ def _check(config: Config, file: str) -> None:
         fail("ocpp.station_min_power_w", "is above ocpp.station_max_power_w")
     if not oc.profile_validity_s > oc.profile_refresh_s > 0:
         fail("ocpp.profile_validity_s", "must be above profile_refresh_s, which must be > 0")
+    sh = config.sharing
+    for name in ("idle_share_w", "headroom_w", "window_s", "raise_interval_s"):
+        value = getattr(sh, name)
+        if not math.isfinite(value) or value < 0:
+            fail(f"sharing.{name}", f"must be a finite number >= 0, got {value}")
     for station_id, station in oc.stations.items():
         if not 0 < len(station_id) <= 48 or ":" in station_id:
             fail(f"ocpp.stations.{station_id}", "a station id has 1..48 characters and no ':'")
         if oc.security_profile in (1, 2) and not station.password:
             fail(f"ocpp.stations.{station_id}.password", "security profiles 1 and 2 need a password")
+        if not (math.isfinite(station.weight) and 0.01 <= station.weight <= 100):
+            fail(f"ocpp.stations.{station_id}.weight", f"{station.weight:g} is outside 0.01..100")
         lo = station.min_power_w if station.min_power_w is not None else oc.station_min_power_w
         hi = station.max_power_w if station.max_power_w is not None else oc.station_max_power_w
         if lo > hi:

@@ -107,6 +107,7 @@ class Fleet:
     stations: dict[str, Station] = field(default_factory=dict)  # insertion = connection order
     raises_waiting: set[str] = field(default_factory=set)
     _awaiting: set[str] = field(default_factory=set)  # online stations with an unanswered profile
+    offline_count: int = 0
     _orders: int = 0
     _seq: int = 0
     _reserve_sum: float = 0.0
@@ -125,6 +126,8 @@ class Fleet:
     ) -> Station:
         """A station (re)connected: it keeps its ledger, and goes to the end of the connection order."""
         old = self.stations.pop(station_id, None)
+        if old is not None and not old.online:
+            self.offline_count -= 1
         self._orders += 1
         station = Station(station_id, version, min_w, max(max_w, min_w), priority, weight, self._orders)
         if old is not None:
@@ -144,6 +147,8 @@ class Fleet:
         self.raises_waiting.discard(station_id)
         if station.ledger.held is None and not station.ledger.pending:
             del self.stations[station_id]  # never profiled: nothing binds it, nothing to keep
+        else:
+            self.offline_count += 1
         self._cache_until_s = -math.inf
         return station
 
@@ -155,6 +160,7 @@ class Fleet:
         if station.online:
             return "the station is online: its commitment follows its answers"
         del self.stations[station_id]
+        self.offline_count -= 1
         self._cache_until_s = -math.inf
         return None
 

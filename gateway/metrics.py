@@ -34,7 +34,11 @@ class CoreMetrics:
             "ocpp809_profile_results", "SetChargingProfile results by outcome", ["outcome"], registry=r
         )
         self.total_power_w = Gauge("ocpp809_total_power_w", "Measured site active power (W)", registry=r)
-        self.enforced = Gauge("ocpp809_limit_enforced", "1 when every station accepted its share", registry=r)
+        self.enforced = Gauge(
+            "ocpp809_limit_enforced",
+            "1 when the stations' commitments fit the limit and every connected station is bound",
+            registry=r,
+        )
         self.enforce_seconds = Histogram(
             "ocpp809_setpoint_to_enforced_seconds",
             "Time from a limit change to every station Accepted",
@@ -42,6 +46,33 @@ class CoreMetrics:
             registry=r,
         )
         self.store_errors = Counter("ocpp809_store_errors", "Failed writes to the durable store", registry=r)
+        self.committed_w = Gauge(
+            "ocpp809_committed_w",
+            "The most the stations may draw under the profiles they hold or may hold (W)",
+            registry=r,
+        )
+        self.fallback_committed_w = Gauge(
+            "ocpp809_fallback_committed_w", "Sum of the stations' fallback caps (W)", registry=r
+        )
+        self.offline_reserved = Gauge(
+            "ocpp809_stations_offline_reserved",
+            "Offline stations whose caps still count against the limit",
+            registry=r,
+        )
+        self.offline_reserved_w = Gauge(
+            "ocpp809_offline_reserved_w", "Power reserved for offline stations (W)", registry=r
+        )
+        self.raises_waiting = Gauge(
+            "ocpp809_raises_waiting", "Stations whose raise waits for cuts to be Accepted", registry=r
+        )
+        self.releases = Counter(
+            "ocpp809_station_releases",
+            "Operator releases of offline stations by result",
+            ["result"],
+            registry=r,
+        )
+        for result in ("released", "refused"):
+            self.releases.labels(result)
 
     def observe(self, decisions: list[Decision]) -> None:
         for decision in decisions:

@@ -16,17 +16,25 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.arbiter import Arbiter, SiteView
-from gateway.decisions import ConfirmSetpoint, Decision, LimitChanged, RejectSetpoint
+from gateway.decisions import (
+    ConfirmSetpoint,
+    Decision,
+    LimitChanged,
+    RejectSetpoint,
+    StationReleaseRefused,
+)
 from gateway.durable import DurableLimit
 from gateway.errors import StoreError
 from gateway.events import (
     DsoLinkLost,
     DsoLinkUp,
     Event,
+    MeterSampled,
     ProfileResult,
     SetpointReceived,
     StationConnected,
     StationDisconnected,
+    StationReleased,
     Tick,
 )
 from gateway.metrics import CoreMetrics
@@ -72,6 +80,7 @@ class CoreRuntime:
         self._listeners: list[Listener] = []
         self._stations_by_version: dict[str, str] = {}
         self._armed_s: float | None = None
+        self._raises_waiting = 0  # as last logged
         self._link_stored = arbiter.link_up  # the link state whose last-seen time the store has
         self._store_fault_logged: str | None = None
         self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
@@ -167,6 +176,8 @@ class CoreRuntime:
         decisions = self.arbiter.handle(event, now)
         self._persist_if_changed(before)
         self._count(event)
+        if not isinstance(event, MeterSampled) or decisions and len(decisions) > 1:
+            self._observe_fleet(event, decisions, now)
         for decision in decisions:
             if isinstance(decision, LimitChanged):
                 level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
@@ -212,6 +223,57 @@ class CoreRuntime:
         """While a master is connected, keep its last-seen time current in the store."""
         if self.arbiter.link_up:
             self._save_master_seen(self.clock(), sync=False)
+
+    def _observe_fleet(self, event: Event, decisions: list[Decision], now: float) -> None:
+        """Commitments, offline reserves and waiting raises: metrics, and a log line when they matter."""
+        fleet, m = self.arbiter.fleet, self.metrics
+        waiting_before, self._raises_waiting = self._raises_waiting, len(fleet.raises_waiting)
+        m.committed_w.set(fleet.reserve_sum(now))
+        m.fallback_committed_w.set(fleet.fallback_sum(now))
+        offline_w, _ = fleet.offline_reserve(now)
+        m.offline_reserved.set(fleet.offline_count)
+        m.offline_reserved_w.set(offline_w)
+        m.raises_waiting.set(len(fleet.raises_waiting))
+        if isinstance(event, StationDisconnected):
+            station = fleet.stations.get(event.station_id)
+            if station is not None and not station.online:
+                held = station.ledger.held
+                log.warning(
+                    "%s offline: %.1f W stay reserved (it may charge under its live cap until %s,"
+                    " then its %.1f W fallback cap); %d station(s) offline reserved",
+                    event.station_id,
+                    station.ledger.reserve_w(now, False, 0.0),
+                    "unknown" if held is None else datetime.fromtimestamp(held.live_until_s, UTC).isoformat(),
+                    station.ledger.fallback_commitment_w(),
+                    fleet.offline_count,
+                )
+        elif isinstance(event, StationReleased):
+            refused = next((d for d in decisions if isinstance(d, StationReleaseRefused)), None)
+            result = "refused" if refused is not None else "released"
+            m.releases.labels(result).inc()
+            detail = event.reason if refused is None else f"{event.reason} (refused: {refused.detail})"
+            (log.info if refused is None else log.warning)(
+                "station %s %s by %s: %s", event.station_id, result, event.by, detail
+            )
+            self._write_audit(
+                AuditRow(
+                    now,
+                    event.by,
+                    "station_release",
+                    None,
+                    None,
+                    refused is None,
+                    result,
+                    f"{event.station_id}: {detail}",
+                )
+            )
+        waiting = self._raises_waiting
+        if waiting and not waiting_before:
+            log.info(
+                "%d raise(s) wait until cuts are Accepted or old caps lapse (cuts before raises)", waiting
+            )
+        elif waiting_before and not waiting:
+            log.info("no raise waits any more")
 
     def _count(self, event: Event) -> None:
         m = self.metrics

@@ -27,9 +27,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.decisions import ApplyStationLimit
-from gateway.events import Event, MeterSampled, ProfileResult
+from gateway.events import Event, MeterSampled, ProfileResult, StationActivity
 from gateway.model import OcppVersion, ProfileOutcome
 from ocpp_side import codec, schemas
+from ocpp_side.activity import Activity
 from ocpp_side.answers import SERVED
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
@@ -96,6 +97,7 @@ _PROFILE_OUTCOME = {
 class StationConnection:
     __slots__ = (
         "_boot_timer",
+        "activity",
         "_ids",
         "_retry_attempt",
         "_retry_timer",
@@ -142,6 +144,7 @@ class StationConnection:
         self.fallback_installed_w: float | None = None
         self.last_report: tuple[int, ProfileOutcome] | None = None
         self.meter = StationMeter()
+        self.activity = Activity()  # is an EV charging here? (idle stations get an idle share)
         self.outlet_of_tx: dict[str | int, int] = {}  # transaction id -> connector/EVSE
         self._ids = 0
         self.deadline = 0.0  # loop time by which the call in flight must be answered
@@ -214,13 +217,6 @@ class StationConnection:
             self._retry_timer = None
         self.server.wake(self)
 
-    def refresh_limit(self) -> None:
-        """Re-send the live profile so its validTo moves ahead before it lapses."""
-        if self.limit is not None:
-            self.live_done_seq = -1
-            self.limit_dirty = True
-            self.server.wake(self)
-
     def next_frame(self) -> bytes | None:
         """The next CALL to put on the wire, or None; called by the server's send loop."""
         if self.inflight is not None or self.closed or not self.opened:
@@ -281,7 +277,7 @@ class StationConnection:
         else:
             self.limit_dirty = False
             return None
-        payload, encoded = self.server.profile_payload(self.version, level, value_w, caps)
+        payload, encoded = self.server.profile_payload(self.version, level, value_w, caps, limit.valid_until_s)
         return OutgoingCall(
             "SetChargingProfile",
             payload,
@@ -301,11 +297,12 @@ class StationConnection:
                 self.live_done_seq = limit.seq
             else:
                 self.fallback_installed_w = limit.fallback_w
-            if self.limit is not limit:
-                return None  # replaced meanwhile: the core ignores answers to old allocations
             if self.live_done_seq == limit.seq and self.fallback_installed_w == limit.fallback_w:
-                self.limit_dirty = False
-                self._retry_attempt = 0
+                # The station holds this allocation whole: the core's ledger wants to know,
+                # even if a newer one has replaced it meanwhile (it supersedes older ones).
+                if self.limit is limit:
+                    self.limit_dirty = False
+                    self._retry_attempt = 0
                 return self._report(limit.seq, ProfileOutcome.ACCEPTED)
             return None  # the other level goes next
         result = ProfileOutcome.REJECTED if outcome.failure is None else _PROFILE_OUTCOME[outcome.failure]
@@ -455,6 +452,10 @@ class StationConnection:
             self.open_session(boot=False)  # it talks, so it has booted before: set it up
         watts: float | None = None
         outlet: int | str = 0
+        charging = self._activity(action, payload, response)
+        if charging is not None:
+            log.info("%s: %s", self.station_id, "EV charging" if charging else "no EV charging (idle)")
+            await self.server.runtime.submit(StationActivity(self.station_id, charging))
         if action == "MeterValues":
             outlet = payload["connectorId"] if self.version is OcppVersion.V16 else payload["evseId"]
             watts = power_w(payload["meterValue"])
@@ -477,6 +478,22 @@ class StationConnection:
                 outlet, watts = stopped, 0.0
         if watts is not None:
             await self.server.runtime.submit(MeterSampled(self.station_id, self.meter.update(outlet, watts)))
+
+    def _activity(self, action: str, payload: dict[str, Any], response: dict[str, Any]) -> bool | None:
+        """Whether an EV charges here, if this call changed it (statuses and transactions)."""
+        activity = self.activity
+        if action == "StatusNotification":
+            if self.version is OcppVersion.V16:
+                return activity.status(payload["connectorId"], payload["status"])
+            return activity.status(payload["evseId"] * 1000 + payload["connectorId"], payload["connectorStatus"])
+        if action == "StartTransaction":
+            return activity.transaction(str(response.get("transactionId")), True)
+        if action == "StopTransaction":
+            return activity.transaction(str(payload["transactionId"]), False)
+        if action == "TransactionEvent":
+            running = payload["eventType"] != "Ended"
+            return activity.transaction(str(payload["transactionInfo"]["transactionId"]), running)
+        return None
 
     # -- setup -------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ Two station-wide maximum profiles with reserved ids, both ``Absolute``:
 - the *fallback* profile, at the lower stack level, carries the station's fallback
   share and never expires: a station that loses the gateway falls back by itself,
   and profiles persist across its reboots;
-- the *live* profile, at the top stack level, carries the current allocation with a
-  ``validTo`` a few refresh intervals ahead; the gateway re-sends it before it lapses.
+- the *live* profile, at the top stack level, carries the current allocation with the
+  ``validTo`` the core chose (``ApplyStationLimit.valid_until_s``): the core counts the
+  station's commitment until then, and re-sends the profile before it lapses.
 
 1.6: ``ChargePointMaxProfile`` on connectorId 0; 2.0.1: ``ChargingStationMaxProfile`` on
 evseId 0 (never ChargingStationExternalConstraints, which a controller may not set).
@@ -45,7 +46,6 @@ class ProfileSettings:
     fallback_profile_id: int
     live_stack_level: int
     fallback_stack_level: int
-    validity_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,12 @@ def set_charging_profile(
     caps: StationCaps,
     settings: ProfileSettings,
     now_s: float,
+    valid_until_s: float | None = None,
 ) -> dict[str, Any]:
-    """The SetChargingProfile request payload installing ``limit_w`` at ``level``."""
+    """The SetChargingProfile request payload installing ``limit_w`` at ``level``.
+
+    The live profile carries ``validTo = valid_until_s``; the fallback one never expires.
+    """
     live_level, fallback_level = stack_levels(settings, caps)
     if level is ProfileLevel.LIVE:
         profile_id, stack_level = settings.live_profile_id, live_level
@@ -117,8 +121,8 @@ def set_charging_profile(
             "chargingSchedule": [schedule],
         }
         payload = {"evseId": 0, "chargingProfile": profile}
-    if level is ProfileLevel.LIVE:
-        profile["validTo"] = iso_utc(now_s + settings.validity_s)
+    if level is ProfileLevel.LIVE and valid_until_s is not None and math.isfinite(valid_until_s):
+        profile["validTo"] = iso_utc(valid_until_s)
     return payload
 
 

@@ -133,7 +133,6 @@ class StationServer:
             config.fallback_profile_id,
             config.live_stack_level,
             config.fallback_stack_level,
-            config.profile_validity_s,
         )
         self.metering_plan = MeteringPlan(
             config.meter_sample_interval_s, config.clock_aligned_interval_s, config.measurands
@@ -149,7 +148,7 @@ class StationServer:
         self._server: Server | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._refresh_job: object | None = None
+        self._jobs_added = False
         self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
         self._profile_cache_s = -1
         self.heap = LongLivedObjects()
@@ -198,22 +197,16 @@ class StationServer:
             self.runtime.scheduler.add_job(
                 self._settle_heap, "interval", seconds=1.0, id="ocpp-gc-freeze", replace_existing=True
             )
-        self._refresh_job = self.runtime.scheduler.add_job(
-            self._refresh_profiles,
-            "interval",
-            seconds=self.config.profile_refresh_s,
-            id="ocpp-profile-refresh",
-            replace_existing=True,
-        )
+        self._jobs_added = True
         scheme = "wss" if self.config.tls.enabled else "ws"
         log.info("OCPP server on %s://%s:%d/{station_id}", scheme, self.config.listen_host, self.port)
 
     async def stop(self) -> None:
-        if self._refresh_job is not None:
-            for job in ("ocpp-profile-refresh", "ocpp-call-deadlines", "ocpp-gc-freeze"):
+        if self._jobs_added:
+            for job in ("ocpp-call-deadlines", "ocpp-gc-freeze"):
                 if self.runtime.scheduler.get_job(job) is not None:
                     self.runtime.scheduler.remove_job(job)
-            self._refresh_job = None
+            self._jobs_added = False
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -246,7 +239,12 @@ class StationServer:
         self._spawn(self.runtime.submit(event))
 
     def profile_payload(
-        self, version: OcppVersion, level: ProfileLevel, value_w: float, caps: StationCaps
+        self,
+        version: OcppVersion,
+        level: ProfileLevel,
+        value_w: float,
+        caps: StationCaps,
+        valid_until_s: float | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """A SetChargingProfile payload, built, validated and encoded once per distinct
         content and second: in a fan-out most stations share the same one."""
@@ -254,10 +252,11 @@ class StationServer:
         if now_s != self._profile_cache_s:
             self._profile_cache.clear()
             self._profile_cache_s = now_s
-        key = (version, level, value_w, caps)
+        until = math.floor(valid_until_s) if level is ProfileLevel.LIVE and valid_until_s is not None else None
+        key = (version, level, value_w, caps, until)
         cached = self._profile_cache.get(key)
         if cached is None:
-            payload = set_charging_profile(version, level, value_w, caps, self.profile_settings, now_s)
+            payload = set_charging_profile(version, level, value_w, caps, self.profile_settings, now_s, until)
             schemas.validate(version, "SetChargingProfile", payload, request=True)
             cached = self._profile_cache[key] = (payload, orjson.dumps(payload))
         return cached
@@ -299,10 +298,6 @@ class StationServer:
 
     async def _settle_heap(self) -> None:
         self.heap.observe(len(self.connections), self.loop_time())
-
-    async def _refresh_profiles(self) -> None:
-        for conn in self.connections.values():
-            conn.refresh_limit()
 
     async def _send_loop(self) -> None:
         ready, wakeup = self._ready, self._wakeup
@@ -419,6 +414,8 @@ class StationServer:
                     version,
                     self.config.station_max_power_w if max_w is None else max_w,
                     self.config.station_min_power_w if min_w is None else min_w,
+                    0 if entry is None else entry.priority,
+                    1.0 if entry is None else entry.weight,
                 )
             )
             conn.arm_boot_wait(self.config.boot_wait_s)

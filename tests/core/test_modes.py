@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.arbiter import DurableLimit
+import dataclasses
+
+from gateway.arbiter import Arbiter, DurableLimit
 from gateway.decisions import LimitChanged
 from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived, Tick
 from gateway.model import LimitSource, Mode
@@ -14,11 +16,32 @@ HOLD = SETTINGS.hold_timeout_s
 def test_initial_limit_applies_before_any_setpoint() -> None:
     arbiter = new_arbiter()
     assert (arbiter.mode, arbiter.limit_w, arbiter.source) == (Mode.INITIAL, 50000, LimitSource.INITIAL)
-    assert arbiter.next_deadline() is None
 
 
-def test_link_loss_before_any_setpoint_keeps_the_initial_limit() -> None:
+def test_no_master_within_the_hold_time_of_start_means_fallback() -> None:
     arbiter = new_arbiter()
+    assert arbiter.next_deadline() == T0 + HOLD
+    assert of_type(arbiter.handle(Tick(), T0 + HOLD - 0.001), LimitChanged) == []
+    [fell] = of_type(arbiter.handle(Tick(), T0 + HOLD), LimitChanged)
+    assert (fell.mode, fell.limit_w) == (Mode.FALLBACK, SETTINGS.fallback_limit_w)
+    assert "no DSO master" in fell.reason
+
+
+def test_a_master_before_the_deadline_keeps_the_initial_limit_while_it_stays() -> None:
+    arbiter = new_arbiter()
+    arbiter.handle(DsoLinkUp(), T0 + 10)
+    assert arbiter.next_deadline() is None
+    # Its loss starts the hold of the initial limit; fallback follows after hold_timeout_s.
+    assert arbiter.handle(DsoLinkLost(), T0 + 20) == []
+    assert arbiter.mode is Mode.INITIAL and arbiter.next_deadline() == T0 + 20 + HOLD
+    [fell] = of_type(arbiter.handle(Tick(), T0 + 20 + HOLD), LimitChanged)
+    assert fell.mode is Mode.FALLBACK
+
+
+def test_initial_without_the_rule_ignores_link_loss() -> None:
+    settings = dataclasses.replace(SETTINGS, fallback_without_master=False)
+    arbiter = Arbiter.start(settings, None, T0)
+    assert arbiter.next_deadline() is None
     arbiter.handle(DsoLinkUp(), T0)
     assert arbiter.handle(DsoLinkLost(), T0 + 1) == []
     assert arbiter.mode is Mode.INITIAL and arbiter.next_deadline() is None
@@ -79,7 +102,8 @@ def test_refused_setpoint_does_not_lift_the_fallback() -> None:
 def test_resume_normal_starts_a_hold_at_start_up() -> None:
     arbiter = new_arbiter(DurableLimit(Mode.NORMAL, 20000, T0 - 100), now=T0)
     assert (arbiter.mode, arbiter.limit_w) == (Mode.HOLD, 20000)
-    assert arbiter.next_deadline() == T0 + HOLD
+    # No master was seen since the store last wrote (T0 - 100): the downtime counts toward the hold.
+    assert arbiter.next_deadline() == T0 - 100 + HOLD
 
 
 def test_resume_hold_that_expired_while_down_is_fallback() -> None:

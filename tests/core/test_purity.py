@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["model", "events", "decisions", "allocation", "setpoint_rules", "arbiter", "profile_cap", "durable"]
+CORE = [
+    "model",
+    "events",
+    "decisions",
+    "allocation",
+    "setpoint_rules",
+    "arbiter",
+    "profile_cap",
+    "durable",
+    "ledger",
+    "fleet",
+    "demand",
+]
 FORBIDDEN = {
     "c104",
     "ocpp",

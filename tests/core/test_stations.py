@@ -47,15 +47,19 @@ def test_a_connecting_station_gets_its_share_and_fallback_share() -> None:
     )
 
 
-def test_second_station_splits_the_limit_and_both_are_told() -> None:
+def test_second_station_splits_the_limit_cut_first_then_raise() -> None:
     arbiter = new_arbiter()
     arbiter.handle(SetpointReceived(20000), T0)
-    connect(arbiter, "cp1")
+    accept_all(arbiter, connect(arbiter, "cp1"), T0)
     applies = of_type(connect(arbiter, "cp2"), ApplyStationLimit)
-    assert {(a.station_id, a.limit_w, a.fallback_w) for a in applies} == {
+    # cp1 is cut at once; cp2 is bound at once, but only to the room that is free (none yet).
+    assert [(a.station_id, a.limit_w, a.fallback_w) for a in applies] == [
         ("cp1", 10000.0, 5000.0),
-        ("cp2", 10000.0, 5000.0),
-    }
+        ("cp2", 0.0, 0.0),
+    ]
+    # cp1's Accepted cut frees the room: cp2's raise goes out.
+    raised = of_type(accept_all(arbiter, applies[:1], T0 + 1), ApplyStationLimit)
+    assert [(a.station_id, a.limit_w, a.fallback_w) for a in raised] == [("cp2", 10000.0, 5000.0)]
 
 
 def test_reconnect_always_reapplies_even_when_unchanged() -> None:
@@ -170,6 +174,7 @@ def test_a_burst_of_joins_shares_one_reallocation() -> None:
     arbiter = Arbiter.start(settings, None, T0)
     first = of_type(arbiter.handle(StationConnected("cp1", V16, 22000, 4140), T0), ApplyStationLimit)
     assert [a.station_id for a in first] == ["cp1"]  # the first join is served at once
+    accept_all(arbiter, first, T0)
     for i in range(2, 6):
         joined = arbiter.handle(StationConnected(f"cp{i}", V16, 22000, 4140), T0 + 0.1 * i)
         assert of_type(joined, ApplyStationLimit) == []
@@ -177,8 +182,24 @@ def test_a_burst_of_joins_shares_one_reallocation() -> None:
     view = arbiter.view()
     assert not view.enforced and sum(s.limit_w for s in view.stations) <= view.limit_w
     applies = of_type(arbiter.handle(Tick(), T0 + 1.0), ApplyStationLimit)
-    assert {a.station_id: a.limit_w for a in applies} == {f"cp{i}": 10000.0 for i in range(1, 6)}
-    assert arbiter.next_deadline() is None
+    # One reallocation: cp1 is cut to its share; of the newcomers, those whose whole share fits
+    # the free room (50 - 22 kW) get it, the others are bound at 0 W until the cut is Accepted.
+    assert {a.station_id: a.limit_w for a in applies} == {
+        "cp1": 10000.0,
+        "cp2": 10000.0,
+        "cp3": 10000.0,
+        "cp4": 0.0,
+        "cp5": 0.0,
+    }
+    raised = of_type(accept_all(arbiter, applies, T0 + 1.5), ApplyStationLimit)
+    # cp2's fallback share waited for cp1's fallback cut too (the fallback caps must fit 10 kW).
+    assert {(a.station_id, a.limit_w, a.fallback_w) for a in raised} == {
+        ("cp2", 10000.0, 5000.0),
+        ("cp4", 10000.0, 0.0),
+        ("cp5", 10000.0, 0.0),
+    }
+    accept_all(arbiter, raised, T0 + 2)
+    assert arbiter.view().enforced and arbiter.view().committed_w == 50000.0
 
 
 def test_a_departure_within_the_window_waits_for_it_too() -> None:

@@ -18,7 +18,7 @@ from ocpp_side.profiles import (
     stack_levels,
 )
 
-SETTINGS = ProfileSettings(809002, 809001, 8, 7, 900.0)
+SETTINGS = ProfileSettings(809002, 809001, 8, 7)
 NOW = 1_790_000_000.4
 
 
@@ -32,7 +32,7 @@ def test_payload_is_schema_valid(version: OcppVersion, level: ProfileLevel, unit
 
 def test_v16_live_profile() -> None:
     payload = set_charging_profile(
-        OcppVersion.V16, ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW
+        OcppVersion.V16, ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW, NOW + 900.0
     )
     assert payload == {
         "connectorId": 0,

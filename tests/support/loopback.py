@@ -41,6 +41,12 @@ class StationSite:
         return self.server.port
 
     def station(self, station_id: str) -> StationView | None:
+        """The connected station ``station_id`` as the core sees it (None: not connected)."""
+        view = self.reserved(station_id)
+        return view if view is not None and view.online else None
+
+    def reserved(self, station_id: str) -> StationView | None:
+        """The station as the core keeps it, connected or offline with its commitment."""
         return next((s for s in self.runtime.view().stations if s.station_id == station_id), None)
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
