@@ -13,9 +13,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
 from gateway.demand import DemandSettings
-from gateway.fleet import FleetSettings
 from gateway.durable import describe_resume, resume
+from gateway.fleet import FleetSettings
 from gateway.metrics import CoreMetrics
+from gateway.operator_requests import RequestSpool
 from gateway.runtime import Clock, CoreRuntime
 from gateway.setpoint_rules import SetpointBounds
 from gateway.store import Store
@@ -34,7 +35,9 @@ class Adapter(Protocol):
 def arbiter_settings(config: Config) -> ArbiterSettings:
     lim, sh = config.limits, config.sharing
     return ArbiterSettings(
-        bounds=SetpointBounds(lim.min_limit_w, lim.max_limit_w, lim.max_command_age_s, lim.future_tolerance_s),
+        bounds=SetpointBounds(
+            lim.min_limit_w, lim.max_limit_w, lim.max_command_age_s, lim.future_tolerance_s
+        ),
         initial_limit_w=lim.initial_limit_w,
         fallback_limit_w=lim.fallback_limit_w,
         hold_timeout_s=lim.hold_timeout_s,
@@ -76,7 +79,9 @@ class Gateway:
             await self.runtime.close()
             raise
         if self.config.metrics.enabled:
-            self.metrics_server = self.runtime.metrics.serve(self.config.metrics.listen_host, self.config.metrics.port)
+            self.metrics_server = self.runtime.metrics.serve(
+                self.config.metrics.listen_host, self.config.metrics.port
+            )
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen_host, self.metrics_port)
 
     @property
@@ -147,6 +152,7 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     if station_server.relay_hub is not None:  # a limit at the grid capacity counts as lifted for the CSMS
         station_server.relay_hub.capacity_w = config.limits.max_limit_w
     adapters.append(station_server)
+    adapters.append(RequestSpool(config.store.path, runtime))  # operator requests (ocpp809 release)
     return adapters
 
 

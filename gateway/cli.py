@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -60,6 +61,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from gateway.operator_requests import request_release
+
+    config = load_config(args.config)
+    ok, detail = request_release(config.store.path, args.station, args.reason, args.by, args.timeout)
+    print(detail if ok else f"error: {detail}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocpp809", description="DSO grid-integration gateway for EV charging"
@@ -76,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=_cmd_check_config)
+
+    release = sub.add_parser(
+        "release",
+        help="release an offline station's reserved power in the running gateway (audited)",
+        description="Tell the running gateway that an offline station is gone for good: its"
+        " commitment stops counting against the limit. Refused for a connected station.",
+    )
+    release.add_argument("station", metavar="STATION_ID")
+    release.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    release.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (default: $USER)")
+    release.add_argument("--config", metavar="FILE", help="the running gateway's configuration (its store)")
+    release.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="wait this long for the gateway"
+    )
+    release.set_defaults(handler=_cmd_release)
 
     for module_name in _EXTRA_COMMANDS:
         try:

@@ -1,0 +1,106 @@
+"""An operator releases an offline station's reserve: through the spool folder, audited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.config import Config, StoreConfig
+from gateway.events import ProfileResult, StationConnected, StationDisconnected
+from gateway.model import OcppVersion, ProfileOutcome
+from gateway.operator_requests import RequestSpool, request_release, spool_dir
+from tests.support.loopback import start_core
+
+OCPP809 = [sys.executable, "-m", "gateway.cli"]
+
+
+async def test_release_frees_an_offline_station_and_is_audited(tmp_path: Path) -> None:
+    config = Config(store=StoreConfig(path=str(tmp_path / "store.sqlite3")))
+    runtime = start_core(config)
+    spool = RequestSpool(config.store.path, runtime)
+    await spool.start()
+    try:
+        decisions = await runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
+        for d in decisions:
+            if hasattr(d, "seq"):
+                await runtime.submit(ProfileResult("cp1", d.seq, ProfileOutcome.ACCEPTED))  # type: ignore[attr-defined]
+        await runtime.submit(StationDisconnected("cp1"))
+        assert runtime.metrics.registry.get_sample_value("ocpp809_stations_offline_reserved") == 1
+
+        ask = asyncio.to_thread(request_release, config.store.path, "cp1", "decommissioned", "alice", 5.0)
+        ok, detail = await ask
+        assert ok, detail
+        assert "cp1" not in runtime.arbiter.fleet.stations
+        [row] = [r for r in runtime.store.audit() if r.kind == "station_release"]
+        assert (row.peer, row.accepted, row.detail) == ("alice", True, "cp1: decommissioned")
+
+        # A connected station, or an unknown one, is refused with the reason; nothing changes.
+        await runtime.submit(StationConnected("cp2", OcppVersion.V16, 22000, 4140))
+        ok, detail = await asyncio.to_thread(request_release, config.store.path, "cp2", "oops", "bob", 5.0)
+        assert not ok and "online" in detail
+        ok, detail = await asyncio.to_thread(request_release, config.store.path, "ghost", "typo", "bob", 5.0)
+        assert not ok and detail == "unknown station"
+        # Garbage in the folder gets a result too, and the spool keeps serving.
+        (spool_dir(config.store.path) / "junk.json").write_text("{not json")
+        assert await spool.serve_once() == 1
+        assert (spool_dir(config.store.path) / "junk.result").read_text().startswith('{"ok": false')
+    finally:
+        await spool.stop()
+        await runtime.close()
+
+
+def test_release_command_against_a_running_gateway(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"""
+[iec104]
+listen_host = "127.0.0.1"
+port = 0
+[ocpp]
+listen_host = "127.0.0.1"
+port = 0
+[metrics]
+enabled = false
+[store]
+path = "{tmp_path / "store.sqlite3"}"
+"""
+    )
+    # No gateway has ever served this store: one line, exit 1.
+    early = subprocess.run(
+        [*OCPP809, "release", "cp9", "--reason", "gone", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert early.returncode == 1 and early.stderr.strip().startswith("error: no gateway has served")
+    proc = subprocess.Popen(
+        [*OCPP809, "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # bounded: until the start is logged
+            line = proc.stderr.readline()
+            if not line or "ocpp809 running" in line:
+                break
+        result = subprocess.run(
+            [*OCPP809, "release", "cp9", "--reason", "gone", "--config", str(config), "--timeout", "20"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert result.stderr.strip() == "error: unknown station"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
