@@ -182,8 +182,8 @@ async def test_a_master_reset_without_close_is_noticed_within_the_poll(tmp_path:
 
 
 @pytest.mark.parametrize("how", ["abort", "close"])
-async def test_a_short_session_on_a_site_still_in_initial_is_counted(tmp_path: Path, how: str) -> None:
-    """Without a setpoint the core stays in initial (its rule); the session is still counted."""
+async def test_a_bare_session_is_counted_and_its_end_noticed(tmp_path: Path, how: str) -> None:
+    """STARTDT and gone, on a site that never had a setpoint: seen, then lost."""
     config = site_config(tmp_path, link_poll_s=1.0)
     async with running_site(config) as site:
         async with site.master() as master:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import Config
 from scenarios.runner import gateway_config
 from scenarios.spec import (
     DsoShortSessionStep,
@@ -102,7 +103,7 @@ def test_load_reports_syntax_and_missing_files(tmp_path: Path) -> None:
 def test_time_scale_divides_the_gateway_timeouts_and_forces_loopback() -> None:
     config = gateway_config({"limits": {"hold_timeout_s": 600}}, "s.sqlite3", time_scale=60)
     assert config.limits.hold_timeout_s == 10
-    assert config.ocpp.profile_refresh_s == 300 / 60  # a default is scaled as well
+    assert config.ocpp.profile_refresh_s == Config().ocpp.profile_refresh_s / 60  # a default too
     assert config.limits.max_command_age_s == 30  # not a scenario-time duration: untouched
     assert (config.iec104.listen_host, config.ocpp.listen_host) == ("127.0.0.1", "127.0.0.1")
     assert (config.iec104.port, config.ocpp.port, config.metrics.enabled) == (0, 0, False)
