@@ -42,6 +42,7 @@ def arbiter_settings(config: Config) -> ArbiterSettings:
         fallback_limit_w=lim.fallback_limit_w,
         hold_timeout_s=lim.hold_timeout_s,
         meter_stale_after_s=config.ocpp.meter_stale_after_s,
+        meter_plausible_factor=config.ocpp.meter_plausible_factor,
         reallocation_settle_s=lim.reallocation_settle_s,
         fallback_without_master=lim.fallback_without_master,
         fleet=FleetSettings(

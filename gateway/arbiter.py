@@ -32,6 +32,7 @@ accepted.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from gateway.decisions import (
@@ -40,6 +41,7 @@ from gateway.decisions import (
     Decision,
     EnforcementChanged,
     LimitChanged,
+    MeterRefused,
     PublishTotalPower,
     RejectSetpoint,
     StationReleaseRefused,
@@ -75,6 +77,8 @@ class ArbiterSettings:
     reallocation_settle_s: float = 0.0
     # No master within hold_timeout_s of start (or of its loss) before any setpoint: fallback.
     fallback_without_master: bool = True
+    # A reading above this multiple of the station's maximum power (or not finite) is refused.
+    meter_plausible_factor: float = 1.5
     fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
@@ -350,6 +354,26 @@ class Arbiter:
         station = self.fleet.stations.get(event.station_id)
         if station is None or not station.online:
             return  # a sample from a station we do not serve cannot count toward the site
+        bound_w = self.settings.meter_plausible_factor * station.max_w
+        if not math.isfinite(event.power_w) or abs(event.power_w) > bound_w:
+            # Never let one station's broken (or hostile) meter poison the DSO's total.
+            if station.power_dw is not None:
+                self._forget_reading(station)
+                self._totals.missing += 1
+                station.power_dw, station.stale = None, False
+            if not station.meter_refused:
+                station.meter_refused = True
+                out.append(
+                    MeterRefused(
+                        station.station_id,
+                        event.power_w,
+                        f"{event.power_w!r} W is not a plausible reading for a station of"
+                        f" {station.max_w:g} W (limit {bound_w:g} W)",
+                    )
+                )
+            self._publish_total(out)
+            return
+        station.meter_refused = False
         power_w = max(0.0, event.power_w)
         power_dw = round(power_w * 10)
         if station.power_dw is None:

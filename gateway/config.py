@@ -121,6 +121,7 @@ class OcppConfig:
         "Voltage",
     )
     meter_stale_after_s: float = 180.0  # a reading older than this is flagged not topical
+    meter_plausible_factor: float = 1.5  # a reading above this x the station's max_power_w is refused
     station_max_power_w: float = 22000.0  # default when a station's own entry does not say
     station_min_power_w: float = 4140.0  # 6 A x 3 phases x 230 V
     profile_refresh_s: float = 480.0  # the live profile is re-sent this often (one flash write each)
@@ -325,6 +326,8 @@ def _check(config: Config, file: str) -> None:
             fail(f"ocpp.stations.{station_id}.min_power_w", f"{lo:g} is above max_power_w {hi:g}")
     if oc.meter_stale_after_s <= 0:
         fail("ocpp.meter_stale_after_s", "must be > 0")
+    if not (math.isfinite(oc.meter_plausible_factor) and oc.meter_plausible_factor >= 1):
+        fail("ocpp.meter_plausible_factor", "must be a finite number >= 1")
     _check_ocpp(oc, fail)
 
     if not config.store.path.strip():

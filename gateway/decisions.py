@@ -70,6 +70,15 @@ class AllStationsEnforced:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterRefused:
+    """A station's reading was not finite or not plausible: it does not count, its quality is invalid."""
+
+    station_id: str
+    power_w: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StationReleaseRefused:
     """An operator's release was not applied (the station is online, or unknown)."""
 
@@ -86,4 +95,5 @@ Decision = (
     | EnforcementChanged
     | AllStationsEnforced
     | StationReleaseRefused
+    | MeterRefused
 )

@@ -83,6 +83,7 @@ class Station:
     power_dw: int | None = None
     sampled_at_s: float = 0.0
     stale: bool = False
+    meter_refused: bool = False  # its last reading was implausible (told once per streak)
 
     @property
     def bound(self) -> bool:

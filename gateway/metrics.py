@@ -9,6 +9,7 @@ from gateway.decisions import (
     Decision,
     EnforcementChanged,
     LimitChanged,
+    MeterRefused,
     PublishTotalPower,
 )
 from gateway.model import LimitSource, Mode
@@ -73,6 +74,11 @@ class CoreMetrics:
         )
         for result in ("released", "refused"):
             self.releases.labels(result)
+        self.meter_refused = Counter(
+            "ocpp809_meter_readings_refused",
+            "Station readings refused as not finite or implausible (first of each streak)",
+            registry=r,
+        )
 
     def observe(self, decisions: list[Decision]) -> None:
         for decision in decisions:
@@ -89,6 +95,8 @@ class CoreMetrics:
                     self.enforced.set(int(decision.enforced))
                 case AllStationsEnforced():
                     self.enforce_seconds.observe(decision.elapsed_s)
+                case MeterRefused():
+                    self.meter_refused.inc()
                 case _:
                     pass
 

@@ -20,6 +20,7 @@ from gateway.decisions import (
     ConfirmSetpoint,
     Decision,
     LimitChanged,
+    MeterRefused,
     RejectSetpoint,
     StationReleaseRefused,
 )
@@ -179,6 +180,8 @@ class CoreRuntime:
         if not isinstance(event, MeterSampled) or decisions and len(decisions) > 1:
             self._observe_fleet(event, decisions, now)
         for decision in decisions:
+            if isinstance(decision, MeterRefused):
+                log.warning("%s: meter reading refused: %s", decision.station_id, decision.detail)
             if isinstance(decision, LimitChanged):
                 level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
                 log.log(

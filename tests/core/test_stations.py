@@ -9,6 +9,7 @@ from gateway.decisions import (
     AllStationsEnforced,
     ApplyStationLimit,
     EnforcementChanged,
+    MeterRefused,
     PublishTotalPower,
 )
 from gateway.events import (
@@ -211,3 +212,20 @@ def test_a_departure_within_the_window_waits_for_it_too() -> None:
     assert of_type(arbiter.handle(StationDisconnected("cp2"), T0 + 2.5), ApplyStationLimit) == []
     [apply] = of_type(arbiter.handle(Tick(), T0 + 3), ApplyStationLimit)
     assert (apply.station_id, apply.limit_w) == ("cp1", 20000.0)
+
+
+def test_implausible_readings_are_refused_once_and_make_the_total_invalid() -> None:
+    arbiter = new_arbiter()
+    connect(arbiter, "cp1")
+    connect(arbiter, "cp2")
+    arbiter.handle(MeterSampled("cp1", 7000), T0)
+    arbiter.handle(MeterSampled("cp2", 7000), T0)
+    for poison in (1e38, float("inf"), float("nan"), -1e9):
+        out = arbiter.handle(MeterSampled("cp2", poison), T0 + 1)
+        refused = of_type(out, MeterRefused)
+        assert len(refused) == (1 if poison == 1e38 else 0)  # told once per streak
+        assert arbiter.view().total_power_w == 7000.0 and arbiter.view().quality is Quality.INVALID
+    # 1.5 x its 22 kW maximum is still believed; a good reading clears it.
+    [total] = of_type(arbiter.handle(MeterSampled("cp2", 33000), T0 + 2), PublishTotalPower)
+    assert total == PublishTotalPower(40000.0, Quality.GOOD)
+    assert len(of_type(arbiter.handle(MeterSampled("cp2", 33000.1), T0 + 3), MeterRefused)) == 1
