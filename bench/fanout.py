@@ -15,7 +15,12 @@ separate processes on 127.0.0.1:
   outstanding per connection; messages answered per second, and server CPU per
   message (from /proc, steadier than wall time on a shared machine);
 * server RSS per station: (RSS with every station connected, booted and holding
-  its profile - RSS after a warm-up with no station) / N.
+  its profile - RSS after a warm-up with no station) / N;
+* join -> share Accepted (gateway): one more station joins the N connected ones
+  (websocket open + BootNotification); the core cuts the others, gives the joiner
+  0 W, then its share once the cuts are Accepted. Timed by the joining station, from
+  its connection attempt to its Accepted answer to the profile carrying its final
+  share; p50/p90 over a bounded number of joins, one at a time.
 
 Every process started here is stopped here; every wait is bounded.
 """
@@ -47,6 +52,8 @@ STORM_GAP_S = 0.005  # ... 5 ms apart: faster than a fan-out to many stations co
 WARMUP_SHARE_W = 9000.0  # differs from both, so the first round changes every allocation
 WARMUP_STATIONS = 5
 MIN_METER_PER_STATION = 10
+# Between joins: above the core's reallocation_settle_s (0.25 s), so each join is reallocated at once.
+JOIN_GAP_S = 0.3
 
 TARGETS = {
     1000: 0.100,  # setpoint -> all 1,000 stations Accepted, seconds
@@ -73,6 +80,7 @@ class Options:
     reject_profiles: bool = False  # stations answer Rejected: the harness must notice
     profile: bool = False  # cProfile the server during fan-out and ingestion
     gc_freeze: bool = False  # what-if: gc.freeze() in the server once the stations are connected
+    joins: int = 20  # stations joining one at a time after the other phases (gateway only)
 
 
 @dataclass
@@ -87,7 +95,7 @@ class CaseResult:
     fanout_cpu_us_per_station: float | None = None  # server CPU per setpoint round / N
     fanout_sim_cpu_us_per_station: float | None = None  # the station process's share of the same
     fanout_gc_s: float | None = None  # server time in the garbage collector per round (median)
-    rounds: list[dict[str, float]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     not_accepted: int = 0
     storm_after_last_s: float | None = None  # last of the storm's setpoints -> all Accepted on it
     storm_profiles_per_station: float | None = None  # SetChargingProfile per station during the storm
@@ -97,6 +105,11 @@ class CaseResult:
     meter_gc_s: float | None = None  # server time in the garbage collector during the burst
     sim_cpu_share: float | None = None  # station process CPU / wall time during the burst
     rss_kb_per_station: float | None = None
+    join_p50_s: float | None = None  # join (connection attempt) -> final share Accepted, median of the joins
+    join_p90_s: float | None = None
+    join_boot_p50_s: float | None = None  # ... -> BootNotification Accepted
+    join_first_profile_p50_s: float | None = None  # ... -> first SetChargingProfile answered (0 W or final)
+    joins: list[dict[str, Any]] = field(default_factory=list)
     load_avg_1m: float | None = None  # the machine's load when the case ended (shared, noisy)
     profiles_held: dict[str, int] = field(default_factory=dict)
     server_calls: dict[str, int] = field(default_factory=dict)
@@ -198,11 +211,17 @@ def run_case(system: str, stations: int, opts: Options, version: str = V16) -> C
         result.rss_kb_per_station = (rss_kb(server.pid) - rss_before) / stations
         case.storm()
         case.meter_burst()
+        if system == "gateway" and opts.joins:
+            case.joins()
     except BenchError as exc:
         result.errors.append(str(exc))
     finally:
         result.load_avg_1m = os.getloadavg()[0]
         if sim is not None:
+            try:
+                server.request("quiet", 10)  # stations about to leave: no WARNING per station
+            except BenchError:
+                pass
             sim.close()
         server.close()
     return result
@@ -246,6 +265,9 @@ class _Case:
             if time.monotonic() > deadline:
                 raise BenchError("warm-up stations still connected after closing them")
             time.sleep(0.05)
+        # The gateway keeps a departed station's commitment (it may charge offline) until an
+        # operator releases it: release the warm-up stations, or their 9 kW each stay reserved.
+        server.request("release_offline", 30)
         time.sleep(0.3)
         server.request("settle_memory", 30)
         return rss_kb(server.pid)
@@ -275,6 +297,7 @@ class _Case:
         opts, result, server, sim, n = self.opts, self.result, self.server, self.sim, self.n
         if opts.profile:
             server.request("profile_start", 10)
+        share_before = WARMUP_SHARE_W * WARMUP_STATIONS / n  # the warm-up's limit, split over the N stations
         for index in range(opts.rounds):
             cpu_before, sim_cpu_before = cpu_s(server.pid), cpu_s(sim.pid)
             server.request("gc_time", 10)
@@ -286,7 +309,9 @@ class _Case:
             sim_cpu_round = cpu_s(sim.pid) - sim_cpu_before
             times = sorted(answer["accept_times_s"])
             result.not_accepted += answer["not_accepted"]
-            round_stats = {
+            share = SHARES_W[index % 2]
+            round_stats: dict[str, Any] = {
+                "direction": "raise" if share > share_before else "cut",
                 "elapsed_s": answer["elapsed_s"],
                 "answers": len(times),
                 "cpu_us_per_station": cpu_round / n * 1e6,
@@ -297,6 +322,7 @@ class _Case:
             if times:
                 round_stats.update(p50_s=percentile(times, 50), p99_s=percentile(times, 99), max_s=times[-1])
             result.rounds.append(round_stats)
+            share_before = share
             time.sleep(0.2)
         if opts.profile:
             result.profile_fanout = server.request("profile_stop", 30)
@@ -315,6 +341,18 @@ class _Case:
             result.fanout_p99_s = statistics.median(r["p99_s"] for r in with_answers)
         elif not result.not_accepted:
             result.notes.append("per-station answer times not observable; max only")
+        by_direction = {
+            direction: [r["elapsed_s"] for r in rounds if r["direction"] == direction]
+            for direction in ("cut", "raise")
+        }
+        if all(by_direction.values()):
+            result.notes.append(
+                "setpoint → all Accepted, median of the "
+                + " and of the ".join(
+                    f"{len(times)} {direction} rounds {_ms(statistics.median(times))} ms"
+                    for direction, times in by_direction.items()
+                )
+            )
 
     def check_held(self, expected: str, when: str) -> dict[str, Any]:
         """Every station must hold ``expected`` at the top of its profile stack."""
@@ -343,6 +381,63 @@ class _Case:
         result.server_calls = held["server_calls"]  # everything the server asked since connecting
         if len(result.errors) == errors_before and not storm["all_accepted"]:
             result.errors.append("the storm's last setpoint was not Accepted by every station in time")
+
+    def joins(self) -> None:
+        """Stations join one at a time; each is timed from its connection attempt to its final share Accepted."""
+        opts, result, server, sim, t = self.opts, self.result, self.server, self.sim, self.t
+        final_w: float | None = None
+        for index in range(opts.joins):
+            time.sleep(JOIN_GAP_S)
+            station_id = f"J{index:05d}"
+            server.request("join_start", 10, station_id=station_id)
+            joined = sim.request(
+                "join", t, url=self.url, version=result.version, station_id=station_id, timeout_s=t / 2
+            )
+            settled = server.request("join_wait", t, timeout_s=t / 2)
+            if not settled["ok"]:
+                result.errors.append(f"join {station_id}: the site did not settle in time ({settled})")
+                return
+            profiles = sim.request("profile_log", 10, station_id=station_id)
+            final_w = settled["limit_w"]
+            if not profiles or final_w is None:
+                result.errors.append(f"join {station_id}: no profile reached the station ({settled})")
+                return
+            top = max(level for _t, level, _unit, _limit in profiles)
+            live = [(at, unit, limit) for at, level, unit, limit in profiles if level == top]
+            # The first answer carrying the final share after the last one carrying anything else.
+            final_at = None
+            for at, unit, limit in live:
+                if unit == "W" and limit is not None and abs(limit - final_w) < 0.05:
+                    final_at = at if final_at is None else final_at
+                else:
+                    final_at = None
+            if final_at is None:
+                result.errors.append(
+                    f"join {station_id}: the core wants {final_w:g} W, the station holds {live[-1:]}"
+                )
+                return
+            result.joins.append(
+                {
+                    **joined,
+                    "first_profile_s": profiles[0][0],
+                    "final_s": final_at,
+                    "final_w": final_w,
+                    "profiles": len(profiles),
+                    "allocations": settled["allocations"],
+                    "stations_profiled": settled["stations_profiled"],
+                    "server_settled_s": settled["server_elapsed_s"],
+                }
+            )
+        finals = sorted(j["final_s"] for j in result.joins)
+        result.join_p50_s = statistics.median(finals)
+        result.join_p90_s = percentile(finals, 90)
+        result.join_boot_p50_s = statistics.median(j["boot_s"] for j in result.joins)
+        result.join_first_profile_p50_s = statistics.median(j["first_profile_s"] for j in result.joins)
+        # Every station, old and joined, ends on the same share (equal weights, one limit).
+        held = sim.request("profile_summary", 30, prefix="")["top_level_limits"]
+        expected = {f"{final_w:g} W": self.n + opts.joins}
+        if held != expected:
+            result.errors.append(f"after the joins, stations hold {held}: expected {expected}")
 
     def meter_burst(self) -> None:
         opts, result, server, sim, n = self.opts, self.result, self.server, self.sim, self.n
@@ -414,15 +509,17 @@ def machine_description() -> str:
 def render_table(results: list[CaseResult]) -> str:
     head = (
         "| stations | system | OCPP | connect+boot (s) | setpoint→Accepted p50 / p99 / max (ms) "
-        "| fan-out CPU µs/station | MeterValues/s | server CPU µs/msg | RSS KB/station | load | status |"
+        "| fan-out CPU µs/station | join→share Accepted p50 / p90 (ms) "
+        "| MeterValues/s | server CPU µs/msg | RSS KB/station | load | status |"
     )
-    lines = [head, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         fan = f"{_ms(r.fanout_p50_s)} / {_ms(r.fanout_p99_s)} / {_ms(r.fanout_max_s)}"
         status = "ok" if r.ok else "FAILED: " + "; ".join(r.errors)[:200]
+        join = "—" if r.join_p50_s is None else f"{_ms(r.join_p50_s)} / {_ms(r.join_p90_s)}"
         lines.append(
             f"| {r.stations} | {r.system} | {r.version.removeprefix('ocpp')} | {_num(r.connect_boot_s, '.2f')} | {fan} "
-            f"| {_num(r.fanout_cpu_us_per_station, ',.0f')} "
+            f"| {_num(r.fanout_cpu_us_per_station, ',.0f')} | {join} "
             f"| {_num(r.meter_rate, ',.0f')} | {_num(r.server_cpu_us_per_msg, ',.0f')} "
             f"| {_num(r.rss_kb_per_station, '.1f')} | {_num(r.load_avg_1m, '.1f')} | {status} |"
         )
@@ -438,7 +535,7 @@ def render_table(results: list[CaseResult]) -> str:
         )
         ratio_lines.append(
             f"| {n} | gateway/baseline | 1.6 | {_ratio(g.connect_boot_s, b.connect_boot_s)} | {fan} "
-            f"| {_ratio(g.fanout_cpu_us_per_station, b.fanout_cpu_us_per_station)} "
+            f"| {_ratio(g.fanout_cpu_us_per_station, b.fanout_cpu_us_per_station)} | "
             f"| {_ratio(g.meter_rate, b.meter_rate)} | {_ratio(g.server_cpu_us_per_msg, b.server_cpu_us_per_msg)} "
             f"| {_ratio(g.rss_kb_per_station, b.rss_kb_per_station)} | | |"
         )
@@ -506,7 +603,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser.add_argument(
         "--meter-messages", type=int, default=None, help="MeterValues per case (default 20000)"
     )
-    parser.add_argument("--quick", action="store_true", help="3 rounds and 5,000 MeterValues per case")
+    parser.add_argument(
+        "--joins",
+        type=int,
+        default=None,
+        help="stations joining one at a time per gateway case (default 20, quick 5)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 rounds, 5,000 MeterValues and 5 joins per case"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the servers (times inflated)")
     parser.add_argument(
         "--gc-freeze",
@@ -542,6 +647,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         meter_messages=args.meter_messages or (5000 if args.quick else 20000),
         profile=args.profile,
         gc_freeze=args.gc_freeze,
+        joins=(5 if args.quick else 20) if args.joins is None else args.joins,
     )
     return opts, args
 
@@ -592,7 +698,8 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
         f"Run {when} on {machine_description()}; {code_state()}.",
         (
             f"{opts.rounds} setpoint rounds per case (medians shown), the larger of {opts.meter_messages:,} "
-            f"and {MIN_METER_PER_STATION} × N MeterValues per case, strict schema validation on in {systems}."
+            f"and {MIN_METER_PER_STATION} × N MeterValues per case, {opts.joins} joins per gateway case, "
+            f"strict schema validation on in {systems}."
         ),
         "",
         render_table(results),
@@ -604,6 +711,13 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
     for r in results:
         case = f"{r.system} ({r.version}), {r.stations} stations"
         extra += [f"- note: {case}: {note}" for note in r.notes]
+        if r.joins:
+            allocations = statistics.median(j["allocations"] for j in r.joins)
+            extra.append(
+                f"- joins, {case}: {len(r.joins)} one at a time; connection attempt → BootNotification Accepted"
+                f" {_ms(r.join_boot_p50_s)} ms, → first profile answered {_ms(r.join_first_profile_p50_s)} ms,"
+                f" → final share answered {_ms(r.join_p50_s)} ms (p50); {allocations:,.0f} allocations per join"
+            )
         if r.server_calls:
             extra.append(f"- server→station calls, {case}: {r.server_calls}")
     if extra:

@@ -2,8 +2,15 @@
 
 The fan-out is driven exactly as in production: a DSO setpoint goes into
 ``CoreRuntime.submit_setpoint``, the arbiter allocates, the station server sends the
-profiles, and each station's answer comes back as a ``ProfileResult`` event. The
-clock stops when the core itself decides ``AllStationsEnforced``.
+profiles, and each station's answer comes back as a ``ProfileResult`` event.
+
+The core works on a commitment ledger (``gateway.fleet``): cuts go out at once, a
+raise only into room that is free, so one setpoint (or one join) may take several
+waves of ``ApplyStationLimit``. The clock of a round therefore stops when every
+station the round profiled has Accepted its *latest* allocation and the core has
+nothing left to send: no raise waiting, every online station holding the share it
+wants (``runtime.view()``). The core's own ``AllStationsEnforced`` is no longer the
+end: it says the commitments fit the limit, which after a raise is true at once.
 
 Bench-only instrumentation: a decision listener (allowed to every adapter) and a
 thin wrapper around ``runtime.submit`` that timestamps ``ProfileResult`` and counts
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,8 +35,8 @@ from bench.baseline_csms import FanOutResult, StormResult
 from gateway.app import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.config import Config, parse_config
-from gateway.decisions import AllStationsEnforced, ApplyStationLimit, Decision
-from gateway.events import Event, MeterSampled, ProfileResult, SetpointReceived
+from gateway.decisions import ApplyStationLimit, Decision
+from gateway.events import Event, MeterSampled, ProfileResult, SetpointReceived, StationReleased
 from gateway.metrics import CoreMetrics
 from gateway.model import ProfileOutcome
 from gateway.runtime import CoreRuntime
@@ -57,6 +65,9 @@ def bench_config(stations: int, store_path: str) -> Config:
                 "station_max_power_w": STATION_MAX_W,
                 "station_min_power_w": STATION_MIN_W,
             },
+            # The per-station raise rate limit (flash wear, 30 s by default) would hold every
+            # other round (10 -> 11 kW) for up to 30 s by design; the bench measures the fan-out.
+            "sharing": {"raise_interval_s": 0.0},
             "store": {"path": store_path},
             "metrics": {"enabled": False},
         },
@@ -77,6 +88,23 @@ def load_station_server() -> type[Any]:
     raise ImportError("ocpp_side has no StationServer yet")
 
 
+class _Tracker:
+    """One measured change (a setpoint, a storm, a join): every allocation it causes, until
+    each profiled station holds its latest one and the core has nothing left to send."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, watch: str | None = None) -> None:
+        self.t0 = time.perf_counter()
+        self.expected: dict[str, ApplyStationLimit] = {}  # station -> its latest allocation
+        self.accepted_at: dict[str, float] = {}  # station -> when it Accepted that one (s after t0)
+        self.done: asyncio.Future[float] = loop.create_future()
+        self.armed = True  # a storm arms it after its last setpoint only
+        self.watch = watch  # a joining station that must be among those profiled
+        self.sent = 0  # ApplyStationLimit decisions seen
+
+    def outstanding(self) -> int:
+        return len(self.expected) - len(self.accepted_at)
+
+
 class GatewayUnderTest:
     def __init__(self, stations_hint: int) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="ocpp809-bench-")
@@ -85,10 +113,7 @@ class GatewayUnderTest:
         self.server: Any = None
         self.meter_samples = 0
         self.last_power_w: dict[str, float] = {}
-        self._t0: float | None = None
-        self._expected: dict[str, int] = {}
-        self._accepted_at: dict[str, float] = {}
-        self._done: asyncio.Future[float] | None = None
+        self._tracker: _Tracker | None = None
 
     @property
     def port(self) -> int:
@@ -97,16 +122,21 @@ class GatewayUnderTest:
     async def start(self) -> None:
         config = self.config
         store = Store(config.store.path)
+        # The bench starts on an empty store in INITIAL (initial_limit_w), as the core does when
+        # nothing is stored; gateway.app would apply store.missing_start, which the bench skips.
         arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), time.time())
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler)
+        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, start_reason="bench")
         self.runtime = runtime
         inner_submit = runtime.submit
 
         async def submit(event: Event) -> list[Decision]:
             if type(event) is ProfileResult:
-                self._on_profile_result(event)
-            elif type(event) is MeterSampled:
+                arrived = time.perf_counter()
+                decisions = await inner_submit(event)  # may send the raises this answer made room for
+                self._on_profile_result(event, arrived)
+                return decisions
+            if type(event) is MeterSampled:
                 self.meter_samples += 1
                 self.last_power_w[event.station_id] = event.power_w
             return await inner_submit(event)
@@ -119,7 +149,12 @@ class GatewayUnderTest:
         runtime.add_listener(self._on_decisions)
         await self.server.start()
 
+    def quiet(self) -> None:
+        """Teardown: N stations leaving go offline still reserved, one WARNING each; only errors now."""
+        logging.getLogger("gateway.runtime").setLevel(logging.ERROR)
+
     async def stop(self) -> None:
+        self.quiet()
         try:
             if self.server is not None:
                 await self.server.stop()
@@ -129,14 +164,32 @@ class GatewayUnderTest:
             self._tmp.cleanup()
 
     def connected(self) -> int:
+        """Stations online (the core keeps offline stations that still hold its profiles)."""
         assert self.runtime is not None
-        return len(self.runtime.view().stations)
+        return sum(1 for s in self.runtime.view().stations if s.online)
 
-    def ready(self, stations: int) -> bool:
-        """Every station known to the core and holding its latest allocation."""
+    def settled(self) -> bool:
+        """The core has nothing left to send: every online station holds the share it wants."""
         assert self.runtime is not None
         view = self.runtime.view()
-        return len(view.stations) == stations and view.enforced
+        return (
+            view.enforced and not view.raises_waiting and all(s.enforced for s in view.stations if s.online)
+        )
+
+    def ready(self, stations: int) -> bool:
+        """``stations`` online, each holding its latest allocation, no raise waiting."""
+        return self.connected() == stations and self.settled()
+
+    async def release_offline(self) -> int:
+        """Release every offline station, as an operator would once it is gone for good.
+
+        A station that goes away keeps its commitment (it may charge offline) until then.
+        """
+        assert self.runtime is not None
+        gone = [s.station_id for s in self.runtime.view().stations if not s.online]
+        for station_id in gone:
+            await self.runtime.submit(StationReleased(station_id, "bench: warm-up station gone", by="bench"))
+        return len(gone)
 
     def total_power_w(self) -> float:
         assert self.runtime is not None
@@ -147,69 +200,103 @@ class GatewayUnderTest:
 
     async def fan_out(self, site_limit_w: float, timeout_s: float = 60.0) -> FanOutResult:
         assert self.runtime is not None
-        loop = asyncio.get_running_loop()
-        self._expected = {}
-        self._accepted_at = {}
-        self._done = loop.create_future()
-        start = time.perf_counter()
-        self._t0 = start
+        tracker = self._tracker = _Tracker(asyncio.get_running_loop())
         try:
             outcome = await self.runtime.submit_setpoint(SetpointReceived(site_limit_w, peer="bench"))
             if not outcome.accepted:
                 raise RuntimeError(f"the core refused setpoint {site_limit_w:g} W: {outcome.detail}")
-            if not self._expected:
+            if not tracker.expected:
                 raise RuntimeError(
                     f"setpoint {site_limit_w:g} W changed no station's allocation: nothing to time"
                 )
             try:
-                done_at = await asyncio.wait_for(self._done, timeout_s)
+                done_at = await asyncio.wait_for(tracker.done, timeout_s)
             except TimeoutError:
                 done_at = time.perf_counter()
         finally:
-            self._t0 = None
-        times = sorted(self._accepted_at.values())
-        not_accepted = len(self._expected) - len(self._accepted_at)
-        if not self._done.done():
+            self._tracker = None
+        times = sorted(tracker.accepted_at.values())
+        not_accepted = tracker.outstanding()
+        if not tracker.done.done():
             not_accepted = max(not_accepted, 1)
-        return FanOutResult(done_at - start, times, not_accepted)
+        return FanOutResult(done_at - tracker.t0, times, not_accepted)
 
     async def storm(self, site_limits_w: list[float], gap_s: float, timeout_s: float = 60.0) -> StormResult:
         """Setpoints ``gap_s`` apart, faster than a fan-out completes: time to all Accepted on the last."""
         assert self.runtime is not None
-        loop = asyncio.get_running_loop()
-        self._expected, self._accepted_at = {}, {}
-        self._t0 = last = time.perf_counter()
-        done: asyncio.Future[float] = loop.create_future()
+        tracker = self._tracker = _Tracker(asyncio.get_running_loop())
+        tracker.armed = False  # only the state after the last setpoint counts
+        last = tracker.t0
         try:
             for index, limit_w in enumerate(site_limits_w):
                 if index:
                     await asyncio.sleep(gap_s)
-                self._done = done = loop.create_future()  # only the last setpoint's completion counts
                 last = time.perf_counter()
                 outcome = await self.runtime.submit_setpoint(SetpointReceived(limit_w, peer="bench"))
                 if not outcome.accepted:
                     raise RuntimeError(f"the core refused setpoint {limit_w:g} W: {outcome.detail}")
+            tracker.armed = True
+            if tracker.accepted_at and not tracker.outstanding() and self.settled():  # all in already
+                tracker.done.set_result(tracker.t0 + max(tracker.accepted_at.values()))
             try:
-                done_at: float | None = await asyncio.wait_for(done, timeout_s)
+                done_at: float | None = await asyncio.wait_for(tracker.done, timeout_s)
             except TimeoutError:
                 done_at = None
         finally:
-            self._t0 = None
+            self._tracker = None
         return StormResult(None if done_at is None else done_at - last, done_at is not None)
+
+    # -- a station joining ------------------------------------------------------
+
+    def join_start(self, station_id: str) -> None:
+        """Track what the next join causes (the harness then connects ``station_id``)."""
+        self._tracker = _Tracker(asyncio.get_running_loop(), watch=station_id)
+
+    async def join_wait(self, timeout_s: float) -> dict[str, Any]:
+        """Until the joiner and every station cut for it hold their final shares."""
+        tracker = self._tracker
+        assert tracker is not None and tracker.watch is not None
+        try:
+            done_at: float | None = await asyncio.wait_for(tracker.done, timeout_s)
+        except TimeoutError:
+            done_at = None
+        finally:
+            self._tracker = None
+        final = tracker.expected.get(tracker.watch)
+        return {
+            "ok": done_at is not None,
+            "limit_w": None if final is None else final.limit_w,  # the joiner's final share
+            "allocations": tracker.sent,  # ApplyStationLimit decisions the join caused
+            "stations_profiled": len(tracker.expected),
+            "server_elapsed_s": None if done_at is None else done_at - tracker.t0,
+            "outstanding": tracker.outstanding(),
+        }
 
     # -- instrumentation -------------------------------------------------------
 
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
-        if self._t0 is None:
+        tracker = self._tracker
+        if tracker is None:
             return
         for decision in decisions:
             if type(decision) is ApplyStationLimit:
-                self._expected[decision.station_id] = decision.seq
-            elif type(decision) is AllStationsEnforced and self._done is not None and not self._done.done():
-                self._done.set_result(time.perf_counter())
+                tracker.sent += 1
+                tracker.expected[decision.station_id] = decision
+                tracker.accepted_at.pop(decision.station_id, None)  # its final share is yet to come
 
-    def _on_profile_result(self, event: ProfileResult) -> None:
-        if self._t0 is None or event.outcome is not ProfileOutcome.ACCEPTED:
+    def _on_profile_result(self, event: ProfileResult, arrived: float) -> None:
+        tracker = self._tracker
+        if tracker is None or event.outcome is not ProfileOutcome.ACCEPTED:
             return
-        if self._expected.get(event.station_id) == event.seq and event.station_id not in self._accepted_at:
-            self._accepted_at[event.station_id] = time.perf_counter() - self._t0
+        latest = tracker.expected.get(event.station_id)
+        if latest is None or latest.seq != event.seq or event.station_id in tracker.accepted_at:
+            return
+        tracker.accepted_at[event.station_id] = arrived - tracker.t0
+        if (
+            tracker.armed
+            and not tracker.outstanding()
+            and not tracker.done.done()
+            and (tracker.watch is None or tracker.watch in tracker.expected)
+            and self.settled()
+        ):
+            tracker.done.set_result(arrived)

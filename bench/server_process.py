@@ -96,6 +96,23 @@ class _Controller:
             await asyncio.sleep(0.02)
         return {"ok": False, "elapsed_s": time.perf_counter() - start, "connected": self.connected()}
 
+    def quiet(self) -> None:
+        """Teardown: the system's per-station log lines (stations going offline) are noise now."""
+        quiet = getattr(self.system, "quiet", None)
+        if quiet is not None:
+            quiet()
+
+    async def release_offline(self) -> int:
+        """Gateway: release stations that went away still holding profiles (the warm-up's)."""
+        release = getattr(self.system, "release_offline", None)
+        return 0 if release is None else int(await release())
+
+    def join_start(self, station_id: str) -> None:
+        self.system.join_start(station_id)
+
+    async def join_wait(self, timeout_s: float) -> dict[str, Any]:
+        return dict(await self.system.join_wait(timeout_s))
+
     async def fan_out(self, site_limit_w: float, timeout_s: float) -> dict[str, Any]:
         result = await self.system.fan_out(site_limit_w, timeout_s)
         return {

@@ -171,6 +171,8 @@ class SimStation:
     # stackLevel -> (rate unit, limit) of the latest profile installed at that level
     profiles: dict[int, tuple[str, float | None]] = field(default_factory=dict)
     server_calls: dict[str, int] = field(default_factory=dict)
+    # A joining station logs each SetChargingProfile it answers: (perf_counter, stackLevel, unit, limit).
+    profile_log: list[tuple[float, int, str, float | None]] | None = None
 
     def attach(self) -> None:
         self.ws.on_text = self.dispatch
@@ -221,6 +223,8 @@ class SimStation:
         if action == "SetChargingProfile":
             self.profiles_received += 1
             unit, level, limit = _profile_limit(self.version, payload)
+            if self.profile_log is not None:
+                self.profile_log.append((time.perf_counter(), level, unit, limit))
             if self.reject_profiles:
                 return [CALLRESULT, unique_id, {"status": "Rejected"}]
             self.profiles[level] = (unit, limit)
@@ -311,6 +315,7 @@ class Fleet:
 
     def __init__(self) -> None:
         self.stations: dict[str, SimStation] = {}
+        self._join_started: dict[str, float] = {}
 
     async def connect(
         self,
@@ -331,26 +336,8 @@ class Fleet:
             nonlocal booted
             station_id = f"{prefix}{index:05d}"
             async with handshakes:  # a burst beyond the listen backlog only measures SYN retries
-                ws = await connect(
-                    f"{url}/{station_id}",
-                    subprotocols=[Subprotocol(version)],
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=timeout_s,
-                    close_timeout=2,
-                    max_size=2**20,
-                    create_connection=LeanClientConnection,
-                )
-            if ws.subprotocol != version:
-                await ws.close()
-                raise ConnectionError(f"{station_id}: server chose subprotocol {ws.subprotocol!r}")
-            assert isinstance(ws, LeanClientConnection)
-            station = SimStation(station_id, version, ws, reject_profiles)
-            station.attach()
-            self.stations[station_id] = station
-            answer = await station.call("BootNotification", boot_payload(version), timeout_s)
-            if answer.get("status") != "Accepted":
-                raise ConnectionError(f"{station_id}: BootNotification {answer.get('status')}")
+                station = await self._open(url, version, station_id, timeout_s, reject_profiles)
+            await self._boot(station, timeout_s)
             booted += 1
 
         async def guarded(index: int) -> None:
@@ -363,6 +350,53 @@ class Fleet:
         await asyncio.wait_for(asyncio.gather(*(guarded(i) for i in range(count))), timeout_s * 2)
         elapsed = time.perf_counter() - start
         return {"booted": booted, "failed": len(failures), "errors": failures[:5], "elapsed_s": elapsed}
+
+    async def _open(
+        self, url: str, version: str, station_id: str, timeout_s: float, reject_profiles: bool
+    ) -> SimStation:
+        ws = await connect(
+            f"{url}/{station_id}",
+            subprotocols=[Subprotocol(version)],
+            compression=None,
+            ping_interval=None,
+            open_timeout=timeout_s,
+            close_timeout=2,
+            max_size=2**20,
+            create_connection=LeanClientConnection,
+        )
+        if ws.subprotocol != version:
+            await ws.close()
+            raise ConnectionError(f"{station_id}: server chose subprotocol {ws.subprotocol!r}")
+        assert isinstance(ws, LeanClientConnection)
+        station = SimStation(station_id, version, ws, reject_profiles)
+        station.attach()
+        self.stations[station_id] = station
+        return station
+
+    @staticmethod
+    async def _boot(station: SimStation, timeout_s: float) -> None:
+        answer = await station.call("BootNotification", boot_payload(station.version), timeout_s)
+        if answer.get("status") != "Accepted":
+            raise ConnectionError(f"{station.station_id}: BootNotification {answer.get('status')}")
+
+    async def join(self, url: str, version: str, station_id: str, timeout_s: float) -> dict[str, Any]:
+        """One station joins (websocket open + BootNotification) and logs the profiles it answers.
+
+        Times are seconds after the connection attempt started; ``profile_log`` has the rest.
+        """
+        start = time.perf_counter()
+        station = await asyncio.wait_for(self._open(url, version, station_id, timeout_s, False), timeout_s)
+        station.profile_log = []
+        self._join_started[station_id] = start
+        opened = time.perf_counter()
+        await self._boot(station, timeout_s)
+        return {"open_s": opened - start, "boot_s": time.perf_counter() - start}
+
+    def profile_log(self, station_id: str) -> list[tuple[float, int, str, float | None]]:
+        """What a joining station answered: (seconds after its join started, stackLevel, unit, limit)."""
+        station = self.stations[station_id]
+        start = self._join_started[station_id]
+        return [(t - start, level, unit, limit) for t, level, unit, limit in station.profile_log or []]
 
     async def meter_burst(self, prefix: str, per_station: int, timeout_s: float) -> dict[str, Any]:
         """Every station sends ``per_station`` MeterValues back to back (one CALL outstanding each)."""

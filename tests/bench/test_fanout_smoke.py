@@ -14,8 +14,11 @@ from bench.gateway_under_test import load_station_server
 STATIONS = 5
 
 
+JOINS = 2
+
+
 def _options(reject_profiles: bool = False) -> Options:
-    return Options(rounds=2, meter_messages=20, timeout_s=20.0, reject_profiles=reject_profiles)
+    return Options(rounds=2, meter_messages=20, timeout_s=20.0, reject_profiles=reject_profiles, joins=JOINS)
 
 
 def _assert_measured(r: CaseResult) -> None:
@@ -39,6 +42,15 @@ def _assert_measured(r: CaseResult) -> None:
     assert r.meter_answered == STATIONS * MIN_METER_PER_STATION  # 20 asked, at least 10 each
     assert r.meter_rate is not None and r.meter_rate > 0
     assert r.rss_kb_per_station is not None
+    if r.system == "gateway":
+        # Stations joining one at a time, each timed to its final share Accepted (from the station).
+        assert len(r.joins) == JOINS
+        for join in r.joins:
+            assert 0 < join["boot_s"] <= join["first_profile_s"] <= join["final_s"]
+            assert join["stations_profiled"] >= STATIONS + 1  # the others were cut to make room
+        assert r.join_p50_s is not None and r.join_p90_s is not None and 0 < r.join_p50_s <= r.join_p90_s
+    else:
+        assert not r.joins and r.join_p50_s is None
 
 
 def test_baseline_fan_out_and_ingestion_are_measured() -> None:
