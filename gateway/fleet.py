@@ -84,6 +84,7 @@ class Station:
     sampled_at_s: float = 0.0
     stale: bool = False
     meter_refused: bool = False  # its last reading was implausible (told once per streak)
+    _ranges: dict[float | None, StationRange] = field(default_factory=dict)
 
     @property
     def bound(self) -> bool:
@@ -95,11 +96,15 @@ class Station:
         return self.accepted_seq == self.seq
 
     def range(self, settings: DemandSettings, with_demand: bool) -> StationRange:
-        high = self.max_w
         ceiling = self.demand.ceiling_w(settings, self.min_w) if with_demand else None
-        if ceiling is not None:
-            high = min(high, ceiling)
-        return StationRange(self.station_id, min(self.min_w, high), high, self.weight, self.priority)
+        cached = self._ranges.get(ceiling)
+        if cached is None:  # shares are recomputed often, ceilings rarely move: build each once
+            high = self.max_w if ceiling is None else min(self.max_w, ceiling)
+            cached = StationRange(self.station_id, min(self.min_w, high), high, self.weight, self.priority)
+            if len(self._ranges) > 8:
+                self._ranges.clear()
+            self._ranges[ceiling] = cached
+        return cached
 
 
 @dataclass(slots=True)
@@ -108,6 +113,7 @@ class Fleet:
     stations: dict[str, Station] = field(default_factory=dict)  # insertion = connection order
     raises_waiting: set[str] = field(default_factory=set)
     _awaiting: set[str] = field(default_factory=set)  # online stations with an unanswered profile
+    _unbound: set[str] = field(default_factory=set)  # online stations holding no profile of ours
     offline_count: int = 0
     _orders: int = 0
     _seq: int = 0
@@ -135,6 +141,8 @@ class Fleet:
             station.ledger, station.seq, station.accepted_seq = old.ledger, old.seq, old.accepted_seq
             station.last_raise_s = old.last_raise_s
         self.stations[station_id] = station
+        if station.ledger.held is None:
+            self._unbound.add(station_id)
         self._cache_until_s = -math.inf
         return station
 
@@ -145,6 +153,7 @@ class Fleet:
         station.online = False
         station.power_dw, station.stale = None, False
         self._awaiting.discard(station_id)
+        self._unbound.discard(station_id)
         self.raises_waiting.discard(station_id)
         if station.ledger.held is None and not station.ledger.pending:
             del self.stations[station_id]  # never profiled: nothing binds it, nothing to keep
@@ -162,6 +171,7 @@ class Fleet:
             return "the station is online: its commitment follows its answers"
         del self.stations[station_id]
         self.offline_count -= 1
+        self._unbound.discard(station_id)
         self._cache_until_s = -math.inf
         return None
 
@@ -191,7 +201,7 @@ class Fleet:
         self._refresh(now_s)
         if self._reserve_sum > limit_w + _EPS_W or self._fallback_sum > fallback_limit_w + _EPS_W:
             return False
-        return all(s.bound for s in self.online())
+        return not self._unbound
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self._cache_until_s, self._next_refresh_s, self._raise_due_s) if t is not None]
@@ -277,13 +287,16 @@ class Fleet:
             last = station.ledger.last_sent
             if (
                 last is not None
+                and last.live_until_s > now_s  # still counted: a lower value adds nothing
                 and station.target_w <= last.live_w
                 and station.target_fallback_w <= last.fallback_w
             ):
                 if (station.target_w, station.target_fallback_w) != (last.live_w, last.fallback_w) or (
                     station.station_id in force
                 ):
-                    self._send(station, station.target_w, station.target_fallback_w, now_s, source, out)
+                    self._send(
+                        station, station.target_w, station.target_fallback_w, now_s, source, out, cut=True
+                    )
                 self.raises_waiting.discard(station.station_id)
             else:
                 raises.append(station)
@@ -360,6 +373,7 @@ class Fleet:
             return None
         if station.ledger.accepted(seq):
             station.accepted_seq = max(station.accepted_seq, seq)
+            self._unbound.discard(station_id)
             self._restate(station, now_s)
         if not station.ledger.awaiting:
             self._awaiting.discard(station_id)
@@ -376,10 +390,16 @@ class Fleet:
     # -- internals ---------------------------------------------------------------
 
     def _delta(self, station: Station, live_w: float, fallback_w: float, now_s: float) -> float:
-        until = now_s + self.settings.live_validity_s
-        extra = Profiles(-1, live_w, until, fallback_w)
-        after = station.ledger.reserve_with(now_s, station.online, self.settings.margin_s, extra)
-        return max(0.0, after - station.reserve_w)
+        """How much sending (live_w, fallback_w) now adds to the station's reserve.
+
+        A new entry's live cap is valid now, so it counts at once; its fallback cap counts
+        now only if the station's live cap is not assured (``StationLedger.reserve_w``).
+        """
+        reserve = station.reserve_w
+        grown = max(
+            live_w, fallback_w if not station.ledger.live_assured(now_s, self.settings.margin_s) else 0.0
+        )
+        return max(0.0, grown - reserve)
 
     def _send(
         self,
@@ -389,6 +409,7 @@ class Fleet:
         now_s: float,
         source: LimitSource,
         out: list[Decision],
+        cut: bool = False,
     ) -> None:
         self._seq += 1
         until = now_s + self.settings.live_validity_s
@@ -397,7 +418,18 @@ class Fleet:
         station.ledger.sent(Profiles(self._seq, live_w, until, fallback_w), now_s)
         station.demand.restart_window(now_s)
         self._awaiting.add(station.station_id)
-        self._restate(station, now_s)
+        # The sums move by what the new entry adds (nothing for a cut): O(1), the hot path
+        # of a fan-out; the ledger's own reckoning takes over at the next refresh.
+        if now_s >= self._cache_until_s:
+            self._refresh(now_s)
+        elif not cut:
+            grown = station.reserve_w + self._delta(station, live_w, fallback_w, now_s)
+            self._reserve_sum += grown - station.reserve_w
+            station.reserve_w = grown
+            if fallback_w > station.fallback_commit_w:
+                self._fallback_sum += fallback_w - station.fallback_commit_w
+                station.fallback_commit_w = fallback_w
+        self._cache_until_s = min(self._cache_until_s, until)
         out.append(ApplyStationLimit(station.station_id, live_w, fallback_w, self._seq, source, until))
 
     def _arm(self, now_s: float) -> None:

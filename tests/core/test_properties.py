@@ -202,6 +202,12 @@ def step_and_check(site: Site, action: object) -> None:
         assert bound <= station.ledger.commitment_w(now) + EPS, (sid, bound)
         assert (sim.fallback_w or 0.0) <= station.ledger.fallback_commitment_w() + EPS
 
+    # The running sums (kept incrementally on the hot path) equal a fresh reckoning.
+    fleet = arbiter.fleet
+    kept = (fleet.reserve_sum(now), fleet.fallback_sum(now))
+    fleet._cache_until_s = -math.inf
+    assert abs(kept[0] - fleet.reserve_sum(now)) < EPS and abs(kept[1] - fleet.fallback_sum(now)) < EPS
+
     # Fallback caps fit the fallback limit, always.
     assert arbiter.fleet.fallback_sum(now) <= fallback_limit + EPS
     # The reserves fit the limit, except right after the cap itself went down ...
