@@ -52,6 +52,7 @@ class RejectReason(StrEnum):
     UNKNOWN_POINT = "unknown_point"
     WRONG_COMMON_ADDRESS = "wrong_common_address"
     UNEXPECTED_CAUSE = "unexpected_cause"
+    TEST_COMMAND = "test_command"  # T bit set (IEC 60870-5-101 7.2.3): answered, never applied
 
 
 class OcppVersion(StrEnum):

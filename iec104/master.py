@@ -276,6 +276,49 @@ class Iec104Master:
         positive = asdu.cot in (Cot.ACTIVATION_CON, Cot.DEACTIVATION_CON) and not asdu.negative
         return ActCon(positive, asdu.cot, asdu)
 
+    async def raw_command(
+        self, apdu: bytes, *, renumber: bool = False, timeout_s: float | None = None
+    ) -> ActCon:
+        """Send one command I-frame exactly as given (octets, sequence numbers and all) and await its answer.
+
+        For hostile and conformance tests: the frame is written verbatim, then this master's send
+        sequence number continues after the frame's N(S), so later commands stay in step.
+        ``renumber`` puts this master's current N(S) and N(R) into the control field first.
+        """
+        if renumber:
+            apdu = apdu[:2] + encode_frame(IFrame(self._send_seq, self._recv_seq, b""))[2:6] + apdu[6:]
+        frame = decode_frame(apdu)
+        if not isinstance(frame, IFrame) or len(frame.asdu) < 9:
+            raise ValueError("raw_command takes an I-frame with an information object address")
+        # Read the header by hand: the ASDU may be one the codec refuses (wrong length, ...).
+        type_id = frame.asdu[0]
+        ca = int.from_bytes(frame.asdu[4:6], "little")
+        ioa = int.from_bytes(frame.asdu[6:9], "little")
+        answers = {Cot.ACTIVATION_CON, Cot.DEACTIVATION_CON} | _REFUSAL_COTS
+
+        def answers_this(asdu: Asdu) -> bool:
+            return (
+                asdu.type_id == type_id
+                and asdu.cot in answers
+                and asdu.common_address == ca
+                and asdu.raw[6:9] == frame.asdu[6:9]
+            )
+
+        async with self._command_lock:
+            waiter = self._watch(answers_this)
+            if self.closed.is_set():
+                raise MasterError(f"connection closed: {self.close_reason}")
+            self._send_seq = (frame.send_seq + 1) % 32768
+            self._unacked = 0
+            self._write(apdu)
+            asdu = await self._wait(waiter, timeout_s, f"no answer to the raw type {type_id} at IOA {ioa}")
+        positive = asdu.cot in (Cot.ACTIVATION_CON, Cot.DEACTIVATION_CON) and not asdu.negative
+        return ActCon(positive, asdu.cot, asdu)
+
+    def write_raw(self, data: bytes) -> None:
+        """Write octets as they are, with no framing and no bookkeeping (half frames, garbage)."""
+        self._write(data)
+
     async def interrogate(self, timeout_s: float | None = None) -> list[Measurement]:
         """General interrogation: returns the values sent between ACT_CON and ACT_TERM."""
         ca = self.common_address
@@ -442,7 +485,7 @@ class Iec104Master:
             case IFrame(asdu=payload):
                 self._recv_seq = (self._recv_seq + 1) % 32768
                 self._unacked += 1
-                asdu = decode_asdu(payload)
+                asdu = _decode_leniently(payload)
                 self.received.append(Received(asdu, time.time()))
                 self._changed.set()
                 for waiter in list(self._waiters):
@@ -474,6 +517,25 @@ def client_ssl_context(
     if cert_file is not None:
         context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def _decode_leniently(payload: bytes) -> Asdu:
+    """The ASDU, or only its header when its objects do not decode (an outstation may mirror a bad command)."""
+    try:
+        return decode_asdu(payload)
+    except PeerInputError:
+        if len(payload) < 6:
+            raise
+        cause = payload[2]
+        return Asdu(
+            payload[0],
+            cause & 0x3F,
+            int.from_bytes(payload[4:6], "little"),
+            negative=bool(cause & 0x40),
+            test=bool(cause & 0x80),
+            originator=payload[3],
+            raw=bytes(payload),
+        )
 
 
 def _measurements(received: Received) -> list[Measurement]:

@@ -48,6 +48,7 @@ compares callback signatures with real annotation objects and refuses string one
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -66,11 +67,13 @@ from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.model import RejectReason
 from gateway.runtime import CoreRuntime, SetpointOutcome
 from iec104.codec import QualityFlag, TypeId, decode_asdu
+from iec104.peer_log import PeerLog, bounded
 from iec104.points import (
     CommandIn,
     CommandRefused,
     MonitoredValue,
     PointSpec,
+    SetpointTest,
     TransmitPolicy,
     command_kind,
     point_specs,
@@ -102,6 +105,8 @@ _U_FRAME_LENGTH = 6
 _STARTDT_CON = 0x0B
 _STOPDT_CON = 0x23
 _PORT_ATTEMPTS = 5
+# The information object octets at the end of IncomingMessage.raw_explain: "... (64 00 00 cd cc bc 40 00 )".
+_EXPLAINED_OCTETS = re.compile(r"\(((?:[0-9a-f]{2} )*)\)$")
 
 
 class Iec104StartError(Ocpp809Error):
@@ -192,6 +197,7 @@ class Iec104Outstation:
         self._peers: list[str] = []  # addresses accepted since the connection count was last zero
         self._jobs: list[str] = []
         self._port = config.port
+        self._peer_log = PeerLog(log)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -328,7 +334,9 @@ class Iec104Outstation:
                 except ValueError:
                     allowed = False
                 if not allowed:
-                    log.warning("IEC 104 connection from %s refused: not in iec104.allowed_masters", ip)
+                    self._peer_log.warning(
+                        ip, f"IEC 104 connection from {bounded(ip)} refused: not in iec104.allowed_masters"
+                    )
                     self._metrics.refused_connections.inc()
                     return False
             log.info("IEC 104 connection from %s accepted", ip)
@@ -336,8 +344,8 @@ class Iec104Outstation:
                 if ip not in self._peers:
                     self._peers.append(ip)
             return True
-        except Exception:  # never raise into c104; refuse when unsure
-            log.exception("on_connect failed for %s", ip)
+        except Exception as exc:  # noqa: BLE001 - never raise into c104; refuse when unsure
+            self._peer_log.log(logging.ERROR, ip, f"on_connect failed for {bounded(ip)}", exc_info=exc)
             return False
 
     def _on_send_raw(self, server: c104.Server, data: bytes) -> None:
@@ -345,8 +353,8 @@ class Iec104Outstation:
         try:
             if len(data) == _U_FRAME_LENGTH and data[2] in (_STARTDT_CON, _STOPDT_CON):
                 self._call_on_loop(self._on_data_transfer_frame, data[2] == _STARTDT_CON)
-        except Exception:  # never raise into c104
-            log.exception("on_send_raw failed")
+        except Exception as exc:  # noqa: BLE001 - never raise into c104
+            self._peer_log.log(logging.ERROR, "on_send_raw", "on_send_raw failed", exc_info=exc)
 
     def _on_command(
         self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
@@ -354,8 +362,14 @@ class Iec104Outstation:
         try:
             self._call_on_loop(self._master_seen)  # a command proves a master in data transfer
             return self._decide_command(message)
-        except BaseException:  # fail closed, and keep the callback installed for the next command
-            log.exception("IEC 104 command handling failed; answering negatively")
+        except BaseException as exc:  # noqa: BLE001 - fail closed, keep the callback for the next command
+            # Our own failure, not the peer's: with a traceback, but a flood of them stays bounded.
+            self._peer_log.log(
+                logging.ERROR,
+                self._peer(0),
+                "IEC 104 command handling failed; answering negatively",
+                exc_info=exc,
+            )
             self._metrics.command_failures.labels("internal_error").inc()
             return c104.ResponseState.FAILURE
 
@@ -365,7 +379,10 @@ class Iec104Outstation:
             self._call_on_loop(self._master_seen)
             type_id = int(message.type.value)
             if type_id < _FIRST_COMMAND_TYPE:
-                log.warning("unexpected %s in monitor direction from the master: %s", message.type, cause)
+                self._peer_log.warning(
+                    self._peer(0),
+                    f"unexpected {command_kind(type_id)} in monitor direction from the master: {cause.name}",
+                )
                 return
             kind = command_kind(type_id)
             reason = _UMC_REASONS.get(cause.name, RejectReason.UNKNOWN_POINT)
@@ -382,15 +399,15 @@ class Iec104Outstation:
                     reason, detail, value = translated.reason, translated.detail, translated.value_w
             peer = self._peer(message.originator_address)
             self._call_on_loop(self.runtime.refuse_command, peer, kind, value, reason, detail)
-        except Exception:
-            log.exception("on_unexpected_message failed")
+        except Exception as exc:  # noqa: BLE001 - never raise into c104
+            self._peer_log.log(logging.ERROR, self._peer(0), "on_unexpected_message failed", exc_info=exc)
 
     # -- command path ---------------------------------------------------------------------
 
     def _decide_command(self, message: c104.IncomingMessage) -> c104.ResponseState:
         command = self._command_from(message)
         if command is None:
-            raise PeerInputError("command ASDU could not be decoded")
+            return self._refuse_undecodable(message)
         translated = translate_command(command, self.config.common_address, self.specs)
         if isinstance(translated, CommandRefused):
             self._call_on_loop(
@@ -402,14 +419,26 @@ class Iec104Outstation:
                 translated.detail,
             )
             return c104.ResponseState.FAILURE
-        outcome = self._submit_and_wait(translated)
+        if isinstance(translated, SetpointTest):
+            # T bit: answered (c104 mirrors T) with what the core would say, never applied.
+            outcome = self._submit_and_wait(translated.event, test=True)
+        else:
+            outcome = self._submit_and_wait(translated)
         return c104.ResponseState.SUCCESS if outcome.accepted else c104.ResponseState.FAILURE
 
+    def _refuse_undecodable(self, message: c104.IncomingMessage) -> c104.ResponseState:
+        """A command c104 took but whose octets do not decode: one bounded WARNING line, audited, negative."""
+        peer = self._peer(int(message.originator_address))
+        kind = command_kind(int(message.type.value))
+        detail = f"{kind} at IOA {int(message.io_address)} could not be decoded"
+        self._peer_log.warning(peer, f"IEC 104 command from {peer}: {detail}; answered negatively")
+        self._call_on_loop(self.runtime.refuse_command, peer, kind, None, RejectReason.UNKNOWN_POINT, detail)
+        return c104.ResponseState.FAILURE
+
     def _command_from(self, message: c104.IncomingMessage) -> CommandIn | None:
-        """Decode the command from its raw octets: exact CP56Time2a (UTC, IV bit) and float value."""
-        raw = bytes(message.raw)
+        """Decode the command from its octets: exact CP56Time2a (UTC, IV bit), float value, T and P/N bits."""
         try:
-            asdu = decode_asdu(raw[6:])
+            asdu = decode_asdu(asdu_octets(message))
         except PeerInputError:
             return None
         if not asdu.objects:
@@ -424,15 +453,17 @@ class Iec104Outstation:
             value,
             obj.time_tag,
             self._peer(asdu.originator),
+            test=asdu.test,
+            negative=asdu.negative,
         )
 
-    def _submit_and_wait(self, event: SetpointReceived) -> SetpointOutcome:
+    def _submit_and_wait(self, event: SetpointReceived, *, test: bool = False) -> SetpointOutcome:
         loop = self._loop
         if loop is None or loop.is_closed():
             raise RuntimeError("no event loop")
         ticket = _Ticket()
         future: Future[SetpointOutcome | None] = asyncio.run_coroutine_threadsafe(
-            self._decide(event, ticket), loop
+            self._decide(event, ticket, test), loop
         )
         timeout_s = self.config.command_timeout_s
         try:
@@ -461,10 +492,31 @@ class Iec104Outstation:
             self.runtime.refuse_command, event.peer, event.kind.value, event.value_w, reason, detail
         )
 
-    async def _decide(self, event: SetpointReceived, ticket: _Ticket) -> SetpointOutcome | None:
+    async def _decide(self, event: SetpointReceived, ticket: _Ticket, test: bool) -> SetpointOutcome | None:
         if not ticket.start():
             return None
+        if test:
+            return self._check_test(event)
         return await self.runtime.submit_setpoint(event)
+
+    def _check_test(self, event: SetpointReceived) -> SetpointOutcome:
+        """A test command (T bit): the core's own check says what the answer is; nothing is applied.
+
+        Audited as not applied (reason ``test_command``) with what the core would have said.
+        """
+        refusal = self.runtime.arbiter.check_setpoint(event, self.runtime.clock())
+        would = (
+            "would be accepted"
+            if refusal is None
+            else f"would be refused: {refusal.reason.value}, {refusal.detail}"
+        )
+        detail = f"test command (T bit set): not applied; {would}"
+        self.runtime.refuse_command(
+            event.peer, event.kind.value, event.value_w, RejectReason.TEST_COMMAND, detail
+        )
+        if refusal is None:
+            return SetpointOutcome(True)
+        return SetpointOutcome(False, refusal.reason, refusal.detail)
 
     # -- telemetry (loop thread) ------------------------------------------------------------
 
@@ -606,6 +658,36 @@ class Iec104Outstation:
             loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
 
 
+def asdu_octets(message: c104.IncomingMessage) -> bytes:
+    """The ASDU of a received message, without ``IncomingMessage.raw``.
+
+    c104 2.2.1 leaks the buffer behind ``raw`` (32 B a read, docs/c104/raw_leak.py), so the
+    header is rebuilt from the message's properties and the information object octets are
+    taken from ``raw_explain``, which frees its buffer. Raises ``PeerInputError`` when the
+    explanation does not end in the octets.
+    """
+    objects = explained_octets(str(message.raw_explain))
+    cause = (
+        (int(message.cot.value) & 0x3F)
+        | (0x40 if message.is_negative else 0)
+        | (0x80 if message.is_test else 0)
+    )
+    vsq = (int(message.number_of_objects) & 0x7F) | (0x80 if message.is_sequence else 0)
+    head = bytes((int(message.type.value) & 0xFF, vsq, cause, int(message.originator_address) & 0xFF))
+    return head + int(message.common_address).to_bytes(2, "little") + objects
+
+
+def explained_octets(explain: str) -> bytes:
+    """The information object octets c104 lists at the end of ``raw_explain`` (none when it lists none)."""
+    text = explain.rstrip()
+    if not text.endswith(")"):
+        return b""  # c104 lists octets only when there are some after the header
+    match = _EXPLAINED_OCTETS.search(text)
+    if match is None:
+        raise PeerInputError(f"unexpected c104 message explanation: {bounded(explain)}")
+    return bytes.fromhex(match.group(1))
+
+
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -631,4 +713,4 @@ def _c104_quality(flags: QualityFlag) -> c104.Quality:
     return quality
 
 
-__all__ = ["Iec104Outstation", "Iec104StartError"]
+__all__ = ["Iec104Outstation", "Iec104StartError", "asdu_octets", "explained_octets"]

@@ -103,6 +103,8 @@ class CommandIn:
     value: float
     time_tag: Cp56Time | None = None
     peer: str = ""
+    test: bool = False  # T bit of the cause octet
+    negative: bool = False  # P/N bit of the cause octet
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,17 @@ class CommandRefused:
     value_w: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class SetpointTest:
+    """A valid-looking command with the T bit set: it is checked and answered, never applied.
+
+    IEC 60870-5-101 7.2.3: a test ASDU tests "transmission and equipment without controlling
+    the process". The answer mirrors T (c104 clones the command's cause octet).
+    """
+
+    event: SetpointReceived
+
+
 def command_kind(type_id: int) -> str:
     try:
         return TypeId(type_id).name
@@ -124,8 +137,21 @@ def command_kind(type_id: int) -> str:
 
 def translate_command(
     command: CommandIn, common_address: int, specs: tuple[PointSpec, ...]
+) -> SetpointReceived | CommandRefused | SetpointTest:
+    """Turn a received command into the core's event, or say why it cannot go to the core.
+
+    A command with the T bit set that passes every check here comes back as ``SetpointTest``:
+    the outstation answers it and never applies it.
+    """
+    event = _translate(command, common_address, specs)
+    if command.test and isinstance(event, SetpointReceived):
+        return SetpointTest(event)
+    return event
+
+
+def _translate(
+    command: CommandIn, common_address: int, specs: tuple[PointSpec, ...]
 ) -> SetpointReceived | CommandRefused:
-    """Turn a received command into the core's event, or say why it cannot go to the core."""
     kind = command_kind(command.type_id)
     spec = next((s for s in specs if s.ioa == command.ioa and s.is_command), None)
     value_w = to_watts(command.value, spec.unit) if spec is not None else command.value
@@ -151,6 +177,14 @@ def translate_command(
         return CommandRefused(
             RejectReason.UNEXPECTED_CAUSE,
             f"{kind} at IOA {command.ioa} with cause of transmission {command.cot}, only activation (6) is accepted",
+            kind,
+            value_w,
+        )
+    if command.negative:
+        # P/N is the answer's bit (7.2.3): a command in the control direction never carries it.
+        return CommandRefused(
+            RejectReason.UNEXPECTED_CAUSE,
+            f"{kind} at IOA {command.ioa} with the P/N (negative) bit set: only a confirmation carries it",
             kind,
             value_w,
         )
