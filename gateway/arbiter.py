@@ -278,7 +278,9 @@ class Arbiter:
         out.append(self.limit_changed(f"DSO setpoint {event.value_w:g} W from {event.peer or 'master'}"))
         if self.limit_w != old_limit or not self._enforced:
             self._pending_since_s = now_s
-        self._reallocate(now_s, out)
+        # The stations are worked on at once, but after the confirmation has gone out: a
+        # deadline of now, so the DSO's ACT_CON never waits on a fan-out to 5,000 stations.
+        self._realloc_due_s = now_s
         self._check_enforced(now_s, out)
 
     def _on_tick(self, now_s: float, out: list[Decision]) -> None:

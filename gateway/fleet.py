@@ -78,6 +78,7 @@ class Station:
     live_sent_s: float = -math.inf
     last_raise_s: float = -math.inf
     reserve_w: float = 0.0  # cached: ledger.reserve_w at the fleet's cache time
+    fixed: bool = False  # cached: offline, or its live cap no longer assured (its share is not ours to move)
     fallback_commit_w: float = 0.0  # cached: ledger.fallback_commitment_w()
     # Meter readings (kept by the arbiter).
     power_dw: int | None = None
@@ -121,10 +122,12 @@ class Fleet:
     _fallback_sum: float = 0.0
     _offline_reserve: float = 0.0
     _offline_fallback: float = 0.0
+    _fixed_reserve: float = 0.0  # offline stations and those whose refresh went unanswered
+    _fixed_fallback: float = 0.0
     _cache_until_s: float = -math.inf  # the sums hold until this instant
     _next_refresh_s: float | None = None
     _raise_due_s: float | None = None
-    _targets_offline: tuple[float, float] = (0.0, 0.0)  # what offline stations held when targets were set
+    _targets_fixed: tuple[float, float] = (0.0, 0.0)  # what fixed stations held when targets were set
 
     # -- membership --------------------------------------------------------------
 
@@ -212,55 +215,85 @@ class Fleet:
         if now_s < self._cache_until_s:
             return
         margin = self.settings.margin_s
-        total = fallback = off = off_fb = 0.0
+        self._reserve_sum = self._fallback_sum = 0.0
+        self._offline_reserve = self._offline_fallback = 0.0
+        self._fixed_reserve = self._fixed_fallback = 0.0
         until = math.inf
         for station in self.stations.values():
-            ledger = station.ledger
-            station.reserve_w = ledger.reserve_w(now_s, station.online, margin)
-            station.fallback_commit_w = ledger.fallback_commitment_w()
-            total += station.reserve_w
-            fallback += station.fallback_commit_w
-            if not station.online:
-                off += station.reserve_w
-                off_fb += station.fallback_commit_w
-            change = ledger.next_change_s(now_s, margin)
+            station.reserve_w = station.fallback_commit_w = 0.0
+            station.fixed = False
+            self._account(station, now_s)
+            change = station.ledger.next_change_s(now_s, margin)
             if change is not None and change < until:
                 until = change
-        self._reserve_sum, self._fallback_sum = total, fallback
-        self._offline_reserve, self._offline_fallback = off, off_fb
         self._cache_until_s = until
+
+    def _account(self, station: Station, now_s: float, reserve_w: float | None = None) -> None:
+        """Bring one station's part of every sum up to date (``reserve_w``: already known)."""
+        ledger, margin = station.ledger, self.settings.margin_s
+        reserve = ledger.reserve_w(now_s, station.online, margin) if reserve_w is None else reserve_w
+        fallback = ledger.fallback_commitment_w()
+        fixed = not station.online or (ledger.held is not None and not ledger.live_assured(now_s, margin))
+        self._reserve_sum += reserve - station.reserve_w
+        self._fallback_sum += fallback - station.fallback_commit_w
+        if not station.online:
+            self._offline_reserve += reserve - station.reserve_w
+            self._offline_fallback += fallback - station.fallback_commit_w
+        if station.fixed:
+            self._fixed_reserve -= station.reserve_w
+            self._fixed_fallback -= station.fallback_commit_w
+        if fixed:
+            self._fixed_reserve += reserve
+            self._fixed_fallback += fallback
+        station.reserve_w, station.fallback_commit_w, station.fixed = reserve, fallback, fixed
 
     def _restate(self, station: Station, now_s: float) -> None:
         """One station's ledger changed: move the sums by its difference."""
         if now_s >= self._cache_until_s:
             self._refresh(now_s)
             return
-        ledger = station.ledger
-        reserve = ledger.reserve_w(now_s, station.online, self.settings.margin_s)
-        fallback = ledger.fallback_commitment_w()
-        self._reserve_sum += reserve - station.reserve_w
-        self._fallback_sum += fallback - station.fallback_commit_w
-        station.reserve_w, station.fallback_commit_w = reserve, fallback
-        change = ledger.next_change_s(now_s, self.settings.margin_s)
+        self._account(station, now_s)
+        change = station.ledger.next_change_s(now_s, self.settings.margin_s)
         if change is not None and change < self._cache_until_s:
             self._cache_until_s = change
 
     # -- shares ------------------------------------------------------------------
 
     def set_targets(self, now_s: float, limit_w: float, fallback_limit_w: float) -> None:
-        """Split what offline stations leave of each limit across the online stations."""
-        off, off_fb = self._targets_offline = self.offline_reserve(now_s)
+        """Split what fixed stations leave of each limit across the online stations.
+
+        Fixed: offline, or online with its live cap no longer assured (refreshes unanswered):
+        what they may draw is theirs until they answer, so the others share the rest. A fixed
+        online station is still sent its fair share (cuts reach it if it answers again).
+        """
+        self._refresh(now_s)
+        fixed, fixed_fb = self._targets_fixed = self._fixed_reserve, self._fixed_fallback
         online = list(self.online())
         demand = self.settings.demand
-        live = allocate(max(0.0, limit_w - off), [s.range(demand, True) for s in online])
-        fallback = allocate(max(0.0, fallback_limit_w - off_fb), [s.range(demand, False) for s in online])
+        if any(s.fixed for s in online):
+            fair = allocate(
+                max(0.0, limit_w - self._offline_reserve), [s.range(demand, True) for s in online]
+            )
+            fair_fb = allocate(
+                max(0.0, fallback_limit_w - self._offline_fallback), [s.range(demand, False) for s in online]
+            )
+            for station in online:
+                if station.fixed:
+                    station.target_w = fair[station.station_id]
+                    station.target_fallback_w = fair_fb[station.station_id]
+            online = [s for s in online if not s.fixed]
+        live = allocate(max(0.0, limit_w - fixed), [s.range(demand, True) for s in online])
+        fallback = allocate(max(0.0, fallback_limit_w - fixed_fb), [s.range(demand, False) for s in online])
         for station in online:
             station.target_w = live[station.station_id]
             station.target_fallback_w = fallback[station.station_id]
 
     def targets_stale(self, now_s: float) -> bool:
-        """An offline station's reserve moved (its live cap lapsed, say): shares must follow."""
-        return self.offline_reserve(now_s) != self._targets_offline
+        """A fixed station's reserve moved (an offline live cap lapsed, a silent station's
+        refresh went overdue or was answered): shares must follow."""
+        self._refresh(now_s)
+        was, was_fb = self._targets_fixed
+        return abs(self._fixed_reserve - was) > _EPS_W or abs(self._fixed_fallback - was_fb) > _EPS_W
 
     # -- moves -------------------------------------------------------------------
 
@@ -423,12 +456,7 @@ class Fleet:
         if now_s >= self._cache_until_s:
             self._refresh(now_s)
         elif not cut:
-            grown = station.reserve_w + self._delta(station, live_w, fallback_w, now_s)
-            self._reserve_sum += grown - station.reserve_w
-            station.reserve_w = grown
-            if fallback_w > station.fallback_commit_w:
-                self._fallback_sum += fallback_w - station.fallback_commit_w
-                station.fallback_commit_w = fallback_w
+            self._account(station, now_s, station.reserve_w + self._delta(station, live_w, fallback_w, now_s))
         self._cache_until_s = min(self._cache_until_s, until)
         out.append(ApplyStationLimit(station.station_id, live_w, fallback_w, self._seq, source, until))
 

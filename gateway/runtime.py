@@ -7,6 +7,7 @@ confirmed), ``view()`` for interrogation, ``add_listener()`` for decisions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Sequence[Decision]], None]
 Clock = Callable[[], float]
 
-_DEADLINE_JOB = "core-deadline"
 _MASTER_SEEN_JOB = "store-master-seen"
 # While a master is connected its presence is stored this often (plus at every link up and
 # down), so a restart counts the downtime toward the hold: after a crash the resumed hold
@@ -81,6 +81,7 @@ class CoreRuntime:
         self._listeners: list[Listener] = []
         self._stations_by_version: dict[str, str] = {}
         self._armed_s: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._raises_waiting = 0  # as last logged
         self._link_stored = arbiter.link_up  # the link state whose last-seen time the store has
         self._store_fault_logged: str | None = None
@@ -163,6 +164,9 @@ class CoreRuntime:
         self._write_audit(AuditRow(self.clock(), peer, kind, value_w, None, False, reason.value, detail))
 
     async def close(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.arbiter.link_up:  # the master was there until now: the downtime starts here
@@ -333,23 +337,23 @@ class CoreRuntime:
                 log.exception("decision listener %r failed", listener)
 
     def _arm_deadline(self) -> None:
+        """Come back with a Tick at the core's next deadline: one timer on the event loop."""
         deadline = self.arbiter.next_deadline()
         if deadline == self._armed_s:
             return  # the hot path (meter samples) rarely moves the deadline
         self._armed_s = deadline
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if deadline is None:
-            if self.scheduler.get_job(_DEADLINE_JOB) is not None:
-                self.scheduler.remove_job(_DEADLINE_JOB)
             return
-        self.scheduler.add_job(
-            self._on_deadline,
-            "date",
-            run_date=datetime.fromtimestamp(deadline, UTC),
-            id=_DEADLINE_JOB,
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
+        loop = asyncio.get_running_loop()
+        self._deadline_timer = loop.call_later(max(0.0, deadline - self.clock()), self._on_deadline)
 
-    async def _on_deadline(self) -> None:
-        self._armed_s = None
-        self._apply(Tick())
+    def _on_deadline(self) -> None:
+        self._armed_s, self._deadline_timer = None, None
+        try:
+            self._apply(Tick())
+        except Exception:  # a bug of ours: keep the clock running, never lose the deadline
+            log.exception("core tick failed")
+            self._arm_deadline()

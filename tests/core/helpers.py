@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.arbiter import Arbiter, ArbiterSettings, DurableLimit
 from gateway.decisions import Decision
+from gateway.events import Event, Tick
 from gateway.setpoint_rules import SetpointBounds
 
 T0 = 1_800_000_000.0  # a fixed wall-clock instant; tests pass time explicitly
@@ -19,6 +20,18 @@ SETTINGS = ArbiterSettings(
 
 def new_arbiter(resumed: DurableLimit | None = None, now: float = T0) -> Arbiter:
     return Arbiter.start(SETTINGS, resumed, now)
+
+
+def step(arbiter: Arbiter, event: Event, now: float) -> list[Decision]:
+    """Feed ``event``, then the Tick a shell would feed at once if a deadline is due (a setpoint
+    confirms first and reallocates on a deadline of now)."""
+    out = arbiter.handle(event, now)
+    for _ in range(3):
+        deadline = arbiter.next_deadline()
+        if deadline is None or deadline > now:
+            break
+        out += arbiter.handle(Tick(), now)
+    return out
 
 
 def of_type(decisions: list[Decision], kind: type) -> list:  # type: ignore[type-arg]

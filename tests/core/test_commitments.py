@@ -20,7 +20,7 @@ from gateway.events import (
 )
 from gateway.fleet import FleetSettings
 from gateway.model import OcppVersion, ProfileOutcome
-from tests.core.helpers import SETTINGS, T0, of_type
+from tests.core.helpers import SETTINGS, T0, of_type, step
 
 V16 = OcppVersion.V16
 FLEET = FleetSettings(
@@ -31,8 +31,8 @@ FLEET = FleetSettings(
 def site(limit_w: float = 30000, n: int = 3, fleet: FleetSettings = FLEET, **station: float) -> Arbiter:
     """``n`` stations sharing ``limit_w``, every profile Accepted."""
     arbiter = Arbiter.start(dataclasses.replace(SETTINGS, fleet=fleet), None, T0)
-    arbiter.handle(DsoLinkUp(), T0)
-    arbiter.handle(SetpointReceived(limit_w), T0)
+    step(arbiter, DsoLinkUp(), T0)
+    step(arbiter, SetpointReceived(limit_w), T0)
     for i in range(1, n + 1):
         accept(arbiter, join(arbiter, f"cp{i}", T0, **station), T0)
     settle(arbiter, T0)
@@ -42,7 +42,7 @@ def site(limit_w: float = 30000, n: int = 3, fleet: FleetSettings = FLEET, **sta
 def join(
     arbiter: Arbiter, sid: str, now: float, max_w: float = 22000, min_w: float = 4140, **kw: float
 ) -> list[Decision]:
-    return arbiter.handle(StationConnected(sid, V16, max_w, min_w, **kw), now)  # type: ignore[arg-type]
+    return step(arbiter, StationConnected(sid, V16, max_w, min_w, **kw), now)  # type: ignore[arg-type]
 
 
 def accept(
@@ -57,7 +57,7 @@ def accept(
         more: list[Decision] = []
         for apply in todo:
             if apply.station_id not in skip:
-                more += arbiter.handle(
+                more += step(arbiter, 
                     ProfileResult(apply.station_id, apply.seq, ProfileOutcome.ACCEPTED), now
                 )
         out += more
@@ -81,7 +81,7 @@ def test_an_offline_station_keeps_its_share_and_nobody_gets_it() -> None:
     arbiter = site()
     assert shares(arbiter) == {"cp1": 10000.0, "cp2": 10000.0, "cp3": 10000.0}
     # cp3's modem drops: no close frame, it may go on charging under the 10 kW it holds.
-    out = arbiter.handle(StationDisconnected("cp3"), T0 + 10)
+    out = step(arbiter, StationDisconnected("cp3"), T0 + 10)
     assert of_type(out, ApplyStationLimit) == []
     assert committed(arbiter, T0 + 10) <= 30000
     view = arbiter.view(T0 + 10)
@@ -91,7 +91,7 @@ def test_an_offline_station_keeps_its_share_and_nobody_gets_it() -> None:
 
 def test_an_offline_station_frees_its_live_share_when_its_profile_lapses() -> None:
     arbiter = site()
-    arbiter.handle(StationDisconnected("cp3"), T0 + 10)
+    step(arbiter, StationDisconnected("cp3"), T0 + 10)
     # Its live cap (validTo T0 + 600) lapses onto its fallback cap: 0 W, as three 4.14 kW
     # minimums do not fit the 10 kW fallback limit and it connected last.
     assert arbiter.next_deadline() is not None
@@ -101,8 +101,8 @@ def test_an_offline_station_frees_its_live_share_when_its_profile_lapses() -> No
         deadline = arbiter.next_deadline()
         if deadline is None or deadline > now:
             break
-        out += accept(arbiter, arbiter.handle(Tick(), deadline), deadline)
-    out += accept(arbiter, arbiter.handle(Tick(), now), now)
+        out += accept(arbiter, step(arbiter, Tick(), deadline), deadline)
+    out += accept(arbiter, step(arbiter, Tick(), now), now)
     assert shares(arbiter) == {"cp1": 15000.0, "cp2": 15000.0}
     assert committed(arbiter, now) <= 30000
 
@@ -115,9 +115,9 @@ def test_a_joining_station_gets_only_free_room() -> None:
     assert applies["cp3"].limit_w == 0.0  # bound at once, paused until the cuts are Accepted
     assert committed(arbiter, T0 + 5) <= 30000
     # One cut Accepted is not enough room for a whole share.
-    after_one = arbiter.handle(ProfileResult("cp1", applies["cp1"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
+    after_one = step(arbiter, ProfileResult("cp1", applies["cp1"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
     assert of_type(after_one, ApplyStationLimit) == []
-    after_two = arbiter.handle(ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.ACCEPTED), T0 + 7)
+    after_two = step(arbiter, ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.ACCEPTED), T0 + 7)
     [raised] = of_type(after_two, ApplyStationLimit)
     assert (raised.station_id, raised.limit_w) == ("cp3", 10000.0)
 
@@ -126,18 +126,18 @@ def test_a_station_that_never_answers_its_cut_keeps_its_old_cap_and_the_others_w
     arbiter = site(n=2)
     out = join(arbiter, "cp3", T0 + 5)
     applies = {a.station_id: a for a in of_type(out, ApplyStationLimit)}
-    arbiter.handle(ProfileResult("cp3", applies["cp3"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
-    arbiter.handle(ProfileResult("cp1", applies["cp1"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
+    step(arbiter, ProfileResult("cp3", applies["cp3"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
+    step(arbiter, ProfileResult("cp1", applies["cp1"].seq, ProfileOutcome.ACCEPTED), T0 + 6)
     # cp2 times out on its cut: it still may draw 15 kW. With nothing awaited any more, cp3
     # gets what is really free (5 kW, above its 4.14 kW minimum), not its whole share.
     partial = of_type(
-        arbiter.handle(ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.TIMEOUT), T0 + 16),
+        step(arbiter, ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.TIMEOUT), T0 + 16),
         ApplyStationLimit,
     )
     assert [(a.station_id, a.limit_w) for a in partial] == [("cp3", 5000.0)]
     accept(arbiter, partial, T0 + 17)
     # The retry is refused: cp2 keeps its old cap, and nobody is raised into it.
-    refused = arbiter.handle(ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.REJECTED), T0 + 20)
+    refused = step(arbiter, ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.REJECTED), T0 + 20)
     assert of_type(refused, ApplyStationLimit) == []
     view = arbiter.view(T0 + 20)
     assert {s.station_id: s.committed_w for s in view.stations} == {
@@ -147,15 +147,15 @@ def test_a_station_that_never_answers_its_cut_keeps_its_old_cap_and_the_others_w
     }
     assert committed(arbiter, T0 + 20) <= 30000
     # When cp2 finally accepts its cut, cp3 gets the rest of its share at its next raise turn.
-    arbiter.handle(ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.ACCEPTED), T0 + 41)
+    step(arbiter, ProfileResult("cp2", applies["cp2"].seq, ProfileOutcome.ACCEPTED), T0 + 41)
     assert arbiter.next_deadline() == T0 + 16 + FLEET.raise_interval_s
-    [raised] = of_type(arbiter.handle(Tick(), T0 + 46), ApplyStationLimit)
+    [raised] = of_type(step(arbiter, Tick(), T0 + 46), ApplyStationLimit)
     assert (raised.station_id, raised.limit_w) == ("cp3", 10000.0)
 
 
 def test_a_lower_setpoint_sends_cuts_only_and_is_enforced_when_they_are_accepted() -> None:
     arbiter = site(limit_w=30000, n=2)
-    out = arbiter.handle(SetpointReceived(20000), T0 + 5)
+    out = step(arbiter, SetpointReceived(20000), T0 + 5)
     assert EnforcementChanged(False) in out
     cuts = of_type(out, ApplyStationLimit)
     assert [(a.limit_w) for a in cuts] == [10000.0, 10000.0]
@@ -165,33 +165,33 @@ def test_a_lower_setpoint_sends_cuts_only_and_is_enforced_when_they_are_accepted
 
 def test_a_higher_setpoint_raises_at_once_into_the_new_room() -> None:
     arbiter = site(limit_w=20000, n=2)
-    raises = of_type(arbiter.handle(SetpointReceived(30000), T0 + 100), ApplyStationLimit)
+    raises = of_type(step(arbiter, SetpointReceived(30000), T0 + 100), ApplyStationLimit)
     assert [a.limit_w for a in raises] == [15000.0, 15000.0]
 
 
 def test_raises_are_rate_limited_per_station_cuts_never() -> None:
     arbiter = site(limit_w=20000, n=2)
-    accept(arbiter, arbiter.handle(SetpointReceived(30000), T0 + 100), T0 + 100)  # a raise at T0 + 100
-    cuts = of_type(arbiter.handle(SetpointReceived(20000), T0 + 101), ApplyStationLimit)
+    accept(arbiter, step(arbiter, SetpointReceived(30000), T0 + 100), T0 + 100)  # a raise at T0 + 100
+    cuts = of_type(step(arbiter, SetpointReceived(20000), T0 + 101), ApplyStationLimit)
     assert [a.limit_w for a in cuts] == [10000.0, 10000.0]  # cuts go at once
     accept(arbiter, cuts, T0 + 101)
-    held = arbiter.handle(SetpointReceived(30000), T0 + 102)
+    held = step(arbiter, SetpointReceived(30000), T0 + 102)
     assert of_type(held, ApplyStationLimit) == []  # the raise waits for its turn
     assert arbiter.next_deadline() == T0 + 130
-    [a, b] = of_type(arbiter.handle(Tick(), T0 + 130), ApplyStationLimit)
+    [a, b] = of_type(step(arbiter, Tick(), T0 + 130), ApplyStationLimit)
     assert (a.limit_w, b.limit_w) == (15000.0, 15000.0)
 
 
 def test_the_live_profile_is_refreshed_before_it_lapses() -> None:
     arbiter = site(n=1)
     assert arbiter.next_deadline() == T0 + 480
-    [refresh] = of_type(arbiter.handle(Tick(), T0 + 480), ApplyStationLimit)
+    [refresh] = of_type(step(arbiter, Tick(), T0 + 480), ApplyStationLimit)
     assert (refresh.limit_w, refresh.valid_until_s) == (22000.0, T0 + 480 + 600)
 
 
 def test_a_reconnecting_station_is_released_by_accepting_its_new_share() -> None:
     arbiter = site()
-    arbiter.handle(StationDisconnected("cp3"), T0 + 10)
+    step(arbiter, StationDisconnected("cp3"), T0 + 10)
     out = join(arbiter, "cp3", T0 + 20)
     [apply] = [a for a in of_type(out, ApplyStationLimit) if a.station_id == "cp3"]
     accept(arbiter, out, T0 + 21)
@@ -202,13 +202,13 @@ def test_a_reconnecting_station_is_released_by_accepting_its_new_share() -> None
 
 def test_an_operator_releases_an_offline_station_never_an_online_one() -> None:
     arbiter = site()
-    [refused] = arbiter.handle(StationReleased("cp3", "decommissioned"), T0 + 5)
+    [refused] = step(arbiter, StationReleased("cp3", "decommissioned"), T0 + 5)
     assert isinstance(refused, StationReleaseRefused) and "online" in refused.detail
-    arbiter.handle(StationDisconnected("cp3"), T0 + 10)
-    out = accept(arbiter, arbiter.handle(StationReleased("cp3", "decommissioned"), T0 + 11), T0 + 11)
+    step(arbiter, StationDisconnected("cp3"), T0 + 10)
+    out = accept(arbiter, step(arbiter, StationReleased("cp3", "decommissioned"), T0 + 11), T0 + 11)
     assert "cp3" not in arbiter.fleet.stations
     assert shares(arbiter) == {"cp1": 15000.0, "cp2": 15000.0}
-    assert isinstance(arbiter.handle(StationReleased("ghost", "typo"), T0 + 12)[0], StationReleaseRefused)
+    assert isinstance(step(arbiter, StationReleased("ghost", "typo"), T0 + 12)[0], StationReleaseRefused)
     del out
 
 
@@ -219,11 +219,11 @@ def test_idle_stations_give_their_share_to_the_charging_ones() -> None:
     now = T0 + 10
     out: list[Decision] = []
     for sid, charging in (("cp1", True), ("cp2", True), ("cp3", False), ("cp4", False)):
-        out += arbiter.handle(StationActivity(sid, charging), now)
+        out += step(arbiter, StationActivity(sid, charging), now)
     accept(arbiter, out, now)
     for _ in range(5):  # raises come as cuts free the room (and their turns)
         now += 31
-        accept(arbiter, arbiter.handle(Tick(), now), now)
+        accept(arbiter, step(arbiter, Tick(), now), now)
     # Idle stations keep their minimum (an arriving EV starts at once), the rest charges.
     assert shares(arbiter) == {"cp1": 10860.0, "cp2": 10860.0, "cp3": 4140.0, "cp4": 4140.0}
     assert committed(arbiter, now) <= 30000
@@ -234,22 +234,22 @@ def test_an_ev_limited_station_hands_over_its_share_and_gets_it_back() -> None:
     arbiter = site(limit_w=30000, n=2, fleet=fleet)
     now = T0 + 10
     for sid in ("cp1", "cp2"):
-        arbiter.handle(StationActivity(sid, True), now)
+        step(arbiter, StationActivity(sid, True), now)
     # cp1's EV is nearly full: it takes 3 kW of its 15 kW for two minutes.
     out: list[Decision] = []
     for t in range(0, 130, 10):
-        out += arbiter.handle(MeterSampled("cp1", 3000), now + t)
-        out += arbiter.handle(MeterSampled("cp2", 15000), now + t)
+        out += step(arbiter, MeterSampled("cp1", 3000), now + t)
+        out += step(arbiter, MeterSampled("cp2", 15000), now + t)
     now += 130
-    accept(arbiter, out + arbiter.handle(Tick(), now), now)
+    accept(arbiter, out + step(arbiter, Tick(), now), now)
     for _ in range(3):
         now += 31
-        accept(arbiter, arbiter.handle(Tick(), now), now)
+        accept(arbiter, step(arbiter, Tick(), now), now)
     assert shares(arbiter) == {"cp1": 4140.0, "cp2": 22000.0}  # 3 kW + 1 kW headroom, raised to its minimum
     # Small wobbles do not move it (hysteresis) ...
-    assert of_type(arbiter.handle(MeterSampled("cp1", 3500), now), ApplyStationLimit) == []
+    assert of_type(step(arbiter, MeterSampled("cp1", 3500), now), ApplyStationLimit) == []
     # ... but drawing up to its cap gives the room back as cuts elsewhere free it.
-    out = arbiter.handle(MeterSampled("cp1", 3800), now + 1)
+    out = step(arbiter, MeterSampled("cp1", 3800), now + 1)
     cuts = of_type(out, ApplyStationLimit)
     assert [(a.station_id, a.limit_w) for a in cuts] == [("cp2", 15000.0)]
     raised = accept(arbiter, cuts, now + 2)
@@ -259,14 +259,14 @@ def test_an_ev_limited_station_hands_over_its_share_and_gets_it_back() -> None:
 
 def test_priority_decides_who_is_paused_and_weight_the_split() -> None:
     arbiter = Arbiter.start(dataclasses.replace(SETTINGS, fleet=FLEET), None, T0)
-    arbiter.handle(SetpointReceived(10000), T0)
+    step(arbiter, SetpointReceived(10000), T0)
     accept(arbiter, join(arbiter, "vip", T0, priority=1), T0)
     accept(arbiter, join(arbiter, "a", T0), T0)
     accept(arbiter, join(arbiter, "b", T0 + 1), T0 + 1)
     # Three minimums (12.42 kW) do not fit 10 kW: the last-connected of the lowest priority pauses.
     assert shares(arbiter) == {"vip": 5000.0, "a": 5000.0, "b": 0.0}
     weighted = Arbiter.start(dataclasses.replace(SETTINGS, fleet=FLEET), None, T0)
-    weighted.handle(SetpointReceived(30000), T0)
+    step(weighted, SetpointReceived(30000), T0)
     accept(weighted, join(weighted, "big", T0, weight=2.0), T0)
     accept(weighted, join(weighted, "small", T0), T0)
     assert shares(weighted) == {"big": 20000.0, "small": 10000.0}

@@ -208,6 +208,12 @@ def step_and_check(site: Site, action: object) -> None:
     fleet._cache_until_s = -math.inf
     assert abs(kept[0] - fleet.reserve_sum(now)) < EPS and abs(kept[1] - fleet.fallback_sum(now)) < EPS
 
+    # After every tick the shares aim under the limit: what fixed stations (offline, or
+    # silent past their refresh) may draw plus every other station's target fits.
+    if isinstance(event, Tick) and fleet._fixed_reserve <= limit + EPS:
+        flexible = sum(s.target_w for s in fleet.stations.values() if s.online and not s.fixed)
+        assert fleet._fixed_reserve + flexible <= limit + EPS
+
     # Fallback caps fit the fallback limit, always.
     assert arbiter.fleet.fallback_sum(now) <= fallback_limit + EPS
     # The reserves fit the limit, except right after the cap itself went down ...
