@@ -13,6 +13,11 @@ Rules, per meterValue entry:
    is estimated as sum(I x V) (an upper bound: cos phi <= 1).
 5. The last meterValue entry that yields a power wins (stations list them in time
    order); readings from the EV side (location ``EV``) are ignored.
+6. Total: numeric trouble never raises. A value that is not a number is no reading
+   (as if absent); a number that is not finite (``"nan"``, ``"inf"``, ``"1e400"``) or
+   that overflows once scaled (``"1e39"`` kW, a multiplier of 400) comes out
+   non-finite or huge, and the core refuses it as implausible (``gateway/arbiter.py``)
+   instead of silently keeping the previous reading. Finite negative draws read 0 W.
 """
 
 from __future__ import annotations
@@ -31,11 +36,26 @@ _POWER_SCALE = {"W": 1.0, "kW": 1000.0}
 
 
 def _number(value: Any) -> float | None:
+    """The sampled value as a float (possibly not finite), None when it is not a number."""
+    if isinstance(value, bool):
+        return None
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
+    except OverflowError:  # an integer beyond the float range
+        return math.inf if value > 0 else -math.inf
+
+
+def _power_of_ten(exponent: Any) -> float | None:
+    if isinstance(exponent, float) and exponent.is_integer():
+        exponent = int(exponent)  # JSON Schema's integer takes 2.0
+    if isinstance(exponent, bool) or not isinstance(exponent, int):
+        return None  # the schema says integer: anything else is an unknown unit
+    try:
+        return 10.0**exponent
+    except OverflowError:
+        return math.inf  # times any reading: inf (or NaN for 0), which the core refuses
 
 
 def _scale(sample: Mapping[str, Any], default_unit: str) -> float | None:
@@ -43,7 +63,9 @@ def _scale(sample: Mapping[str, Any], default_unit: str) -> float | None:
     unit_of_measure = sample.get("unitOfMeasure")
     if isinstance(unit_of_measure, Mapping):  # 2.0.1
         unit = unit_of_measure.get("unit", default_unit)
-        multiplier = 10.0 ** int(unit_of_measure.get("multiplier", 0))
+        multiplier = _power_of_ten(unit_of_measure.get("multiplier", 0))
+        if multiplier is None:
+            return None
     else:
         unit = sample.get("unit", default_unit)
         multiplier = 1.0
@@ -97,7 +119,9 @@ def power_w(meter_values: Iterable[Mapping[str, Any]]) -> float | None:
         watts = _entry_power_w(entry.get("sampledValue", ()))
         if watts is not None:
             latest = watts
-    return None if latest is None else max(0.0, latest)
+    if latest is None or not math.isfinite(latest):
+        return latest  # max() would turn NaN into 0 W: let the core see it and refuse it
+    return max(0.0, latest)
 
 
 class StationMeter:

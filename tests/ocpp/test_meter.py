@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ocpp_side.meter import StationMeter, power_w
@@ -58,8 +60,8 @@ def test_power(sampled: list[dict], watts: float) -> None:  # type: ignore[type-
         [{"value": "7200"}],  # 1.6 default measurand: the energy register, not power
         [{"value": "7200", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}],
         [{"value": "7200", "measurand": P, "unit": "Wh"}],  # a unit power is never in
-        [{"value": "n/a", "measurand": P, "unit": "W"}],
-        [{"value": "nan", "measurand": P, "unit": "W"}],
+        [{"value": "n/a", "measurand": P, "unit": "W"}],  # not a number: no reading
+        [{"value": 7, "measurand": P, "unitOfMeasure": {"unit": "W", "multiplier": "x"}}],  # unknown unit
         [{"value": "7200", "measurand": P, "unit": "W", "location": "EV"}],
         [{"value": "10", "measurand": "Current.Import", "phase": "L1"}],  # current without voltage
     ],
@@ -82,3 +84,43 @@ def test_station_meter_sums_outlets_unless_main_meter() -> None:
     assert meter.update(1, 1000.0) == 5000.0
     assert meter.update(0, 6000.0) == 6000.0  # connector/EVSE 0 is the station's own meter
     assert meter.update(2, 0.0) == 6000.0
+
+
+@pytest.mark.parametrize(
+    "sampled",
+    [
+        # 2.0.1: a multiplier whose power of ten overflows a float (OverflowError before).
+        [{"value": 5, "measurand": P, "unitOfMeasure": {"unit": "W", "multiplier": 400}}],
+        [{"value": 0, "measurand": P, "unitOfMeasure": {"unit": "kW", "multiplier": 10**20}}],
+        [{"value": 5, "measurand": P, "unitOfMeasure": {"unit": "W", "multiplier": 1e300}}],
+        # 1.6: numbers that are not finite, or not once scaled.
+        [{"value": "1e39", "measurand": P, "unit": "kW"}],
+        [{"value": "1e308", "measurand": P, "unit": "kW"}],
+        [{"value": "nan", "measurand": P, "unit": "W"}],
+        [{"value": "inf", "measurand": P}],
+        [{"value": "-inf", "measurand": P}],
+        [{"value": "1e400", "measurand": P}],
+        [{"value": "inf", "measurand": P, "phase": "L1"}, {"value": "-inf", "measurand": P, "phase": "L2"}],
+        [
+            {"value": "1e200", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+            {"value": "1e200", "measurand": "Voltage", "phase": "L1-N", "unit": "V"},
+        ],
+    ],
+)
+def test_numeric_trouble_reaches_the_core_to_be_refused(sampled: list[dict]) -> None:  # type: ignore[type-arg]
+    """Never an exception, never a silent 0 W or "no reading": a value the core refuses."""
+    watts = power_w(_mv(*sampled))
+    assert watts is not None
+    assert not math.isfinite(watts) or abs(watts) > 1e30
+
+
+def test_a_tiny_multiplier_is_just_small() -> None:
+    sampled = {"value": 5, "measurand": P, "unitOfMeasure": {"unit": "W", "multiplier": -400}}
+    assert power_w(_mv(sampled)) == 0.0
+
+
+def test_station_meter_carries_a_non_finite_outlet() -> None:
+    meter = StationMeter()
+    meter.update(1, 3000.0)
+    assert math.isnan(meter.update(2, math.nan))  # refused by the core until outlet 2 reads again
+    assert meter.update(2, 1000.0) == 4000.0
