@@ -2,7 +2,11 @@
 
 A frame that cannot be read is turned into a ``FrameError`` carrying the CALLERROR to
 answer with (OCPP-J 1.6 section 4.2.3, OCPP 2.0.1 part 4 section 4.3): the gateway
-never crashes and never drops the connection over one bad frame.
+never crashes and never drops the connection over one bad frame, whatever its size or
+depth. A frame nested deeper than ``MAX_DEPTH`` is refused as unreadable (the deepest
+OCPP message, 2.0.1 ReportChargingProfiles, is 14 levels with its frame), so nothing
+downstream ever walks a peer's structure a thousand levels deep; descriptions never
+``repr`` peer values (``peer_log.brief`` is bounded in depth and length).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import Any
 import orjson
 
 from gateway.model import OcppVersion
+from ocpp_side.peer_log import brief
 
 MAX_ID_LEN = 36  # OCPP-J: a message id is at most 36 characters
 UNKNOWN_ID = "-1"  # OCPP 2.0.1 part 4: the id to answer with when the caller's cannot be read
+MAX_DEPTH = 64  # nesting levels of arrays and objects in a frame (orjson itself stops at 1024)
 
 
 class MessageType(IntEnum):
@@ -127,6 +133,10 @@ def parse_frame(data: bytes | str) -> Frame:
         return FrameError(UNKNOWN_ID, ErrorKind.RPC_FRAMEWORK, "an OCPP-J frame is a JSON array")
     unique_id = msg[1] if len(msg) > 1 and type(msg[1]) is str and len(msg[1]) <= MAX_ID_LEN else None
     answer_id = unique_id if unique_id is not None else UNKNOWN_ID
+    if _may_be_deep(data) and _deeper_than(msg, MAX_DEPTH):
+        return FrameError(
+            answer_id, ErrorKind.RPC_FRAMEWORK, f"the frame is nested deeper than {MAX_DEPTH} levels"
+        )
     kind = msg[0]
     if kind == MessageType.CALL and type(kind) is int:
         if len(msg) != 4:
@@ -148,7 +158,29 @@ def parse_frame(data: bytes | str) -> Frame:
                 answer_id, ErrorKind.RPC_FRAMEWORK, "a CALLERROR is [4, id, code, text, {details}]"
             )
         return CallError(unique_id, msg[2], str(msg[3]), msg[4])
-    return FrameError(answer_id, ErrorKind.MESSAGE_TYPE, f"message type {kind!r} is not 2, 3 or 4")
+    return FrameError(answer_id, ErrorKind.MESSAGE_TYPE, f"message type {brief(kind, 40)} is not 2, 3 or 4")
+
+
+def _may_be_deep(data: bytes | str) -> bool:
+    """Cheap (C-speed) pre-check: fewer brackets than MAX_DEPTH cannot nest deeper."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{") > MAX_DEPTH
+    return data.count(b"[") + data.count(b"{") > MAX_DEPTH
+
+
+def _deeper_than(root: list[Any], limit: int) -> bool:
+    """Whether ``root`` nests more than ``limit`` levels: one level at a time, no recursion."""
+    level: list[Any] = [root]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is list or type(child) is dict
+        ]
+        if not level:
+            return False
+    return True
 
 
 def encode_call(unique_id: str, action: str, payload: dict[str, Any]) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.model import OcppVersion
 from ocpp_side import codec, schemas
@@ -144,3 +146,79 @@ def test_no_defaults_written_into_payloads() -> None:
     payload = {"getVariableData": [{"component": {"name": "C"}, "variable": {"name": "V"}}]}
     schemas.validate(OcppVersion.V201, "GetVariables", payload, request=True)
     assert "attributeType" not in payload["getVariableData"][0]
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("raw", "unique_id"),
+    [
+        (_nested(1000), "-1"),  # RecursionError from repr() before: no answer at all
+        (_nested(1024), "-1"),
+        (_nested(2000), "-1"),  # beyond orjson's own limit
+        ('[4, "a", "Code", ' + _nested(1000) + ", {}]", "a"),  # str() of the description recursed
+        ('["' + "x" * 100_000 + '", ' + _nested(900) + "]", "-1"),
+    ],
+)
+def test_deep_frames_are_answered_not_raised(raw: str, unique_id: str) -> None:
+    frame = codec.parse_frame(raw)
+    assert isinstance(frame, FrameError)
+    assert frame.kind is ErrorKind.RPC_FRAMEWORK and frame.unique_id == unique_id
+    assert len(frame.description) < 100
+    assert codec.error_code(OcppVersion.V16, frame.kind) == "FormationViolation"
+    assert codec.error_code(OcppVersion.V201, frame.kind) == "RpcFrameworkError"
+
+
+def _data_transfer(nesting: int) -> str:
+    """A CALL ``nesting`` levels deep in all: the frame, the payload, then arrays in ``data``."""
+    return '[2, "d1", "DataTransfer", {"vendorId": "v", "data": ' + _nested(nesting - 2) + "}]"
+
+
+def test_depth_limit_keeps_the_call_id() -> None:
+    assert isinstance(codec.parse_frame(_data_transfer(codec.MAX_DEPTH)), Call)
+    frame = codec.parse_frame(_data_transfer(codec.MAX_DEPTH + 1))
+    assert isinstance(frame, FrameError)
+    assert (frame.unique_id, frame.kind) == ("d1", ErrorKind.RPC_FRAMEWORK)
+
+
+def test_many_brackets_but_shallow_is_fine() -> None:
+    sampled = [{"value": str(i), "measurand": "Voltage", "phase": "L1"} for i in range(200)]
+    raw = orjson.dumps([2, "m", "MeterValues", {"connectorId": 1, "meterValue": [{"sampledValue": sampled}]}])
+    assert isinstance(codec.parse_frame(raw), Call)
+
+
+def test_message_type_description_is_bounded() -> None:
+    frame = codec.parse_frame('[{"' + "k" * 10_000 + '": ' + _nested(50) + '}, "a"]')
+    assert isinstance(frame, FrameError) and frame.kind is ErrorKind.MESSAGE_TYPE
+    assert frame.unique_id == "a" and len(frame.description) < 100
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        _json,
+        st.tuples(st.sampled_from([2, 3, 4, 5, "2"]), st.text(max_size=40), _json, _json, _json).map(list),
+        st.integers(1, 1100).map(_nested),
+    )
+)
+def test_any_json_is_a_frame_or_a_frame_error(value: object) -> None:
+    raw = value if isinstance(value, str) and value.startswith("[[") else orjson.dumps(value)
+    frame = codec.parse_frame(raw)
+    assert isinstance(frame, (Call, CallResult, CallError, FrameError))
+    if isinstance(frame, FrameError):
+        assert len(frame.description) <= 255 and len(frame.unique_id) <= codec.MAX_ID_LEN

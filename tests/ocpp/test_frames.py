@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from websockets.asyncio.client import connect
@@ -107,3 +108,23 @@ async def test_one_outstanding_call_per_connection(make_site: SiteFactory) -> No
             await asyncio.wait_for(ws.recv(), 0.3)
         second = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
         assert second[0] == 2 and second[1] != first[1]
+
+
+@pytest.mark.parametrize(
+    ("version", "code"), [("ocpp1.6", "FormationViolation"), ("ocpp2.0.1", "RpcFrameworkError")]
+)
+async def test_deep_json_gets_callerror_whatever_its_depth(
+    make_site: SiteFactory, caplog: pytest.LogCaptureFixture, version: str, code: str
+) -> None:
+    """Issue 13: ~1,000 nested arrays went unanswered (a RecursionError in the codec)."""
+    caplog.set_level(logging.INFO)
+    site = await make_site({"boot_wait_s": 60.0})
+    async with connect(f"ws://127.0.0.1:{site.port}/CPX", subprotocols=[version]) as ws:
+        for depth in (65, 990, 1000, 1024, 1025, 5000):
+            answer = await _exchange(ws, "[" * depth + "]" * depth)
+            assert answer[:3] == [4, "-1", code] and answer[4] == {}
+        deep_call = '[2, "d1", "DataTransfer", {"vendorId": "v", "data": ' + "[" * 999 + "]" * 999 + "}]"
+        assert (await _exchange(ws, deep_call))[:3] == [4, "d1", code]
+        answer = await _exchange(ws, '[2, "ok", "Heartbeat", {}]')
+        assert answer[:2] == [3, "ok"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
