@@ -18,6 +18,7 @@ import math
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -38,6 +39,7 @@ from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import StationConnection
 from ocpp_side.gc_tuning import LongLivedObjects
+from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps, set_charging_profile
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.wire import send_now
@@ -96,12 +98,48 @@ class OcppMetrics:
         child.inc()
 
 
-def station_id_from_path(path: str) -> str | None:
-    """The station identity: the last path segment, 1..48 characters, no ':'."""
+# The station identity, after URL-decoding: OCPP's identity is at most 48 characters
+# (2.0.1 part 4 section 3.1.1 "identifierString"-like; ':' is Basic Auth's separator, 1.6
+# security whitepaper). What the gateway takes is wider than identifierString, so real
+# serial numbers fit, and narrow enough that an id can never break a log line, a path or
+# a URL: printable ASCII without space and without these separators.
+STATION_ID_RULE = (
+    "a station id is 1..48 printable ASCII characters without space, ':', '/', '\\' or '%',"
+    " and not '.' or '..'"
+)
+_ID_FORBIDDEN = frozenset(":/\\%")
+
+
+@dataclass(frozen=True, slots=True)
+class BadStationId:
+    """Why a handshake's path names no acceptable station: a metric label and a sentence."""
+
+    reason: str
+    text: str
+
+
+def parse_station_id(path: str) -> str | BadStationId:
+    """The station identity: the last path segment, URL-decoded, checked against the rule above."""
     segment = unquote(urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1])
-    if not 0 < len(segment) <= MAX_STATION_ID or ":" in segment:
-        return None
+    if not segment:
+        return BadStationId("bad_path", f"the path must end in a station id; {STATION_ID_RULE}")
+    if len(segment) > MAX_STATION_ID:
+        return BadStationId("bad_path", f"the station id has {len(segment)} characters; {STATION_ID_RULE}")
+    for position, char in enumerate(segment):
+        if not "!" <= char <= "~" or char in _ID_FORBIDDEN:
+            shown = f"'{char}'" if "!" <= char <= "~" else f"U+{ord(char):04X}"
+            return BadStationId(
+                "bad_station_id", f"the station id has {shown} at position {position}; {STATION_ID_RULE}"
+            )
+    if segment in (".", ".."):
+        return BadStationId("bad_station_id", f"the station id is {segment!r}; {STATION_ID_RULE}")
     return segment
+
+
+def station_id_from_path(path: str) -> str | None:
+    """The station identity, or None when the path names none (see ``parse_station_id``)."""
+    station_id = parse_station_id(path)
+    return station_id if isinstance(station_id, str) else None
 
 
 def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
@@ -152,6 +190,7 @@ class StationServer:
         self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
         self._profile_cache_s = -1
         self.heap = LongLivedObjects()
+        self.peer_log = PeerLog()  # what peers make us log: bounded, escaped, rate-limited
         runtime.add_listener(self._on_decisions)
         self.relay_hub: RelayHub | None = None  # with a CSMS: the Local Controller relay
         if upstream is not None and upstream.csms_url:
@@ -327,19 +366,16 @@ class StationServer:
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
         self.metrics.handshakes_refused.labels(reason).inc()
-        log.info("handshake from %s refused: %s", connection.remote_address, text)
+        address = connection.remote_address
+        host = str(address[0]) if address else "?"
+        self.peer_log.log(log, logging.INFO, host, "handshake refused", "%s: %s", reason, text)
         return connection.respond(status, text + "\n")
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         cfg = self.config
-        station_id = station_id_from_path(request.path)
-        if station_id is None:
-            return self._refuse(
-                connection,
-                HTTPStatus.BAD_REQUEST,
-                "bad_path",
-                "the path must end in a station id of 1..48 characters without ':'",
-            )
+        station_id = parse_station_id(request.path)
+        if isinstance(station_id, BadStationId):
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, station_id.reason, station_id.text)
         if cfg.accepted_stations and station_id not in cfg.accepted_stations:
             return self._refuse(
                 connection, HTTPStatus.NOT_FOUND, "unknown_station", f"unknown station {station_id}"
@@ -371,7 +407,7 @@ class StationServer:
                     connection,
                     HTTPStatus.FORBIDDEN,
                     "bad_certificate",
-                    f"station {station_id}: client certificate CN {sorted(names)} does not match",
+                    f"station {station_id}: client certificate CN {printable(sorted(names))} does not match",
                 )
         return None
 
@@ -424,6 +460,7 @@ class StationServer:
             conn.close()
             if self.relay_hub is not None:
                 await self.relay_hub.detach(conn)
+            self.peer_log.flush(station_id)
             if self.connections.get(station_id) is conn:
                 del self.connections[station_id]
                 log.info("%s: disconnected", station_id)

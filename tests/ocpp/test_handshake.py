@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
+from urllib.parse import quote
 
 import pytest
 from ocpp.v16 import call as call16
@@ -84,3 +87,52 @@ async def test_second_connection_replaces_first(make_site: SiteFactory) -> None:
             assert (await cp.call(call201.Heartbeat())).current_time
             assert site.station("CP1") is not None  # the old socket's end did not disconnect the new one
         await site.until(lambda: site.station("CP1") is None)
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("/CP1%0D%0A2026-01-01%20INFO%20forged%20line", "U+000D at position 3"),  # CR LF: log forging
+        ("/CP%00", "U+0000 at position 2"),
+        ("/..%2F..%2Fetc", "'/' at position 2"),
+        ("/%2E%2E", "'..'"),
+        ("/.", "'.'"),
+        ("/CP%201", "U+0020 at position 2"),
+        ("/CP%091", "U+0009"),
+        ("/CP%5C1", "'\\' at position 2"),
+        ("/CP%252F", "'%' at position 2"),  # double-encoded
+        ("/caf%C3%A9", "U+00E9 at position 3"),
+        ("/CP%FF", "U+FFFD"),  # not UTF-8
+        ("/CP%E2%80%AE1", "U+202E"),  # a bidi override
+        ("/CP%7F", "U+007F"),
+    ],
+)
+async def test_station_id_must_be_printable_ascii_without_separators(
+    make_site: SiteFactory, caplog: pytest.LogCaptureFixture, path: str, said: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    site = await make_site()
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"ws://127.0.0.1:{site.port}{path}", subprotocols=["ocpp1.6"])
+    response = refused.value.response
+    assert response.status_code == 400
+    assert said in response.body.decode() and "printable ASCII" in response.body.decode()
+    registry = site.runtime.metrics.registry
+    assert (
+        registry.get_sample_value("ocpp809_ocpp_handshakes_refused_total", {"reason": "bad_station_id"}) == 1
+    )
+    assert not site.server.connections
+    # Nothing a peer sent starts a line of its own in the log.
+    for record in caplog.records:
+        assert not set(record.getMessage()) & {"\r", "\n", "\x00", "\u202e"}
+
+
+@pytest.mark.parametrize("station_id", ["DE*ABC*E123-4_5.6=7+8|9@x", "x" * 48, "A~!$&'()[]{}<>;,?^`\"#"[:20]])
+async def test_station_ids_with_punctuation_accepted(make_site: SiteFactory, station_id: str) -> None:
+    site = await make_site()
+    async with connect(
+        f"ws://127.0.0.1:{site.port}/{quote(station_id, safe='')}", subprotocols=["ocpp1.6"]
+    ) as ws:
+        await ws.send('[2, "h", "Heartbeat", {}]')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5.0))[:2] == [3, "h"]
+        assert site.station(station_id) is not None
