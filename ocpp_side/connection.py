@@ -34,6 +34,7 @@ from ocpp_side.activity import Activity
 from ocpp_side.answers import SERVED
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
+from ocpp_side.peer_log import printable
 from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s
 from ocpp_side.station_setup import (
     Discovered,
@@ -312,7 +313,7 @@ class StationConnection:
             level,
             limit.limit_w if level is ProfileLevel.LIVE else limit.fallback_w,
             result,
-            status or outcome.detail,
+            printable(status or outcome.detail),  # the station's CALLERROR text, escaped and bounded
         )
         if self.limit is limit:
             self.limit_dirty = False
@@ -351,8 +352,10 @@ class StationConnection:
                     await self.on_frame(data)
                 except ConnectionClosed:
                     raise
-                except Exception:  # a bug of ours must not cost the station its connection
-                    log.exception("%s: frame not handled: %.200s", self.station_id, data)
+                except Exception:  # noqa: BLE001 - a bug of ours must not cost the station its connection
+                    self.server.peer_log.log(
+                        log, logging.ERROR, self.station_id, "frame not handled", "%s", data, exc_info=True
+                    )
         except ConnectionClosed:
             pass
 
@@ -367,7 +370,9 @@ class StationConnection:
             await self._on_reply(frame, data)
         else:
             assert isinstance(frame, FrameError)
-            log.info("%s: malformed frame (%s): %.200s", self.station_id, frame.description, data)
+            self.server.peer_log.log(
+                log, logging.INFO, self.station_id, "malformed frame", "%s: %s", frame.description, data
+            )
             await self._send_error(frame.unique_id, frame.kind, frame.description)
 
     async def _send_error(self, unique_id: str, kind: ErrorKind, description: str) -> None:
@@ -380,7 +385,9 @@ class StationConnection:
 
     async def _on_reply(self, frame: CallResult | CallError, data: str = "") -> None:
         if frame.unique_id != self.inflight_id or self.inflight is None:
-            log.info("%s: reply to no pending call (id %s) dropped", self.station_id, frame.unique_id)
+            self.server.peer_log.log(
+                log, logging.INFO, self.station_id, "reply to no pending call", "id %s", frame.unique_id
+            )
             return
         if type(frame) is CallError:
             outcome = CallOutcome(
@@ -392,7 +399,7 @@ class StationConnection:
                 schemas.validate(self.version, self.inflight.action, frame.payload, request=False)
                 outcome = CallOutcome(frame.payload, raw=data)
             except OcppViolation as exc:
-                log.warning("%s: invalid %s answer: %s", self.station_id, self.inflight.action, exc)
+                self.server.peer_log.log(log, logging.WARNING, self.station_id, "invalid answer", "%s", exc)
                 outcome = CallOutcome(None, CallFailure.INVALID_RESPONSE, exc.description, raw=data)
         event = self._finish_inflight(outcome)
         if event is not None:
@@ -418,7 +425,9 @@ class StationConnection:
             schemas.validate(self.version, call.action, call.payload, request=True)
             response = server.answers.answer(self.version, call.action, call.payload)
         except OcppViolation as exc:
-            log.info("%s: %s refused: %s", self.station_id, call.action, exc.description)
+            # Once, bounded: the description names the action already (2 MB of it, maybe).
+            text = exc.description if exc.description.startswith(call.action) else f"{call.action}: {exc}"
+            self.server.peer_log.log(log, logging.INFO, self.station_id, "call refused", "%s", text)
             await self._send_error(call.unique_id, exc.kind, exc.description)
             return None
         except Exception:  # a bug of ours must not cost the station its connection
