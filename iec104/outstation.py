@@ -67,6 +67,7 @@ from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.model import RejectReason
 from gateway.runtime import CoreRuntime, SetpointOutcome
 from iec104.codec import QualityFlag, TypeId, decode_asdu
+from iec104.connections import ConnectionCache, most_stalled, shut_down
 from iec104.peer_log import PeerLog, bounded
 from iec104.points import (
     CommandIn,
@@ -173,6 +174,16 @@ class _Metrics:
             "Master sessions that started data transfer (STARTDT con written)",
             registry=r,
         )
+        self.stalled_dropped = Counter(
+            "ocpp809_iec104_stalled_dropped",
+            "Connections dropped to make room for a new master: every slot taken, this one silent for t1",
+            registry=r,
+        )
+        self.refused_full = Counter(
+            "ocpp809_iec104_refused_full",
+            "Masters refused because every slot was taken and no connection had been silent for t1",
+            registry=r,
+        )
 
 
 class Iec104Outstation:
@@ -198,6 +209,7 @@ class Iec104Outstation:
         self._jobs: list[str] = []
         self._port = config.port
         self._peer_log = PeerLog(log)
+        self._connections: ConnectionCache | None = None  # c104's accepting thread only
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -263,7 +275,9 @@ class Iec104Outstation:
                 port=self._port,
                 tick_rate_ms=cfg.tick_rate_ms,
                 select_timeout_ms=cfg.select_timeout_ms,
-                max_connections=cfg.max_connections,
+                # One spare slot: lib60870 refuses a connection beyond its limit before on_connect
+                # could see it, so the outstation could never make room (see _make_room).
+                max_connections=cfg.max_connections + 1,
                 transport_security=self._transport_security(),
             )
         except ValueError as exc:
@@ -339,6 +353,8 @@ class Iec104Outstation:
                     )
                     self._metrics.refused_connections.inc()
                     return False
+            if not self._make_room(server, ip):
+                return False
             log.info("IEC 104 connection from %s accepted", ip)
             with self._peers_lock:
                 if ip not in self._peers:
@@ -347,6 +363,37 @@ class Iec104Outstation:
         except Exception as exc:  # noqa: BLE001 - never raise into c104; refuse when unsure
             self._peer_log.log(logging.ERROR, ip, f"on_connect failed for {bounded(ip)}", exc_info=exc)
             return False
+
+    def _make_room(self, server: c104.Server, ip: str) -> bool:
+        """A master may connect: is there a slot, or a stalled connection to drop for it?
+
+        ``max_connections`` slots; when all are taken, the connection the kernel says has been
+        silent longest is shut down if nothing has come from it for at least ``t1_s`` (a master
+        that behaves answers within t1, and a half APDU is never completed); otherwise the
+        newcomer is refused. Runs on c104's accepting thread, before the newcomer is counted.
+        """
+        cfg = self.config
+        if server.open_connection_count < cfg.max_connections:
+            return True
+        cache = self._connections
+        if cache is None or cache.port != self._port:
+            cache = self._connections = ConnectionCache(cfg.listen_host, self._port)
+        victim = most_stalled(cache.connections(server.open_connection_count), float(cfg.t1_s))
+        if victim is None or not shut_down(victim):
+            self._metrics.refused_full.inc()
+            self._peer_log.warning(
+                ip,
+                f"IEC 104 connection from {bounded(ip)} refused: all {cfg.max_connections} slots are taken"
+                f" and no connection has been silent for t1 ({cfg.t1_s} s)",
+            )
+            return False
+        self._metrics.stalled_dropped.inc()
+        self._peer_log.warning(
+            victim.peer[0],
+            f"IEC 104 connection from {victim.name} dropped, silent for {victim.silent_s:.1f} s:"
+            f" all {cfg.max_connections} slots were taken and a master from {bounded(ip)} connected",
+        )
+        return True
 
     def _on_send_raw(self, server: c104.Server, data: bytes) -> None:
         # c104 reports every frame the outstation writes; only STARTDT/STOPDT con matter here.
