@@ -83,9 +83,18 @@ class PeerLog:
                 return False
             window.emitted += 1
             held_back, window.held_back = window.held_back, 0
-        suffix = f" ({held_back} similar line(s) from {key} held back)" if held_back else ""
+        suffix = f" ({held_back} more like this held back)" if held_back else ""
         self.logger.log(level, "%s%s", bounded(message, 2 * MAX_CHARS), suffix, exc_info=exc_info)
         return True
+
+    def flush(self, level: int = logging.WARNING) -> None:
+        """Say how many lines each peer had held back that no later line has reported yet."""
+        with self._lock:
+            pending = [(key, w.held_back) for key, w in self._windows.items() if w.held_back]
+            for window in self._windows.values():
+                window.held_back = 0
+        for key, count in pending:
+            self.logger.log(level, "%d more line(s) like the last from %s held back", count, key)
 
 
 __all__ = ["MAX_CHARS", "PeerLog", "bounded"]

@@ -40,7 +40,7 @@ def test_at_most_a_burst_per_peer_and_interval_then_the_count_of_held_back_lines
         assert peer_log.warning("10.0.0.1", "after the interval")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 5
-    assert lines[-1] == "after the interval (997 similar line(s) from 10.0.0.1 held back)"
+    assert lines[-1] == "after the interval (997 more like this held back)"
     assert all(r.exc_info is None for r in caplog.records)
 
 
