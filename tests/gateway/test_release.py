@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from gateway.config import Config, StoreConfig
 from gateway.events import ProfileResult, StationConnected, StationDisconnected
 from gateway.model import OcppVersion, ProfileOutcome
 from gateway.operator_requests import RequestSpool, request_release, spool_dir
+from tests.support.gateway_process import loopback_config, run_cli, running_gateway
 from tests.support.loopback import start_core
-
-OCPP809 = [sys.executable, "-m", "gateway.cli"]
 
 
 async def test_release_frees_an_offline_station_and_is_audited(tmp_path: Path) -> None:
@@ -55,52 +49,11 @@ async def test_release_frees_an_offline_station_and_is_audited(tmp_path: Path) -
 
 
 def test_release_command_against_a_running_gateway(tmp_path: Path) -> None:
-    config = tmp_path / "site.toml"
-    config.write_text(
-        f"""
-[iec104]
-listen_host = "127.0.0.1"
-port = 0
-[ocpp]
-listen_host = "127.0.0.1"
-port = 0
-[metrics]
-enabled = false
-[store]
-path = "{tmp_path / "store.sqlite3"}"
-"""
-    )
+    config = loopback_config(tmp_path)
     # No gateway has ever served this store: one line, exit 1.
-    early = subprocess.run(
-        [*OCPP809, "release", "cp9", "--reason", "gone", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    early = run_cli("release", "cp9", "--reason", "gone", "--config", str(config))
     assert early.returncode == 1 and early.stderr.strip().startswith("error: no gateway has served")
-    proc = subprocess.Popen(
-        [*OCPP809, "run", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # bounded: until the start is logged
-            line = proc.stderr.readline()
-            if not line or "ocpp809 running" in line:
-                break
-        result = subprocess.run(
-            [*OCPP809, "release", "cp9", "--reason", "gone", "--config", str(config), "--timeout", "20"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    with running_gateway(config):
+        result = run_cli("release", "cp9", "--reason", "gone", "--config", str(config), "--timeout", "20")
         assert result.returncode == 1
         assert result.stderr.strip() == "error: unknown station"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
