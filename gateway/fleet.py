@@ -445,7 +445,7 @@ class Fleet:
         cut: bool = False,
     ) -> None:
         self._seq += 1
-        until = now_s + self.settings.live_validity_s
+        until = float(math.floor(now_s + self.settings.live_validity_s))  # validTo has whole seconds
         station.seq = self._seq
         station.live_sent_s = now_s
         station.ledger.sent(Profiles(self._seq, live_w, until, fallback_w), now_s)
