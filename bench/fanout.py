@@ -284,7 +284,9 @@ class _Case:
         ready = server.request("wait_ready", t, stations=self.n, timeout_s=t / 2)
         if not ready["ok"]:
             if not opts.reject_profiles:
-                raise BenchError(f"server not ready with {self.n} stations: {ready}")
+                raise BenchError(
+                    f"server not ready with {self.n} stations: {ready}; {server.request('diagnose', 30)}"
+                )
             result.notes.append("not ready: stations reject profiles")
         if opts.profile:
             result.profile_connect = server.request("profile_stop", 30)

@@ -97,7 +97,9 @@ class _Tracker:
         self.expected: dict[str, ApplyStationLimit] = {}  # station -> its latest allocation
         self.accepted_at: dict[str, float] = {}  # station -> when it Accepted that one (s after t0)
         self.done: asyncio.Future[float] = loop.create_future()
+        self.first_sent: asyncio.Future[None] = loop.create_future()  # the first allocation it caused
         self.armed = True  # a storm arms it after its last setpoint only
+        self.sent_when_armed = 0  # ... and then counts only once an allocation follows that setpoint
         self.watch = watch  # a joining station that must be among those profiled
         self.sent = 0  # ApplyStationLimit decisions seen
 
@@ -180,6 +182,47 @@ class GatewayUnderTest:
         """``stations`` online, each holding its latest allocation, no raise waiting."""
         return self.connected() == stations and self.settled()
 
+    def diagnose(self) -> dict[str, Any]:
+        """Why the core is not settled: what waits, what is unanswered, what the sums say (bench-only
+        reading of the core's fleet)."""
+        assert self.runtime is not None
+        arbiter = self.runtime.arbiter
+        fleet = arbiter.fleet
+        now = time.time()
+        online = [s for s in fleet.stations.values() if s.online]
+        behind = [s for s in online if not s.up_to_date]
+        waiting = [fleet.stations[i] for i in sorted(fleet.raises_waiting) if i in fleet.stations]
+        deadline = arbiter.next_deadline()  # in the past: the shell lost the core's deadline
+
+        def brief(s: Any) -> dict[str, Any]:
+            last = s.ledger.last_sent
+            return {
+                "id": s.station_id,
+                "target_w": s.target_w,
+                "reserve_w": s.reserve_w,
+                "last_sent_w": None if last is None else last.live_w,
+                "held_w": None if s.ledger.held is None else s.ledger.held.live_w,
+                "pending": len(s.ledger.pending),
+                "seq": s.seq,
+                "accepted_seq": s.accepted_seq,
+            }
+
+        return {
+            "mode": str(arbiter.mode),
+            "limit_w": arbiter.limit_w,
+            "reserve_sum_w": round(fleet.reserve_sum(now), 1),
+            "targets_sum_w": round(sum(s.target_w for s in online), 1),
+            "enforced": self.runtime.view().enforced,
+            "online": len(online),
+            "offline": fleet.offline_count,
+            "not_up_to_date": len(behind),
+            "awaiting": len(getattr(fleet, "_awaiting", ())),
+            "raises_waiting": len(waiting),
+            "next_deadline_in_s": None if deadline is None else round(deadline - now, 3),
+            "examples_behind": [brief(s) for s in behind[:3]],
+            "examples_waiting": [brief(s) for s in waiting[:3]],
+        }
+
     async def release_offline(self) -> int:
         """Release every offline station, as an operator would once it is gone for good.
 
@@ -205,10 +248,13 @@ class GatewayUnderTest:
             outcome = await self.runtime.submit_setpoint(SetpointReceived(site_limit_w, peer="bench"))
             if not outcome.accepted:
                 raise RuntimeError(f"the core refused setpoint {site_limit_w:g} W: {outcome.detail}")
-            if not tracker.expected:
+            # The core confirms first and reallocates on its next tick (a deadline of now).
+            try:
+                await asyncio.wait_for(asyncio.shield(tracker.first_sent), min(timeout_s, 10.0))
+            except TimeoutError:
                 raise RuntimeError(
                     f"setpoint {site_limit_w:g} W changed no station's allocation: nothing to time"
-                )
+                ) from None
             try:
                 done_at = await asyncio.wait_for(tracker.done, timeout_s)
             except TimeoutError:
@@ -235,9 +281,7 @@ class GatewayUnderTest:
                 outcome = await self.runtime.submit_setpoint(SetpointReceived(limit_w, peer="bench"))
                 if not outcome.accepted:
                     raise RuntimeError(f"the core refused setpoint {limit_w:g} W: {outcome.detail}")
-            tracker.armed = True
-            if tracker.accepted_at and not tracker.outstanding() and self.settled():  # all in already
-                tracker.done.set_result(tracker.t0 + max(tracker.accepted_at.values()))
+            tracker.sent_when_armed, tracker.armed = tracker.sent, True
             try:
                 done_at: float | None = await asyncio.wait_for(tracker.done, timeout_s)
             except TimeoutError:
@@ -281,6 +325,8 @@ class GatewayUnderTest:
         for decision in decisions:
             if type(decision) is ApplyStationLimit:
                 tracker.sent += 1
+                if not tracker.first_sent.done():
+                    tracker.first_sent.set_result(None)
                 tracker.expected[decision.station_id] = decision
                 tracker.accepted_at.pop(decision.station_id, None)  # its final share is yet to come
 
@@ -294,6 +340,7 @@ class GatewayUnderTest:
         tracker.accepted_at[event.station_id] = arrived - tracker.t0
         if (
             tracker.armed
+            and tracker.sent > tracker.sent_when_armed
             and not tracker.outstanding()
             and not tracker.done.done()
             and (tracker.watch is None or tracker.watch in tracker.expected)

@@ -96,6 +96,10 @@ class _Controller:
             await asyncio.sleep(0.02)
         return {"ok": False, "elapsed_s": time.perf_counter() - start, "connected": self.connected()}
 
+    def diagnose(self) -> dict[str, Any]:
+        diagnose = getattr(self.system, "diagnose", None)
+        return {} if diagnose is None else dict(diagnose())
+
     def quiet(self) -> None:
         """Teardown: the system's per-station log lines (stations going offline) are noise now."""
         quiet = getattr(self.system, "quiet", None)
