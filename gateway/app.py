@@ -19,6 +19,7 @@ from gateway.metrics import CoreMetrics
 from gateway.operator_requests import RequestSpool
 from gateway.runtime import Clock, CoreRuntime
 from gateway.setpoint_rules import SetpointBounds
+from gateway.status_page import StatusServer
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Gateway:
     config: Config
     runtime: CoreRuntime
     adapters: list[Adapter] = field(default_factory=list)
-    metrics_server: object | None = None
+    metrics_server: StatusServer | None = None
 
     async def start(self) -> None:
         self.runtime.scheduler.start()
@@ -74,23 +75,21 @@ class Gateway:
             for adapter in self.adapters:
                 await adapter.start()
                 started.append(adapter)
+            if self.config.metrics.enabled:  # /metrics, the status page and /healthz
+                server = StatusServer(self.config.metrics, self.runtime, asyncio.get_running_loop())
+                server.start()
+                self.metrics_server = server
+                log.info("status page on %s (/metrics, /healthz)", server.url)
         except BaseException:
             for adapter in reversed(started):
                 await adapter.stop()
             await self.runtime.close()
             raise
-        if self.config.metrics.enabled:
-            self.metrics_server = self.runtime.metrics.serve(
-                self.config.metrics.listen_host, self.config.metrics.port
-            )
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen_host, self.metrics_port)
 
     @property
     def metrics_port(self) -> int | None:
         """The bound metrics port (the configured one may be 0)."""
-        if self.metrics_server is None:
-            return None
-        return int(self.metrics_server.server_address[1])  # type: ignore[attr-defined]
+        return None if self.metrics_server is None else self.metrics_server.port
 
     async def stop(self) -> None:
         for adapter in reversed(self.adapters):
@@ -98,9 +97,8 @@ class Gateway:
                 await adapter.stop()
             except Exception:
                 log.exception("adapter %r did not stop cleanly", adapter)
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()  # type: ignore[attr-defined]
-            self.metrics_server.server_close()  # type: ignore[attr-defined]
+        if self.metrics_server is not None:  # off the loop: a request waiting for a snapshot still gets one
+            await asyncio.to_thread(self.metrics_server.close)
         await self.runtime.close()
 
 

@@ -194,9 +194,15 @@ class SharingConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class MetricsConfig:
+    """The HTTP listener: /metrics, the status page (/ and /status) and /healthz."""
+
     enabled: bool = True
     listen_host: str = "127.0.0.1"
     port: Port = 9108
+    # HTTP Basic Auth on every path but /healthz; both or neither (empty: no auth). Plain HTTP
+    # carries them in clear: keep the listener on loopback or behind a TLS reverse proxy.
+    username: str = ""
+    password: str = ""
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -330,6 +336,8 @@ def _check(config: Config, file: str) -> None:
         fail("ocpp.meter_plausible_factor", "must be a finite number >= 1")
     _check_ocpp(oc, fail)
 
+    _check_metrics(config.metrics, fail)
+
     if not config.store.path.strip():
         fail("store.path", "must name a file")
 
@@ -337,6 +345,18 @@ def _check(config: Config, file: str) -> None:
     if url and not url.startswith(("ws://", "wss://")):
         fail("upstream.csms_url", "must start with ws:// or wss://")
     _check_upstream(config.upstream, fail)
+
+
+def _check_metrics(metrics: MetricsConfig, fail: Callable[[str, str], None]) -> None:
+    if bool(metrics.username) != bool(metrics.password):
+        key = "metrics.password" if metrics.username else "metrics.username"
+        fail(key, "username and password go together")
+    if ":" in metrics.username:
+        fail("metrics.username", "must not contain ':' (HTTP Basic Auth's separator)")
+    for name in ("username", "password"):
+        value: str = getattr(metrics, name)
+        if not value.isprintable():
+            fail(f"metrics.{name}", "must be printable characters only")
 
 
 def _check_upstream(up: UpstreamConfig, fail: Callable[[str, str], None]) -> None:

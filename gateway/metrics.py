@@ -1,9 +1,15 @@
-"""Prometheus metrics of the core shell; adapters register theirs on the same registry."""
+"""Prometheus metrics of the core shell; adapters register theirs on the same registry.
+
+Every labelled series whose labels are known in advance exists from the start, at 0:
+a dashboard or an alert sees "nothing happened yet" instead of "no data". The HTTP
+listener that serves them is ``gateway.status_page``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from gateway import __version__
 from gateway.decisions import (
     AllStationsEnforced,
     Decision,
@@ -12,7 +18,12 @@ from gateway.decisions import (
     MeterRefused,
     PublishTotalPower,
 )
-from gateway.model import LimitSource, Mode
+from gateway.model import LimitSource, Mode, OcppVersion, ProfileOutcome, RejectReason
+
+# No "<counter>_created" gauge beside every counter and histogram: they would double the
+# series, no dashboard or alert of ours reads them, and the README lists what is exported.
+# (prometheus_client's switch is process-wide; the gateway has one registry.)
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 class CoreMetrics:
@@ -72,13 +83,29 @@ class CoreMetrics:
             ["result"],
             registry=r,
         )
-        for result in ("released", "refused"):
-            self.releases.labels(result)
         self.meter_refused = Counter(
             "ocpp809_meter_readings_refused",
             "Station readings refused as not finite or implausible (first of each streak)",
             registry=r,
         )
+        self.build_info = Gauge(
+            "ocpp809_build_info", "1, labelled with the running ocpp809 version", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create every series whose labels are known, so each reads 0 until its first event."""
+        # An accepted setpoint always has reason "ok"; a refused one one of RejectReason.
+        self.setpoints.labels("accepted", "ok")
+        for reason in RejectReason:
+            self.setpoints.labels("rejected", reason.value)
+        for outcome in ProfileOutcome:
+            self.profile_results.labels(outcome.value)
+        for version in OcppVersion:
+            self.stations_connected.labels(version.value)
+        for result in ("released", "refused"):
+            self.releases.labels(result)
 
     def observe(self, decisions: list[Decision]) -> None:
         for decision in decisions:
@@ -99,8 +126,3 @@ class CoreMetrics:
                     self.meter_refused.inc()
                 case _:
                     pass
-
-    def serve(self, host: str, port: int) -> object:
-        """Start the /metrics HTTP endpoint; returns the server so it can be shut down."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server
