@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gateway import __version__
 from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
 from gateway.demand import DemandSettings
@@ -155,9 +157,17 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     return adapters
 
 
-async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:
+async def run_until_stopped(config: Config, stop: asyncio.Event, config_file: str | None = None) -> None:
     gateway = build_gateway(config)
     await gateway.start()
+    log.info(  # what an operator needs to find the files: relative paths are the working directory's
+        "ocpp809 %s: %sstore %s (store.path %r, working directory %s)",
+        __version__,
+        f"configuration {os.path.abspath(config_file)}, " if config_file else "",
+        os.path.abspath(config.store.path),
+        config.store.path,
+        os.getcwd(),
+    )
     log.info("ocpp809 running")
     try:
         await stop.wait()
