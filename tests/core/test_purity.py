@@ -19,6 +19,7 @@ CORE = [
     "ledger",
     "fleet",
     "demand",
+    "compliance",
 ]
 FORBIDDEN = {
     "c104",
