@@ -23,37 +23,66 @@ These checks cost a few ``stat`` and ``pread`` calls per write (tens of microsec
 ``PRAGMA quick_check`` is no substitute: it reads through the connection's own page
 cache, so it does not see what another process did to the file, and its cost grows
 with the audit log.
+
+**Schema version.** ``PRAGMA user_version`` says which schema a store has (0: the 0.1.0
+release). Opening an older store upgrades it in one transaction, step by step through
+``_MIGRATIONS``; a store from a newer ocpp809 is refused untouched.
+
+**The audit log is a hash chain.** Every row (DSO commands, refusals, releases, limit
+entries such as hold and fallback, closed compliance records) carries the SHA-256 of the
+row before it (``prev_hash``) and its own (``hash``, over its fields and ``prev_hash``);
+``audit_head`` holds the last row's id and hash, written in the same transaction. An edited
+row no longer matches its hash, a deleted one breaks the next row's link, and rows deleted
+at the end no longer reach the head (``verify_chain``). It is not a signature: whoever can
+rewrite the whole file can recompute the chain. The open compliance record
+(``compliance_open``, at most one) is not chained: it changes until it closes, and is then
+appended to the chain.
+
+**Reading a running gateway's store.** ``AuditReader`` opens the file read-only (a
+``mode=ro`` URI, without the gateway's lock). SQLite readers only take a read mark in the
+``-shm``, outside the header copies ``_verify`` compares, so they never make the gateway's
+checks fail. A store no gateway has open (no ``-wal`` or ``-shm`` beside it) is read
+``immutable``, so reading it creates no files.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import json
 import logging
+import math
 import os
 import sqlite3
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self, TypeVar
 
+from gateway.compliance import ComplianceRecord, record_from_dict
 from gateway.durable import DurableLimit
 from gateway.errors import StoreError
 from gateway.model import Mode
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 # PRAGMA application_id of an ocpp809 store ("o809"): a foreign SQLite file is refused,
 # never quietly given our tables.
 APPLICATION_ID = 0x6F383039
 
-_SCHEMA = """
+# The schema of the 0.1.0 release (``user_version`` 0). A fresh store is created as this and
+# then migrated like any old one, so a fresh store and an upgraded one cannot differ.
+_BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS limit_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     mode TEXT NOT NULL,
     setpoint_w REAL,
     changed_at_s REAL NOT NULL,
-    hold_started_at_s REAL,
-    master_seen_at_s REAL
+    hold_started_at_s REAL
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,7 +96,121 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
-_OUR_TABLES = {"limit_state", "audit", "sqlite_sequence"}
+_OUR_TABLES = {"limit_state", "audit", "sqlite_sequence", "audit_head", "compliance_open"}
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> str:
+    """0.1.0 -> 1: when a master was last seen; the audit log chained; the open compliance record."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(limit_state)")}
+    if "master_seen_at_s" not in columns:  # development stores between 0.1.0 and 1 have it
+        db.execute("ALTER TABLE limit_state ADD COLUMN master_seen_at_s REAL")
+    db.execute("ALTER TABLE audit ADD COLUMN body TEXT")  # JSON of an entry or a record; NULL: a command
+    db.execute("ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+    db.execute(
+        "CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), last_id INTEGER NOT NULL,"
+        " hash TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE compliance_open (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL,"
+        " updated_at_s REAL NOT NULL)"
+    )
+    prev, last_id, count = GENESIS_HASH, None, 0
+    for row in db.execute(f"SELECT {_ROW_COLUMNS} FROM audit ORDER BY id").fetchall():
+        digest = entry_hash(prev, row[0], *row[1:10])
+        db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row[0]))
+        prev, last_id, count = digest, row[0], count + 1
+    if last_id is not None:
+        db.execute("INSERT INTO audit_head (id, last_id, hash) VALUES (1, ?, ?)", (last_id, prev))
+    return f"{count} audit row(s) chained"
+
+
+# Each step takes the store from the version before it to its own, inside one transaction.
+_MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], str]], ...] = ((1, _migrate_to_1),)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+
+def migrate(db: sqlite3.Connection, version: int, path: str, announce: bool = True) -> int:
+    """Bring the store from ``version`` to ``SCHEMA_VERSION``; all or nothing. Returns the version.
+
+    ``announce``: log the upgrade (a WARNING: it is worth knowing; not for a new store).
+    """
+    steps = [(to, step) for to, step in _MIGRATIONS if to > version]
+    if not steps:
+        return version
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = [f"{to}: {step(db)}" for to, step in steps]
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    if announce:
+        log.warning(
+            "store %s upgraded from schema version %d to %d (%s)",
+            path,
+            version,
+            SCHEMA_VERSION,
+            "; ".join(done),
+        )
+    return SCHEMA_VERSION
+
+
+# -- the chain -----------------------------------------------------------------------------
+
+GENESIS_HASH = "0" * 64  # what the first row links to
+_ROW_COLUMNS = "id, received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail, body"
+_ENTRY_COLUMNS = f"{_ROW_COLUMNS}, prev_hash, hash"
+# Rows that are not DSO commands (or refusals or releases): their body says what they are.
+COMPLIANCE_KIND = "compliance"
+ENTRY_PEER = "ocpp809"  # the peer of the gateway's own entries
+
+
+def _real(value: float | None) -> float | None:
+    """A REAL as SQLite gives it back: NaN is NULL, -0.0 is 0.0, an int a float."""
+    return None if value is None or math.isnan(value) else float(value) + 0.0
+
+
+def entry_hash(
+    prev_hash: str,
+    entry_id: int,
+    received_at_s: float,
+    peer: str,
+    kind: str,
+    value_w: float | None,
+    time_tag_s: float | None,
+    accepted: bool | int,
+    reason: str,
+    detail: str,
+    body: str | None,
+) -> str:
+    """SHA-256 (hex) of one row's fields and the hash of the row before it.
+
+    The fields are hashed as a compact JSON array (numbers as Python's repr, text as
+    UTF-8), normalised the way SQLite stores them, so a row hashes the same before it is
+    written and after it is read back.
+    """
+    canonical = json.dumps(
+        [
+            entry_id,
+            _real(received_at_s),
+            peer,
+            kind,
+            _real(value_w),
+            _real(time_tag_s),
+            int(accepted),
+            reason,
+            detail,
+            body,
+            prev_hash,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
 
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
 _WAL_INDEX_VERSION = 3007000
@@ -87,6 +230,167 @@ class AuditRow:
     accepted: bool
     reason: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the chained audit log. ``body`` is None for a DSO command (or a refusal,
+    or a release); a limit entry or a compliance record keeps its JSON there."""
+
+    id: int
+    row: AuditRow
+    body: str | None
+    prev_hash: str
+    hash: str
+
+    @property
+    def is_command(self) -> bool:
+        return self.body is None and self.row.kind != "station_release"
+
+    def record(self) -> ComplianceRecord | None:
+        """The compliance record this row holds, or None (or StoreError if it is garbled)."""
+        if self.row.kind != COMPLIANCE_KIND or self.body is None:
+            return None
+        return _parse_record(self.body, f"audit row #{self.id}")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """A DSO command (accepted or refused) and, for an accepted one, its compliance record:
+    closed (final) or still open (provisional), or None if it has none (yet)."""
+
+    entry: AuditEntry
+    record: ComplianceRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What ``verify_chain`` found: ``first_bad_id`` and ``problem`` are None when intact."""
+
+    entries: int
+    head_id: int | None
+    head_hash: str | None
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _parse_record(body: str, where: str) -> ComplianceRecord:
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        return record_from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{where} holds a compliance record that cannot be read: {exc}") from None
+
+
+def _entry(r: tuple[object, ...]) -> AuditEntry:
+    row = AuditRow(r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8])  # type: ignore[arg-type]
+    return AuditEntry(int(r[0]), row, r[9], r[10], r[11])  # type: ignore[call-overload, arg-type]
+
+
+def _select_entries(
+    db: sqlite3.Connection, since_s: float | None = None, until_s: float | None = None
+) -> list[AuditEntry]:
+    where, params = [], []
+    if since_s is not None:
+        where.append("received_at_s >= ?")
+        params.append(since_s)
+    if until_s is not None:
+        where.append("received_at_s < ?")
+        params.append(until_s)
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM audit"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return [_entry(r) for r in db.execute(sql + " ORDER BY id", params)]
+
+
+def _select_entry(db: sqlite3.Connection, entry_id: int) -> AuditEntry | None:
+    r = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM audit WHERE id = ?", (entry_id,)).fetchone()
+    return None if r is None else _entry(r)
+
+
+def _select_open_record(db: sqlite3.Connection) -> ComplianceRecord | None:
+    r = db.execute("SELECT body FROM compliance_open WHERE id = 1").fetchone()
+    return None if r is None else _parse_record(r[0], "the open compliance record")
+
+
+def _records_of(db: sqlite3.Connection, anchor_ids: list[int]) -> dict[int, ComplianceRecord]:
+    """The compliance records (closed, and the open one) of the rows ``anchor_ids``."""
+    if not anchor_ids:
+        return {}
+    marks = ",".join("?" * len(anchor_ids))
+    found: dict[int, ComplianceRecord] = {}
+    for entry_id, body in db.execute(
+        f"SELECT id, body FROM audit WHERE kind = ? AND id > ? AND json_extract(body, '$.anchor_id') IN ({marks})",
+        (COMPLIANCE_KIND, min(anchor_ids), *anchor_ids),
+    ):
+        record = _parse_record(body, f"audit row #{entry_id}")
+        if record.anchor_id is not None:
+            found[record.anchor_id] = record
+    current = _select_open_record(db)
+    if current is not None and current.anchor_id in anchor_ids:
+        found[current.anchor_id] = current
+    return found
+
+
+def _recent_commands(db: sqlite3.Connection, n: int) -> list[CommandOutcome]:
+    rows = [
+        _entry(r)
+        for r in db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM audit WHERE body IS NULL AND kind != 'station_release'"
+            " ORDER BY id DESC LIMIT ?",
+            (max(0, n),),
+        )
+    ]
+    records = _records_of(db, [e.id for e in rows if e.row.accepted])
+    return [CommandOutcome(e, records.get(e.id)) for e in rows]
+
+
+def _verify_chain(db: sqlite3.Connection) -> ChainReport:
+    prev, last_id, count = GENESIS_HASH, None, 0
+    for r in db.execute(f"SELECT {_ENTRY_COLUMNS} FROM audit ORDER BY id"):
+        entry_id, stored_prev, stored_hash = r[0], r[10], r[11]
+        if not stored_hash:
+            return ChainReport(
+                count, last_id, prev, entry_id, "it carries no hash (written by an older ocpp809?)"
+            )
+        if stored_prev != prev:
+            after = "the start of the log" if last_id is None else f"entry #{last_id}"
+            return ChainReport(
+                count,
+                last_id,
+                prev,
+                entry_id,
+                f"its link does not match {after}: an entry between them was deleted, or {after} was changed",
+            )
+        if entry_hash(stored_prev, *r[:10]) != stored_hash:
+            return ChainReport(
+                count, last_id, prev, entry_id, "its contents do not match its hash: it was edited"
+            )
+        prev, last_id, count = stored_hash, entry_id, count + 1
+    head = db.execute("SELECT last_id, hash FROM audit_head WHERE id = 1").fetchone()
+    head_id, head_hash = (None, GENESIS_HASH) if head is None else (head[0], head[1])
+    if head_id is not None and head_id == last_id and head_hash != prev:
+        return ChainReport(
+            count, last_id, prev, last_id, f"entry #{last_id} does not match the log's head: it was changed"
+        )
+    if head_id != last_id or head_hash != prev:
+        first_missing = 1 if last_id is None else last_id + 1
+        ends = "no entry" if last_id is None else f"entry #{last_id}"
+        says = "no entry" if head_id is None else f"entry #{head_id}"
+        return ChainReport(
+            count,
+            last_id,
+            prev,
+            first_missing,
+            f"the log ends at {ends} but its head says {says}: entries at the end were deleted or changed",
+        )
+    return ChainReport(count, last_id, None if last_id is None else prev)
 
 
 def _wal_checksum(data: bytes, big_endian: bool) -> tuple[int, int]:
@@ -171,14 +475,19 @@ class Store:
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
                 raise StoreError(f"store {self.path} failed its integrity check: {check}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this ocpp809 knows"
+                    f" ({SCHEMA_VERSION}): run the ocpp809 that wrote it"
+                )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if app_id != APPLICATION_ID:
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            db.executescript(_SCHEMA)
-            columns = {r[1] for r in db.execute("PRAGMA table_info(limit_state)")}
-            if "master_seen_at_s" not in columns:  # a store from before the column existed
-                db.execute("ALTER TABLE limit_state ADD COLUMN master_seen_at_s REAL")
+            if version == 0:  # a fresh store, or one from before schema versions: as 0.1.0 made it
+                db.executescript(_BASE_SCHEMA)
+            self.schema_version = migrate(db, version, self.path, announce=bool(tables))
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error as exc:
@@ -258,6 +567,30 @@ class Store:
         if len(last) < 24 or last[8:16] != salt or struct.unpack(">2I", last[16:24]) != frame_checksum:
             return "frames were overwritten or cut while the gateway ran"
         return None
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T], what: str, sync: bool = True) -> _T:
+        """Several statements as one checked, checkpointed write; StoreError unless all landed."""
+        self._verify()
+        try:
+            if not sync:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not sync:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot {what} {self.path}: {exc}") from None
+        self._verify()
+        return result
 
     def _write(self, sql: str, params: tuple[object, ...], what: str, sync: bool = True) -> None:
         """One checked, checkpointed write; StoreError unless it is on the files we opened."""
@@ -400,25 +733,239 @@ class Store:
         """
         self._write("UPDATE limit_state SET master_seen_at_s = ? WHERE id = 1", (at_s,), "write", sync=sync)
 
-    def append_audit(self, row: AuditRow) -> None:
+    def append_audit(self, row: AuditRow) -> int:
+        """Chain a DSO command (or refusal, or release) onto the audit log; returns its id."""
+        return self.append_entry(row)
+
+    def append_entry(self, row: AuditRow, body: str | None = None, sync: bool = True) -> int:
+        """Chain one row onto the audit log (``body``: the JSON of an entry or record); returns its id."""
+        return self._transaction(lambda db: self._append(db, row, body), "append to the audit log in", sync)
+
+    def save_open_record(self, body: str, updated_at_s: float, sync: bool = False) -> None:
+        """Keep the open compliance record (it replaces the one kept before).
+
+        ``sync=False`` by default: a power cut may lose the latest changes of a record
+        that is still provisional anyway.
+        """
         self._write(
-            "INSERT INTO audit (received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO compliance_open (id, body, updated_at_s) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at_s = excluded.updated_at_s",
+            (body, updated_at_s),
+            "keep the open compliance record in",
+            sync=sync,
+        )
+
+    def load_open_record(self) -> ComplianceRecord | None:
+        """The compliance record kept open, e.g. by a gateway that stopped without closing it."""
+        try:
+            return _select_open_record(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from None
+
+    def close_record(self, row: AuditRow, body: str, sync: bool = False) -> int:
+        """Chain a closed compliance record onto the log and drop the open copy, atomically."""
+
+        def work(db: sqlite3.Connection) -> int:
+            entry_id = self._append(db, row, body)
+            db.execute("DELETE FROM compliance_open")
+            return entry_id
+
+        return self._transaction(work, "close a compliance record in", sync)
+
+    def _append(self, db: sqlite3.Connection, row: AuditRow, body: str | None) -> int:
+        head = db.execute("SELECT hash FROM audit_head WHERE id = 1").fetchone()
+        prev = GENESIS_HASH if head is None else str(head[0])
+        cursor = db.execute(
+            "INSERT INTO audit (received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail,"
+            " body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
             (
                 row.received_at_s,
                 row.peer,
                 row.kind,
-                row.value_w,
-                row.time_tag_s,
+                _real(row.value_w),
+                _real(row.time_tag_s),
                 int(row.accepted),
                 row.reason,
                 row.detail,
+                body,
+                prev,
             ),
-            "append to the audit log in",
         )
+        entry_id = cursor.lastrowid
+        assert entry_id is not None
+        digest = entry_hash(
+            prev,
+            entry_id,
+            row.received_at_s,
+            row.peer,
+            row.kind,
+            row.value_w,
+            row.time_tag_s,
+            row.accepted,
+            row.reason,
+            row.detail,
+            body,
+        )
+        db.execute("UPDATE audit SET hash = ? WHERE id = ?", (digest, entry_id))
+        db.execute(
+            "INSERT INTO audit_head (id, last_id, hash) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash",
+            (entry_id, digest),
+        )
+        return entry_id
 
     def audit(self) -> list[AuditRow]:
+        """The DSO commands, refusals and releases, oldest first (not the gateway's own entries)."""
         rows = self._db.execute(
-            "SELECT received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail FROM audit ORDER BY id"
+            "SELECT received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail FROM audit"
+            " WHERE body IS NULL ORDER BY id"
         ).fetchall()
         return [AuditRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows]
+
+    def entries(self, since_s: float | None = None, until_s: float | None = None) -> list[AuditEntry]:
+        """Every row of the chained log in order, optionally those at ``since_s <= t < until_s``."""
+        return self._read(lambda db: _select_entries(db, since_s, until_s))
+
+    def recent_commands(self, n: int = 10) -> list[CommandOutcome]:
+        """The last ``n`` DSO commands, newest first, each with its compliance record if it has one.
+
+        For a status page: on the gateway's own connection, so call it on the event loop
+        thread; another thread (or process) reads with ``AuditReader(path).recent_commands(n)``.
+        """
+        return self._read(lambda db: _recent_commands(db, n))
+
+    def verify_chain(self) -> ChainReport:
+        return self._read(_verify_chain)
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return work(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from None
+
+
+class AuditReader:
+    """The audit log of a store, read-only: safe beside a running gateway (see the module doc).
+
+    Never takes the gateway's lock and never writes: every read is one read transaction
+    (a consistent snapshot) on a ``mode=ro`` connection.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise StoreError(f"no store at {self.path}")
+        self._immutable = False
+        self._stamp: tuple[int, int, int] | None = None
+        self._db = self._connect()
+        try:
+            self.schema_version = self._check()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # No -wal and no -shm: no gateway has the store open. Read it as immutable then, or
+        # SQLite would create both files (and a read-only connection cannot remove them).
+        idle = not any(os.path.exists(self.path + suffix) for suffix in ("-wal", "-shm"))
+        uri = Path(self.path).absolute().as_uri() + ("?mode=ro&immutable=1" if idle else "?mode=ro")
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path} read-only: {exc}") from None
+        self._immutable, self._stamp = idle, self._file_stamp() if idle else None
+        return db
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _changed_under_us(self) -> bool:
+        """An immutable read is only good if no gateway opened the store meanwhile."""
+        if not self._immutable:
+            return False
+        busy = any(os.path.exists(self.path + suffix) for suffix in ("-wal", "-shm"))
+        return busy or self._file_stamp() != self._stamp
+
+    def _check(self) -> int:
+        app_id, version, tables = self._read(
+            lambda db: (
+                int(db.execute("PRAGMA application_id").fetchone()[0]),
+                int(db.execute("PRAGMA user_version").fetchone()[0]),
+                {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")},
+            )
+        )
+        old_release = app_id == 0 and version == 0 and "limit_state" in tables and tables <= _OUR_TABLES
+        if app_id != APPLICATION_ID and not old_release:
+            raise StoreError(f"{self.path} is not an ocpp809 store (application_id {app_id:#x})")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, from before the audit log was chained:"
+                f" start the gateway once with this ocpp809 (it upgrades the store to {SCHEMA_VERSION})"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this ocpp809 knows"
+                f" ({SCHEMA_VERSION}): use the ocpp809 that wrote it"
+            )
+        return version
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        for attempt in (1, 2):
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    result = work(self._db)
+                finally:
+                    if self._db.in_transaction:
+                        self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if attempt == 1 and self._changed_under_us():
+                    self._reconnect()
+                    continue
+                raise StoreError(f"cannot read store {self.path}: {exc}") from None
+            if attempt == 1 and self._changed_under_us():
+                self._reconnect()  # a gateway started while we read: read again, the ordinary way
+                continue
+            return result
+        raise StoreError(f"cannot read store {self.path}: it kept changing while being read")
+
+    def _reconnect(self) -> None:
+        self._db.close()
+        self._db = self._connect()
+
+    def entries(self, since_s: float | None = None, until_s: float | None = None) -> list[AuditEntry]:
+        return self._read(lambda db: _select_entries(db, since_s, until_s))
+
+    def entry(self, entry_id: int) -> AuditEntry | None:
+        return self._read(lambda db: _select_entry(db, entry_id))
+
+    def open_record(self) -> ComplianceRecord | None:
+        return self._read(_select_open_record)
+
+    def records_of(self, anchor_ids: list[int]) -> dict[int, ComplianceRecord]:
+        """The compliance records (closed or open) anchored to the rows ``anchor_ids``."""
+        return self._read(lambda db: _records_of(db, anchor_ids))
+
+    def recent_commands(self, n: int = 10) -> list[CommandOutcome]:
+        return self._read(lambda db: _recent_commands(db, n))
+
+    def verify_chain(self) -> ChainReport:
+        return self._read(_verify_chain)
+
+    def snapshot(self) -> tuple[list[AuditEntry], ComplianceRecord | None]:
+        """Every entry and the open record, from one consistent read."""
+        return self._read(lambda db: (_select_entries(db), _select_open_record(db)))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

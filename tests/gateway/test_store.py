@@ -1,17 +1,24 @@
-"""The durable store: resumes the limit and mode, audits commands, fails loudly."""
+"""The durable store: resumes the limit and mode, audits commands in a hash chain, upgrades, fails loudly."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import gateway.store as store_module
+from gateway.compliance import ComplianceRecord, ComplianceTracker, RecordKind, dumps, record_to_dict, summary
+from gateway.decisions import ConfirmSetpoint, LimitChanged
 from gateway.durable import DurableLimit
 from gateway.errors import StoreError
-from gateway.model import Mode
-from gateway.store import AuditRow, Store
+from gateway.model import LimitSource, Mode, Quality
+from gateway.store import SCHEMA_VERSION, AuditReader, AuditRow, Store
 
 
 def test_limit_survives_reopen(tmp_path: Path) -> None:
@@ -230,3 +237,327 @@ def test_a_missing_store_with_its_wal_left_behind_refuses_to_start(tmp_path: Pat
     with pytest.raises(StoreError, match="is missing but its write-ahead log"):
         Store(path)
     assert not path.exists()
+
+
+# -- schema versions and migrations ---------------------------------------------------------
+
+# What the previous release (0.1.0, git 46acd10: gateway/store.py) created, verbatim.
+RELEASE_0_1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS limit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    mode TEXT NOT NULL,
+    setpoint_w REAL,
+    changed_at_s REAL NOT NULL,
+    hold_started_at_s REAL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at_s REAL NOT NULL,
+    peer TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value_w REAL,
+    time_tag_s REAL,
+    accepted INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def write_release_0_1_store(path: Path) -> list[AuditRow]:
+    """A store as the 0.1.0 release's code left it: WAL mode, its schema, a limit and audit rows."""
+    rows = [
+        AuditRow(100.0, "10.0.0.1:2404", "C_SE_NC_1", 0.0, None, False, "below_min", "0 W is below 6000 W"),
+        AuditRow(101.0, "10.0.0.1:2404", "C_SE_TC_1", 20000.0, 100.5, True, "ok", ""),
+        AuditRow(102.0, "10.0.0.1:2404", "C_SE_NC_1", None, None, False, "not_finite", "nan"),
+    ]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(RELEASE_0_1_SCHEMA)
+    db.execute(
+        "INSERT INTO limit_state (id, mode, setpoint_w, changed_at_s, hold_started_at_s)"
+        " VALUES (1, 'normal', 20000.0, 101.0, NULL)"
+    )
+    for r in rows:
+        db.execute(
+            "INSERT INTO audit (received_at_s, peer, kind, value_w, time_tag_s, accepted, reason, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.received_at_s, r.peer, r.kind, r.value_w, r.time_tag_s, int(r.accepted), r.reason, r.detail),
+        )
+    db.close()
+    return rows
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def schema_of(path: Path) -> list[tuple[str, str]]:
+    db = sqlite3.connect(path)
+    try:
+        return sorted(db.execute("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_store_written_by_the_previous_release_is_upgraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    rows = write_release_0_1_store(path)
+    assert user_version(path) == 0
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert any("upgraded from schema version 0 to 1" in r.getMessage() for r in caplog.records)
+    assert store.load_limit() == DurableLimit(Mode.NORMAL, 20000.0, 101.0)  # the limit came through
+    assert store.audit() == rows  # and the audit log, in order
+    report = store.verify_chain()  # chained as it was found
+    assert (report.ok, report.entries, report.head_id) == (True, 3, 3)
+    store.save_master_seen(103.0)  # the new column works
+    new_id = store.append_audit(AuditRow(104.0, "m", "C_SE_NC_1", 30000.0, None, True, "ok", ""))
+    assert new_id == 4 and store.verify_chain().ok
+    store.close()
+    assert user_version(path) == SCHEMA_VERSION
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        again = Store(path)  # nothing left to migrate
+    assert not caplog.records
+    assert again.load_limit() == DurableLimit(Mode.NORMAL, 20000.0, 101.0, None, 103.0)
+    assert again.verify_chain().entries == 4
+    again.close()
+
+
+def test_a_fresh_store_and_an_upgraded_one_have_the_same_schema(tmp_path: Path) -> None:
+    fresh, old = tmp_path / "fresh.sqlite3", tmp_path / "old.sqlite3"
+    Store(fresh).close()
+    write_release_0_1_store(old)
+    Store(old).close()
+    assert schema_of(fresh) == schema_of(old)
+    assert user_version(fresh) == user_version(old) == SCHEMA_VERSION
+
+
+def test_a_store_from_a_newer_ocpp809_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this ocpp809"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_a_migration_that_fails_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.sqlite3"
+    write_release_0_1_store(path)
+    before = schema_of(path)
+
+    def half_done(db: sqlite3.Connection) -> str:
+        db.execute("ALTER TABLE audit ADD COLUMN body TEXT")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "_MIGRATIONS", ((1, half_done),))
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(path)
+    assert schema_of(path) == before and user_version(path) == 0
+    monkeypatch.undo()
+    store = Store(path)  # the real migration still runs afterwards
+    assert store.verify_chain().entries == 3
+    store.close()
+
+
+# -- the chain ------------------------------------------------------------------------------
+
+
+def chained_store(path: Path, n: int = 5) -> None:
+    store = Store(path)
+    for i in range(n):
+        store.append_audit(AuditRow(10.0 + i, "m", "C_SE_NC_1", 10000.0 + i, None, True, "ok", f"#{i + 1}"))
+    store.close()
+
+
+def tamper(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+TAMPERING = {
+    "a value edited": ("UPDATE audit SET value_w = 99999 WHERE id = 3", 3, "was edited"),
+    "a reason edited": ("UPDATE audit SET reason = 'below_min', accepted = 0 WHERE id = 2", 2, "was edited"),
+    "a row deleted": ("DELETE FROM audit WHERE id = 3", 4, "an entry between them was deleted"),
+    "the first row deleted": ("DELETE FROM audit WHERE id = 1", 2, "the start of the log"),
+    "the last row deleted": ("DELETE FROM audit WHERE id = 5", 5, "entries at the end were deleted"),
+    "a link edited": (f"UPDATE audit SET prev_hash = '{'0' * 64}' WHERE id = 4", 4, "entry #3"),
+    "the head dropped": ("DELETE FROM audit_head", 6, "its head says no entry"),
+}
+
+
+@pytest.mark.parametrize("how", TAMPERING)
+def test_verify_finds_the_first_row_that_was_edited_or_deleted(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "s.sqlite3"
+    chained_store(path)
+    sql, bad_id, why = TAMPERING[how]
+    tamper(path, sql)
+    store = Store(path)
+    report = store.verify_chain()
+    store.close()
+    assert not report.ok
+    assert report.first_bad_id == bad_id and why in (report.problem or ""), report
+
+
+def test_a_row_rehashed_after_an_edit_is_found_at_the_next_link(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    chained_store(path)
+    store = Store(path)
+    [third] = [e for e in store.entries() if e.id == 3]
+    store.close()
+    forged = store_module.entry_hash(
+        third.prev_hash, 3, third.row.received_at_s, "m", "C_SE_NC_1", 1.0, None, True, "ok", "#3", None
+    )
+    tamper(path, f"UPDATE audit SET value_w = 1.0, hash = '{forged}' WHERE id = 3")
+    store = Store(path)
+    report = store.verify_chain()
+    store.close()
+    assert (report.first_bad_id, report.entries) == (4, 3)
+
+
+reals = st.one_of(st.none(), st.floats(), st.integers(-(2**53), 2**53))
+
+
+@given(
+    value=reals,
+    time_tag=reals,
+    received=st.floats(allow_nan=False),
+    text=st.text(st.characters(blacklist_categories=["Cs"])),
+    accepted=st.booleans(),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_row_hashes_the_same_read_back(
+    tmp_path_factory: pytest.TempPathFactory,
+    value: float | None,
+    time_tag: float | None,
+    received: float,
+    text: str,
+    accepted: bool,
+) -> None:
+    path = tmp_path_factory.mktemp("chain") / "s.sqlite3"
+    store = Store(path)
+    try:
+        store.append_audit(AuditRow(received, text, "C_SE_NC_1", value, time_tag, accepted, text, text))
+        store.append_entry(AuditRow(received, "ocpp809", "hold", value, None, True, "hold", text), '{"x":1}')
+        assert store.verify_chain().ok
+    finally:
+        store.close()
+
+
+# -- entries, the open record, and what the status page reads --------------------------------
+
+
+def test_the_gateways_own_entries_are_chained_but_not_commands(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    command = AuditRow(1.0, "m", "C_SE_NC_1", 20000.0, None, True, "ok", "")
+    hold = AuditRow(2.0, "ocpp809", "hold", 20000.0, None, True, "hold", "DSO link lost")
+    store.append_audit(command)
+    store.append_entry(hold, '{"kind":"hold"}', sync=False)
+    assert store.audit() == [command]  # the command log as before
+    assert [(e.id, e.row, e.body) for e in store.entries()] == [
+        (1, command, None),
+        (2, hold, '{"kind":"hold"}'),
+    ]
+    assert [e.id for e in store.entries(since_s=1.5)] == [2]
+    assert [e.id for e in store.entries(until_s=1.5)] == [1]
+    assert store.verify_chain().ok
+    store.close()
+
+
+def _record(anchor_id: int, opened_at_s: float, **changes: object) -> ComplianceRecord:
+    tracker = ComplianceTracker(22000.0, Quality.GOOD)
+    tracker.observe(
+        [ConfirmSetpoint(10000), LimitChanged(10000, LimitSource.DSO_SETPOINT, Mode.NORMAL, "DSO setpoint")],
+        opened_at_s,
+    )
+    tracker.anchor(anchor_id, RecordKind.COMMAND)
+    record = tracker.snapshot()
+    assert record is not None
+    return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+
+
+def test_an_open_record_is_kept_then_closed_onto_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    first = store.append_audit(AuditRow(10.0, "m", "C_SE_NC_1", 10000.0, None, True, "ok", ""))
+    refused = store.append_audit(AuditRow(11.0, "m", "C_SE_NC_1", 0.0, None, False, "below_min", "too low"))
+    open_record = _record(first, 10.0)
+    store.save_open_record(dumps(record_to_dict(open_record)), 10.0)
+    store.close()
+    store = Store(path)
+    assert store.load_open_record() == open_record  # kept across a restart
+    [newest, older] = store.recent_commands(2)
+    assert (newest.entry.id, newest.record) == (refused, None)
+    assert (older.entry.id, older.record) == (first, open_record)  # the open one, provisional
+
+    closed = dataclasses.replace(open_record, complied_at_s=14.0, closed_at_s=20.0, close_reason="next")
+    row = AuditRow(10.0, "ocpp809", "compliance", 10000.0, None, True, "complied", summary(closed))
+    record_id = store.close_record(row, dumps(record_to_dict(closed)))
+    assert store.load_open_record() is None
+    [_, older] = store.recent_commands(5)
+    assert older.record == closed and older.record.time_to_comply_s == 4.0
+    [entry] = [e for e in store.entries() if e.id == record_id]
+    assert entry.record() == closed and not entry.is_command
+    assert store.audit() == [r.row for r in store.entries() if r.body is None]
+    assert store.verify_chain().entries == 3
+    store.close()
+
+
+# -- reading beside a running gateway -------------------------------------------------------
+
+
+def test_a_reader_beside_the_gateway_never_makes_its_checks_fail(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    store.save_limit(DurableLimit(Mode.NORMAL, 20000.0, 1.0))
+    for i in range(5):
+        store.append_audit(AuditRow(float(i), "m", "C_SE_NC_1", 20000.0, None, True, "ok", ""))
+        with AuditReader(path) as reader:  # an open reader while the gateway writes, too
+            assert len(reader.entries()) == i + 1
+            store.save_limit(DurableLimit(Mode.NORMAL, 20000.0 + i, 2.0 + i))
+            assert reader.verify_chain().ok
+    assert store.failure is None
+    store.append_audit(AuditRow(9.0, "m", "C_SE_NC_1", 25000.0, None, True, "ok", ""))
+    store.close()
+
+
+def test_reading_a_store_no_gateway_has_open_creates_no_files(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    chained_store(path, 2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with AuditReader(path) as reader:
+        assert [e.id for e in reader.entries()] == [1, 2] and reader.verify_chain().ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    store = Store(path)  # and a gateway starts on it as usual
+    store.append_audit(AuditRow(20.0, "m", "C_SE_NC_1", 10000.0, None, True, "ok", ""))
+    store.close()
+
+
+def test_a_reader_says_why_it_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        AuditReader(tmp_path / "missing.sqlite3")
+    old = tmp_path / "old.sqlite3"
+    write_release_0_1_store(old)
+    with pytest.raises(StoreError, match="start the gateway once with this ocpp809"):
+        AuditReader(old)
+    foreign = tmp_path / "foreign.sqlite3"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    with pytest.raises(StoreError, match="is not an ocpp809 store"):
+        AuditReader(foreign)
