@@ -41,6 +41,7 @@ from gateway.events import (
 )
 from gateway.metrics import CoreMetrics
 from gateway.model import Mode, RejectReason
+from gateway.proof import ProofRecorder
 from gateway.store import AuditRow, Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class CoreRuntime:
         self._link_stored = arbiter.link_up  # the link state whose last-seen time the store has
         self._store_fault_logged: str | None = None
         self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
+        # Proof of execution (issue 12): compliance records and limit entries, fed from here.
+        self.proof = ProofRecorder(store, arbiter.view(), metrics.registry, clock, metrics.store_errors.inc)
 
     def add_listener(self, listener: Listener) -> None:
         """``listener`` gets every batch of decisions, on the loop thread; it must not block."""
@@ -103,6 +106,7 @@ class CoreRuntime:
         decision = self.arbiter.limit_changed(reason)
         level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
         log.log(level, "limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
+        self.proof.start([decision], self.clock())  # proof of execution: the limit it starts with
         self._dispatch([decision])
         self._arm_deadline()
         self.scheduler.add_job(
@@ -152,7 +156,9 @@ class CoreRuntime:
             log.info("setpoint %r W from %s refused: %s", event.value_w, event.peer, reject.detail)
         else:  # pragma: no cover - the arbiter answers every setpoint
             outcome = SetpointOutcome(False, RejectReason.INTERNAL_ERROR, "the core gave no answer")
-        self._audit(event, now, outcome)
+        audit_id = self._audit(event, now, outcome)
+        if outcome.accepted:
+            self.proof.command_audited(audit_id)  # proof of execution: the record sits beside this row
         return outcome
 
     def refuse_command(
@@ -171,6 +177,7 @@ class CoreRuntime:
             self.scheduler.shutdown(wait=False)
         if self.arbiter.link_up:  # the master was there until now: the downtime starts here
             self._save_master_seen(self.clock(), sync=True)
+        self.proof.close()  # proof of execution: the open record closes with the gateway
         self.store.close()
 
     # -- internals -------------------------------------------------------------
@@ -181,6 +188,7 @@ class CoreRuntime:
         decisions = self.arbiter.handle(event, now)
         self._persist_if_changed(before)
         self._count(event)
+        self.proof.observe(event, decisions, now)  # proof of execution (issue 12)
         if not isinstance(event, MeterSampled) or decisions and len(decisions) > 1:
             self._observe_fleet(event, decisions, now)
         for decision in decisions:
@@ -302,11 +310,11 @@ class CoreRuntime:
             case _:
                 pass
 
-    def _audit(self, event: SetpointReceived, now: float, outcome: SetpointOutcome) -> None:
+    def _audit(self, event: SetpointReceived, now: float, outcome: SetpointOutcome) -> int | None:
         result = "accepted" if outcome.accepted else "rejected"
         reason = "ok" if outcome.reason is None else outcome.reason.value
         self.metrics.setpoints.labels(result, reason).inc()
-        self._write_audit(
+        return self._write_audit(
             AuditRow(
                 now,
                 event.peer,
@@ -319,12 +327,13 @@ class CoreRuntime:
             )
         )
 
-    def _write_audit(self, row: AuditRow) -> None:
+    def _write_audit(self, row: AuditRow) -> int | None:
         try:
-            self.store.append_audit(row)
+            return self.store.append_audit(row)
         except StoreError as exc:
             self.metrics.store_errors.inc()
             log.error("audit row lost: %s (%s)", row, exc)
+            return None
 
     def _dispatch(self, decisions: list[Decision]) -> None:
         if not decisions:
