@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.set_defaults(handler=_cmd_release)
 
+    from gateway.audit_cli import register as register_audit  # ocpp809 audit list|show|export|verify
+
+    register_audit(sub)
+
     for module_name in _EXTRA_COMMANDS:
         try:
             module = __import__(module_name, fromlist=["register"])
