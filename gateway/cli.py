@@ -49,7 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_until_stopped(config, stop)
+        await run_until_stopped(config, stop, config_file=args.config)
 
     asyncio.run(main())
     return 0

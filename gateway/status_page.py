@@ -53,7 +53,7 @@ from gateway import __version__
 from gateway.arbiter import SiteView, StationView
 from gateway.config import MetricsConfig
 from gateway.runtime import CoreRuntime
-from gateway.store import AuditRow
+from gateway.store import CommandOutcome
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Snapshot:
     taken_at_s: float
     site: SiteView
     fallback_limit_w: float
-    commands: tuple[AuditRow, ...]  # newest first
+    commands: tuple[CommandOutcome, ...]  # newest first, each with its compliance record
     commands_error: str | None  # the audit log could not be read
     store_path: str
     store_failure: str | None
@@ -85,12 +85,10 @@ class Snapshot:
 
 def take_snapshot(runtime: CoreRuntime) -> Snapshot:
     """Copy what the page needs. Call it on the event loop thread only."""
-    commands: tuple[AuditRow, ...] = ()
+    commands: tuple[CommandOutcome, ...] = ()
     error: str | None = None
     try:
-        # The audit rows (compliance records with a time to comply are not in the store yet).
-        # Store.audit() reads the whole log: a bounded query belongs in the store.
-        commands = tuple(reversed(runtime.store.audit()[-RECENT_COMMANDS:]))
+        commands = tuple(runtime.store.recent_commands(RECENT_COMMANDS))  # a bounded query
     except Exception as exc:  # noqa: BLE001 - a broken audit log must not take the page down
         error = str(exc)
     return Snapshot(
@@ -148,14 +146,22 @@ def _station_row(station: StationView) -> str:
     return f'<tr data-station="{_e(station.station_id)}">{"".join(cells)}</tr>'
 
 
-def _command_row(row: AuditRow) -> str:
+def _command_row(command: CommandOutcome) -> str:
+    row, record = command.entry.row, command.record
     outcome = "accepted" if row.accepted else f"rejected: {row.reason}"
+    if record is None or not row.accepted:
+        comply = "-"
+    elif record.time_to_comply_s is not None:
+        comply = f"{record.time_to_comply_s:.2f} s" + (" (so far)" if not record.closed else "")
+    else:
+        comply = "not yet" if not record.closed else "did not comply"
     cells = (
         f'<td class="at">{_e(_utc(row.received_at_s))}</td>',
         f"<td>{_e(row.peer)}</td>",
         f"<td>{_e(row.kind)}</td>",
         f'<td class="num">{_watts(row.value_w) if row.value_w is not None else "-"}</td>',
         f"<td>{_yes(row.accepted, 'accepted', _e(outcome))}</td>",
+        f'<td class="num">{_e(comply)}</td>',
         f"<td>{_e(row.detail)}</td>",
     )
     return f"<tr>{''.join(cells)}</tr>"
@@ -230,8 +236,8 @@ def render_status(snapshot: Snapshot | str) -> str:
         parts.append('<p id="stations">No station known to the core yet.</p>')
     parts.append(f"<h2>Last DSO commands (newest first, up to {RECENT_COMMANDS})</h2>")
     parts.append(
-        '<p class="meta">As audited: the outcome of each command. The time to comply is not'
-        " recorded by this version.</p>"
+        '<p class="meta">As audited: the outcome of each command, and its time to comply: from the'
+        " command until the measured site total stayed at or below the limit.</p>"
     )
     if snapshot.commands_error is not None:
         why = _e(snapshot.commands_error)
@@ -239,7 +245,7 @@ def render_status(snapshot: Snapshot | str) -> str:
     elif snapshot.commands:
         parts.append(
             '<table id="commands"><thead><tr><th>Received (UTC)</th><th>Peer</th><th>Kind</th>'
-            "<th>Value</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>"
+            "<th>Value</th><th>Outcome</th><th>Time to comply</th><th>Detail</th></tr></thead><tbody>"
         )
         parts += [_command_row(row) for row in snapshot.commands]
         parts.append("</tbody></table>")

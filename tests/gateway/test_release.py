@@ -53,7 +53,9 @@ def test_release_command_against_a_running_gateway(tmp_path: Path) -> None:
     # No gateway has ever served this store: one line, exit 1.
     early = run_cli("release", "cp9", "--reason", "gone", "--config", str(config))
     assert early.returncode == 1 and early.stderr.strip().startswith("error: no gateway has served")
-    with running_gateway(config):
+    with running_gateway(config) as (_, seen):
+        # The start-up log names the configuration file in use.
+        assert any(f"configuration {config.resolve()}," in line for line in seen), seen
         result = run_cli("release", "cp9", "--reason", "gone", "--config", str(config), "--timeout", "20")
         assert result.returncode == 1
         assert result.stderr.strip() == "error: unknown station"

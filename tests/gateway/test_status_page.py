@@ -36,7 +36,7 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.model import LimitSource, Mode, OcppVersion, ProfileOutcome, Quality, RejectReason
 from gateway.status_page import ANSWER_TIMEOUT_S, Snapshot, health, render_status
-from gateway.store import AuditRow
+from gateway.store import AuditEntry, AuditRow, CommandOutcome
 from iec104.master import Iec104Master
 from iec104.outstation import Iec104Outstation
 from ocpp_side.server import StationServer
@@ -292,6 +292,8 @@ async def test_the_status_page_shows_the_live_site_in_headless_chromium(tmp_path
             ["C_SE_NC_1", "20000 W", "accepted"],
         ]
         assert commands[0][1].startswith("127.0.0.1")  # the master's address
+        # The accepted command has its compliance record: a time to comply, or not yet.
+        assert commands[0][5] == "-" and re.fullmatch(r"\d+\.\d\d s( \(so far\))?|not yet", commands[1][5])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", commands[0][0])
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
@@ -315,7 +317,7 @@ def snapshot(**changes: Any) -> Snapshot:
         "taken_at_s": 1.7e9,
         "site": site,
         "fallback_limit_w": 10000.0,
-        "commands": (row,),
+        "commands": (CommandOutcome(AuditEntry(1, row, None, "", ""), None),),
         "commands_error": None,
         "store_path": "/var/lib/<x>.sqlite3",
         "store_failure": None,
