@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from gateway.model import OcppVersion
 from ocpp_side.peer_log import brief
 
 MAX_ID_LEN = 36  # OCPP-J: a message id is at most 36 characters
@@ -33,7 +32,8 @@ class MessageType(IntEnum):
 
 
 class ErrorKind(StrEnum):
-    """What went wrong, independent of how each OCPP version spells its error code."""
+    """What went wrong, independent of how each OCPP version spells its error code
+    (each version module's ``ERROR_CODES`` table)."""
 
     FORMAT = "format"
     PROTOCOL = "protocol"
@@ -46,40 +46,6 @@ class ErrorKind(StrEnum):
     GENERIC = "generic"
     RPC_FRAMEWORK = "rpc_framework"
     MESSAGE_TYPE = "message_type"
-
-
-_CODES: dict[OcppVersion, dict[ErrorKind, str]] = {
-    OcppVersion.V16: {
-        ErrorKind.FORMAT: "FormationViolation",  # the 1.6 spelling
-        ErrorKind.PROTOCOL: "ProtocolError",
-        ErrorKind.TYPE: "TypeConstraintViolation",
-        ErrorKind.PROPERTY: "PropertyConstraintViolation",
-        ErrorKind.OCCURRENCE: "OccurenceConstraintViolation",  # sic, as in OCPP-J 1.6
-        ErrorKind.NOT_IMPLEMENTED: "NotImplemented",
-        ErrorKind.NOT_SUPPORTED: "NotSupported",
-        ErrorKind.INTERNAL: "InternalError",
-        ErrorKind.GENERIC: "GenericError",
-        ErrorKind.RPC_FRAMEWORK: "FormationViolation",  # 1.6 has no RpcFrameworkError
-        ErrorKind.MESSAGE_TYPE: "ProtocolError",  # nor MessageTypeNotSupported
-    },
-    OcppVersion.V201: {
-        ErrorKind.FORMAT: "FormatViolation",
-        ErrorKind.PROTOCOL: "ProtocolError",
-        ErrorKind.TYPE: "TypeConstraintViolation",
-        ErrorKind.PROPERTY: "PropertyConstraintViolation",
-        ErrorKind.OCCURRENCE: "OccurrenceConstraintViolation",
-        ErrorKind.NOT_IMPLEMENTED: "NotImplemented",
-        ErrorKind.NOT_SUPPORTED: "NotSupported",
-        ErrorKind.INTERNAL: "InternalError",
-        ErrorKind.GENERIC: "GenericError",
-        ErrorKind.RPC_FRAMEWORK: "RpcFrameworkError",
-        ErrorKind.MESSAGE_TYPE: "MessageTypeNotSupported",
-    },
-}
-
-
-def error_code(version: OcppVersion, kind: ErrorKind) -> str:
-    return _CODES[version][kind]
 
 
 class OcppViolation(Exception):

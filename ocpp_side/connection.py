@@ -31,21 +31,14 @@ from gateway.events import Event, MeterSampled, ProfileResult, StationActivity
 from gateway.model import OcppVersion, ProfileOutcome
 from ocpp_side import codec, schemas
 from ocpp_side.activity import Activity
-from ocpp_side.answers import SERVED
+from ocpp_side.answers import served
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.meter import StationMeter, power_w
+from ocpp_side.observations import ConnectorStatus, Observation, TransactionUpdate
 from ocpp_side.peer_log import printable
 from ocpp_side.profiles import ProfileLevel, StationCaps, retry_delay_s
-from ocpp_side.station_setup import (
-    Discovered,
-    MeteringPlan,
-    Setting,
-    accepted_settings,
-    discovery_request,
-    metering_settings,
-    parse_discovery,
-    setting_requests,
-)
+from ocpp_side.station_setup import Discovered, MeteringPlan, Setting
+from ocpp_side.versions import rules_for
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
@@ -98,11 +91,11 @@ _PROFILE_OUTCOME = {
 class StationConnection:
     __slots__ = (
         "_boot_timer",
-        "activity",
         "_ids",
         "_retry_attempt",
         "_retry_timer",
         "_setup_task",
+        "activity",
         "caps",
         "closed",
         "deadline",
@@ -119,6 +112,8 @@ class StationConnection:
         "outlet_of_tx",
         "queue",
         "relay",
+        "rules",
+        "served",
         "server",
         "station_id",
         "version",
@@ -132,6 +127,8 @@ class StationConnection:
         self.ws = ws
         self.station_id = station_id
         self.version = version
+        self.rules = rules_for(version)  # every version rule, picked once
+        self.served = served(self.rules)
         self.queue: deque[OutgoingCall] = deque()
         self.inflight: OutgoingCall | None = None
         self.inflight_id: str | None = None
@@ -278,7 +275,9 @@ class StationConnection:
         else:
             self.limit_dirty = False
             return None
-        payload, encoded = self.server.profile_payload(self.version, level, value_w, caps, limit.valid_until_s)
+        payload, encoded = self.server.profile_payload(
+            self.version, level, value_w, caps, limit.valid_until_s
+        )
         return OutgoingCall(
             "SetChargingProfile",
             payload,
@@ -376,7 +375,7 @@ class StationConnection:
             await self._send_error(frame.unique_id, frame.kind, frame.description)
 
     async def _send_error(self, unique_id: str, kind: ErrorKind, description: str) -> None:
-        code = codec.error_code(self.version, kind)
+        code = self.rules.ERROR_CODES[kind]
         self.server.metrics.call_errors_sent.labels(code).inc()
         try:
             await self.ws.send(codec.encode_error(unique_id, code, description), text=True)
@@ -417,13 +416,13 @@ class StationConnection:
     async def _on_call(self, call: Call) -> dict[str, Any] | None:
         server = self.server
         try:
-            if call.action not in SERVED[self.version] and call.action in schemas.known_actions(self.version):
+            if call.action not in self.served and call.action in schemas.known_actions(self.version):
                 # A central system's action (Reset, SetChargingProfile ...) sent by a station.
                 raise OcppViolation(
                     ErrorKind.NOT_SUPPORTED, f"{call.action} is not served by this central system"
                 )
             schemas.validate(self.version, call.action, call.payload, request=True)
-            response = server.answers.answer(self.version, call.action, call.payload)
+            response = server.answers.answer(self.rules, call.action, call.payload, server.clock())
         except OcppViolation as exc:
             # Once, bounded: the description names the action already (2 MB of it, maybe).
             text = exc.description if exc.description.startswith(call.action) else f"{call.action}: {exc}"
@@ -452,57 +451,47 @@ class StationConnection:
 
     async def _after_call(self, call: Call, response: dict[str, Any]) -> None:
         """What a station's call means for the core and for the session (after answering it)."""
-        action, payload = call.action, call.payload
-        if action == "BootNotification":
+        if call.action == "BootNotification":
             log.info("%s: booted (%s)", self.station_id, self.version.value)
             self.open_session(boot=True)
             return
         if not self.opened:
             self.open_session(boot=False)  # it talks, so it has booted before: set it up
+        observation = self.rules.observe(call.action, call.payload, response)
+        if observation is not None:
+            await self._observed(observation)
+
+    async def _observed(self, observation: Observation) -> None:
+        """What the station's call means for the core: is an EV charging, what it draws."""
+        charging: bool | None = None
         watts: float | None = None
         outlet: int | str = 0
-        charging = self._activity(action, payload, response)
+        if isinstance(observation, ConnectorStatus):
+            charging = self.activity.status(observation.connector, observation.status)
+        elif isinstance(observation, TransactionUpdate):
+            tx_id = observation.transaction_id
+            charging = self.activity.transaction(str(tx_id), observation.running)
+            if observation.outlet is not None:
+                self.outlet_of_tx[tx_id] = observation.outlet
+            if observation.meter_values is None:  # no power in it: 0 W where it ran, once it stops
+                if not observation.running:
+                    stopped = self.outlet_of_tx.pop(tx_id, None)
+                    if stopped is not None:
+                        outlet, watts = stopped, 0.0
+            else:
+                # An outlet not named yet still must not pass for the main meter (outlet 0).
+                outlet = self.outlet_of_tx.get(tx_id, f"tx:{tx_id}")
+                watts = power_w(observation.meter_values)
+                if not observation.running:
+                    self.outlet_of_tx.pop(tx_id, None)
+                    watts = 0.0  # no transaction, no charging on that outlet
+        else:
+            outlet, watts = observation.outlet, power_w(observation.meter_values)
         if charging is not None:
             log.info("%s: %s", self.station_id, "EV charging" if charging else "no EV charging (idle)")
             await self.server.runtime.submit(StationActivity(self.station_id, charging))
-        if action == "MeterValues":
-            outlet = payload["connectorId"] if self.version is OcppVersion.V16 else payload["evseId"]
-            watts = power_w(payload["meterValue"])
-        elif action == "TransactionEvent":
-            tx_id = payload["transactionInfo"]["transactionId"]
-            evse = payload.get("evse")
-            if evse is not None:
-                self.outlet_of_tx[tx_id] = evse["id"]
-            # An EVSE not named yet still must not pass for the main meter (outlet 0).
-            outlet = self.outlet_of_tx.get(tx_id, f"tx:{tx_id}")
-            watts = power_w(payload.get("meterValue", ()))
-            if payload["eventType"] == "Ended":
-                self.outlet_of_tx.pop(tx_id, None)
-                watts = 0.0  # no transaction, no charging on that EVSE
-        elif action == "StartTransaction":
-            self.outlet_of_tx[response["transactionId"]] = payload["connectorId"]
-        elif action == "StopTransaction":
-            stopped = self.outlet_of_tx.pop(payload["transactionId"], None)
-            if stopped is not None:
-                outlet, watts = stopped, 0.0
         if watts is not None:
             await self.server.runtime.submit(MeterSampled(self.station_id, self.meter.update(outlet, watts)))
-
-    def _activity(self, action: str, payload: dict[str, Any], response: dict[str, Any]) -> bool | None:
-        """Whether an EV charges here, if this call changed it (statuses and transactions)."""
-        activity = self.activity
-        if action == "StatusNotification":
-            if self.version is OcppVersion.V16:
-                return activity.status(payload["connectorId"], payload["status"])
-            return activity.status(payload["evseId"] * 1000 + payload["connectorId"], payload["connectorStatus"])
-        if action == "StartTransaction":
-            return activity.transaction(str(response.get("transactionId")), True)
-        if action == "StopTransaction":
-            return activity.transaction(str(payload["transactionId"]), False)
-        if action == "TransactionEvent":
-            running = payload["eventType"] != "Ended"
-            return activity.transaction(str(payload["transactionInfo"]["transactionId"]), running)
-        return None
 
     # -- setup -------------------------------------------------------------------
 
@@ -511,13 +500,11 @@ class StationConnection:
         try:
             caps = None if boot else server.known_caps.get(self.station_id)
             if caps is None:
-                action, payload = discovery_request(self.version)
+                action, payload = self.rules.discovery_request()
                 outcome = await self.call(action, payload)
                 if outcome.failure is CallFailure.CLOSED:
                     return
-                discovered = (
-                    parse_discovery(self.version, outcome.payload) if outcome.payload else Discovered()
-                )
+                discovered = self.rules.parse_discovery(outcome.payload) if outcome.payload else Discovered()
                 caps = server.station_caps(self.station_id, discovered)
                 server.known_caps[self.station_id] = caps
                 log.info(
@@ -543,11 +530,11 @@ class StationConnection:
             log.exception("%s: setup failed", self.station_id)
 
     async def _apply(self, settings: list[Setting]) -> list[bool]:
-        outcomes = [await self.call(a, p) for a, p in setting_requests(self.version, settings)]
-        return accepted_settings(self.version, settings, [o.payload or {} for o in outcomes])
+        outcomes = [await self.call(a, p) for a, p in self.rules.setting_requests(settings)]
+        return self.rules.accepted_settings(settings, [o.payload or {} for o in outcomes])
 
     async def _configure_metering(self, plan: MeteringPlan) -> None:
-        settings = metering_settings(self.version, plan, plan.measurands)
+        settings = self.rules.metering_settings(plan, plan.measurands)
         for setting, accepted in zip(settings, await self._apply(settings), strict=True):
             if accepted or self.closed:
                 continue

@@ -14,16 +14,14 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.model import OcppVersion
 from gateway.profile_cap import cap_limit
-from ocpp_side.profiles import StationCaps
+from ocpp_side.profiles import StationCaps, floor_tenth
+from ocpp_side.versions import VersionRules
 
-MAX_PURPOSE = {OcppVersion.V16: "ChargePointMaxProfile", OcppVersion.V201: "ChargingStationMaxProfile"}
 DEFAULT_PHASES = 3  # OCPP: numberPhases absent means three
 
 
@@ -38,50 +36,34 @@ class Verdict:
 PASS = Verdict()
 
 
-def _profile(version: OcppVersion, payload: dict[str, Any]) -> dict[str, Any]:
-    key = "csChargingProfiles" if version is OcppVersion.V16 else "chargingProfile"
-    profile: dict[str, Any] = payload[key]
-    return profile
-
-
-def _profile_id(version: OcppVersion, profile: dict[str, Any]) -> int:
-    return int(profile["chargingProfileId"] if version is OcppVersion.V16 else profile["id"])
-
-
-def _floor_tenth(value: float) -> float:
-    return max(0.0, math.floor(value * 10 + 1e-6) / 10)
-
-
 def capped_max_profile(
-    version: OcppVersion, payload: dict[str, Any], cap_w: float | None, caps: StationCaps | None
+    rules: VersionRules, payload: dict[str, Any], cap_w: float | None, caps: StationCaps | None
 ) -> dict[str, Any] | None:
     """``payload`` with its limits capped at ``cap_w``, or None when nothing needs capping."""
     if cap_w is None:
         return None
     voltage = caps.voltage_v if caps is not None else 230.0
-    profile = _profile(version, payload)
-    schedules = [profile["chargingSchedule"]] if version is OcppVersion.V16 else profile["chargingSchedule"]
+    schedules = rules.schedules_of(rules.profile_of(payload))
     changed: list[tuple[int, int, float]] = []
     for s_index, schedule in enumerate(schedules):
         in_watts = schedule["chargingRateUnit"] == "W"
         for p_index, period in enumerate(schedule["chargingSchedulePeriod"]):
             phases = period.get("numberPhases", DEFAULT_PHASES)
-            dso = _floor_tenth(cap_w if in_watts else cap_w / (voltage * phases))
+            dso = floor_tenth(cap_w if in_watts else cap_w / (voltage * phases))
             limit = cap_limit(float(period["limit"]), dso)
             if limit < period["limit"]:
                 changed.append((s_index, p_index, limit))
     if not changed:
         return None
     capped = copy.deepcopy(payload)
-    profile = _profile(version, capped)
-    schedules = [profile["chargingSchedule"]] if version is OcppVersion.V16 else profile["chargingSchedule"]
+    schedules = rules.schedules_of(rules.profile_of(capped))
     for s_index, p_index, limit in changed:
         schedules[s_index]["chargingSchedulePeriod"][p_index]["limit"] = limit
     return capped
 
 
 def judge(
-    version: OcppVersion,
+    rules: VersionRules,
     action: str,
     payload: dict[str, Any],
     reserved_ids: Collection[int],
@@ -90,15 +72,15 @@ def judge(
 ) -> Verdict:
     """The verdict on a schema-valid CSMS call ``action``; ``cap_w`` is the station's allocation."""
     if action == "SetChargingProfile":
-        profile = _profile(version, payload)
-        profile_id = _profile_id(version, profile)
+        profile = rules.profile_of(payload)
+        profile_id = rules.profile_id(profile)
         if profile_id in reserved_ids:
             return Verdict(answer={"status": "Rejected"})
-        if profile["chargingProfilePurpose"] != MAX_PURPOSE[version]:
+        if profile["chargingProfilePurpose"] != rules.MAX_PURPOSE:
             return PASS
-        return Verdict(payload=capped_max_profile(version, payload, cap_w, caps), max_profile_id=profile_id)
+        return Verdict(payload=capped_max_profile(rules, payload, cap_w, caps), max_profile_id=profile_id)
     if action == "ClearChargingProfile":
-        cleared = payload.get("id") if version is OcppVersion.V16 else payload.get("chargingProfileId")
+        cleared, _ = rules.cleared_profile(payload)
         if cleared in reserved_ids:
             return Verdict(answer={"status": "Unknown"})
         return Verdict(reapply=True)

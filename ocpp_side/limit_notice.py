@@ -3,25 +3,25 @@
 OCPP 2.0.1 K14 (External Charging Limit with Local Controller): NotifyChargingLimit with
 ``chargingLimitSource: SO`` and the schedule while a DSO limit is in force,
 ClearedChargingLimit when it is lifted. OCPP 1.6 has no such message: a vendor
-DataTransfer carrying the same 2.0.1 payload, when configured.
+DataTransfer carrying the same 2.0.1 payload, when configured (``v16.limit_call``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ocpp_side.codec import iso_utc
+from ocpp_side.versions import VersionRules
 
 VENDOR_ID = "ocpp809"
 SCHEDULE_ID = 809
+MODEL = "Local Controller"
 
 
 def limit_notice(
-    protocol: str, in_force: bool, limit_w: float, now_s: float, grid_critical: bool = True
+    rules: VersionRules, in_force: bool, limit_w: float, now_s: float, grid_critical: bool = True
 ) -> tuple[str, dict[str, Any]]:
-    """(action, payload) to send for the current DSO limit, for a ``protocol`` identity link."""
+    """(action, payload) to send for the current DSO limit on an identity link in ``rules``' version."""
     if in_force:
         action = "NotifyChargingLimit"
         payload: dict[str, Any] = {
@@ -37,16 +37,8 @@ def limit_notice(
         }
     else:
         action, payload = "ClearedChargingLimit", {"chargingLimitSource": "SO"}
-    if protocol == "ocpp1.6":
-        return "DataTransfer", {
-            "vendorId": VENDOR_ID,
-            "messageId": action,
-            "data": orjson.dumps(payload).decode(),
-        }
-    return action, payload
+    return rules.limit_call(action, payload, VENDOR_ID)
 
 
-def boot_notification(protocol: str) -> dict[str, Any]:
-    if protocol == "ocpp1.6":
-        return {"chargePointVendor": VENDOR_ID, "chargePointModel": "Local Controller"}
-    return {"reason": "PowerUp", "chargingStation": {"vendorName": VENDOR_ID, "model": "Local Controller"}}
+def boot_notification(rules: VersionRules) -> dict[str, Any]:
+    return rules.identity_boot(VENDOR_ID, MODEL)

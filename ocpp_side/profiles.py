@@ -1,4 +1,4 @@
-"""ApplyStationLimit → SetChargingProfile payloads per OCPP version (pure).
+"""ApplyStationLimit → station-wide maximum profiles, version-neutral (pure).
 
 Two station-wide maximum profiles with reserved ids, both ``Absolute``:
 - the *fallback* profile, at the lower stack level, carries the station's fallback
@@ -9,7 +9,8 @@ Two station-wide maximum profiles with reserved ids, both ``Absolute``:
   station's commitment until then, and re-sends the profile before it lapses.
 
 1.6: ``ChargePointMaxProfile`` on connectorId 0; 2.0.1: ``ChargingStationMaxProfile`` on
-evseId 0 (never ChargingStationExternalConstraints, which a controller may not set).
+evseId 0 (never ChargingStationExternalConstraints, which a controller may not set): the
+version modules wrap ``station_max`` in their payloads (``v16.set_charging_profile``).
 Limits are in W, or in A per phase with ``numberPhases`` when the station only takes
 current; always rounded *down* to the 0.1 resolution OCPP 1.6 accepts, so rounding can
 never lift a station above its share.
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.model import OcppVersion
 from ocpp_side.codec import iso_utc
 
 # Absolute schedules start this far in the past, so a station whose clock runs a little
@@ -67,29 +67,38 @@ def stack_levels(settings: ProfileSettings, caps: StationCaps) -> tuple[int, int
     return live, fallback
 
 
-def _floor_tenth(value: float) -> float:
+def floor_tenth(value: float) -> float:
+    """Down to the 0.1 resolution OCPP 1.6 accepts, never below 0."""
     return max(0.0, math.floor(value * 10 + 1e-6) / 10)
 
 
 def limit_in_unit(limit_w: float, caps: StationCaps) -> float:
     if caps.rate_unit is RateUnit.W:
-        return _floor_tenth(limit_w)
-    return _floor_tenth(limit_w / (caps.voltage_v * caps.phases))
+        return floor_tenth(limit_w)
+    return floor_tenth(limit_w / (caps.voltage_v * caps.phases))
 
 
-def set_charging_profile(
-    version: OcppVersion,
+@dataclass(frozen=True, slots=True)
+class StationMax:
+    """One station-wide maximum profile, in version-neutral parts: each version module
+    (``set_charging_profile``) wraps them in its own SetChargingProfile payload."""
+
+    profile_id: int
+    stack_level: int
+    schedule: dict[str, Any]  # chargingRateUnit, startSchedule, chargingSchedulePeriod
+    valid_to: str | None  # ISO 8601, the live profile only
+
+
+def station_max(
     level: ProfileLevel,
     limit_w: float,
     caps: StationCaps,
     settings: ProfileSettings,
     now_s: float,
     valid_until_s: float | None = None,
-) -> dict[str, Any]:
-    """The SetChargingProfile request payload installing ``limit_w`` at ``level``.
-
-    The live profile carries ``validTo = valid_until_s``; the fallback one never expires.
-    """
+) -> StationMax:
+    """The profile installing ``limit_w`` at ``level``; the live one carries
+    ``validTo = valid_until_s``, the fallback one never expires."""
     live_level, fallback_level = stack_levels(settings, caps)
     if level is ProfileLevel.LIVE:
         profile_id, stack_level = settings.live_profile_id, live_level
@@ -101,29 +110,10 @@ def set_charging_profile(
         "startSchedule": iso_utc(math.floor(now_s) - START_SLACK_S),
         "chargingSchedulePeriod": [period],
     }
-    profile: dict[str, Any]
-    if version is OcppVersion.V16:
-        profile = {
-            "chargingProfileId": profile_id,
-            "stackLevel": stack_level,
-            "chargingProfilePurpose": "ChargePointMaxProfile",
-            "chargingProfileKind": "Absolute",
-            "chargingSchedule": schedule,
-        }
-        payload = {"connectorId": 0, "csChargingProfiles": profile}
-    else:
-        schedule["id"] = profile_id
-        profile = {
-            "id": profile_id,
-            "stackLevel": stack_level,
-            "chargingProfilePurpose": "ChargingStationMaxProfile",
-            "chargingProfileKind": "Absolute",
-            "chargingSchedule": [schedule],
-        }
-        payload = {"evseId": 0, "chargingProfile": profile}
+    valid_to = None
     if level is ProfileLevel.LIVE and valid_until_s is not None and math.isfinite(valid_until_s):
-        profile["validTo"] = iso_utc(valid_until_s)
-    return payload
+        valid_to = iso_utc(valid_until_s)
+    return StationMax(profile_id, stack_level, schedule, valid_to)
 
 
 def retry_delay_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:

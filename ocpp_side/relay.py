@@ -46,10 +46,11 @@ from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.connection import CallFailure, CallOutcome, OutgoingCall, StationConnection
-from ocpp_side.csms_guard import MAX_PURPOSE, Verdict, capped_max_profile, judge
+from ocpp_side.csms_guard import Verdict, capped_max_profile, judge
 from ocpp_side.limit_notice import boot_notification, limit_notice
 from ocpp_side.outbox import Outbox
 from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink, client_ssl_context
+from ocpp_side.versions import rules_for
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
@@ -57,12 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What must reach the CSMS even when it is away (replayed in order from the outbox).
-DURABLE: dict[OcppVersion, frozenset[str]] = {
-    OcppVersion.V16: frozenset({"StartTransaction", "StopTransaction", "MeterValues", "StatusNotification"}),
-    OcppVersion.V201: frozenset({"TransactionEvent", "MeterValues", "StatusNotification"}),
-}
-_TX_REFERENCES = frozenset({"MeterValues", "StopTransaction"})  # 1.6 calls naming a transactionId
 Reply = tuple[CallResult | CallError, str]
 
 
@@ -106,7 +101,9 @@ class RelayHub:
         self.ssl_context = client_ssl_context(config) if config.csms_url.startswith("wss://") else None
         self.relays: dict[str, StationRelay] = {}
         self.identity: GatewayIdentity | None = None
-        if config.gateway_id and (config.gateway_protocol == "ocpp2.0.1" or config.notify_v16 != "none"):
+        if config.gateway_id and (
+            rules_for(OcppVersion(config.gateway_protocol)).NOTIFIES_LIMIT or config.notify_v16 != "none"
+        ):
             self.identity = GatewayIdentity(self)
         runtime.add_listener(self._on_decisions)
 
@@ -172,6 +169,7 @@ class StationRelay:
         self.conn = conn
         self.station_id = conn.station_id
         self.version = conn.version
+        self.rules = conn.rules
         password = hub.config.passwords.get(self.station_id, "")
         self.link = UpstreamLink(
             hub.link_settings(self.station_id, self.version.value, password),
@@ -282,7 +280,7 @@ class StationRelay:
                 return
         self.hub.metrics.local.inc()
         response = await conn.answer_locally(call)
-        if response is not None and call.action in DURABLE[self.version]:
+        if response is not None and call.action in self.rules.DURABLE:
             local_tx = response.get("transactionId") if call.action == "StartTransaction" else None
             self.hub.outbox.append(self.station_id, call.action, raw, local_tx)
             self.hub.metrics.outbox_appended.inc()
@@ -334,7 +332,7 @@ class StationRelay:
 
     def _mapped(self, action: str, raw: str) -> str:
         """``raw`` unchanged, unless it names a 1.6 transaction the CSMS knows by another id."""
-        if not self._tx_map or self.version is not OcppVersion.V16 or action not in _TX_REFERENCES:
+        if not self._tx_map or action not in self.rules.TX_REFERENCES:
             return raw
         frame = codec.parse_frame(raw)
         assert type(frame) is Call
@@ -387,7 +385,7 @@ class StationRelay:
             self._error_upstream(frame.unique_id, frame.kind, frame.description)
 
     def _error_upstream(self, unique_id: str, kind: ErrorKind, description: str) -> None:
-        self.link.send(codec.encode_error(unique_id, codec.error_code(self.version, kind), description))
+        self.link.send(codec.encode_error(unique_id, self.rules.ERROR_CODES[kind], description))
 
     def _csms_call(self, call: Call, text: str) -> None:
         conn, version = self.conn, self.version
@@ -401,7 +399,7 @@ class StationRelay:
             self._error_upstream(call.unique_id, ErrorKind.GENERIC, "the station is not connected")
             return
         cap_w = conn.limit.limit_w if conn.limit is not None else None
-        verdict = judge(version, call.action, call.payload, self.hub.reserved_ids, cap_w, conn.caps)
+        verdict = judge(self.rules, call.action, call.payload, self.hub.reserved_ids, cap_w, conn.caps)
         if verdict.answer is not None:
             log.info("%s: CSMS %s on a reserved profile refused", self.station_id, call.action)
             self.hub.metrics.guarded.labels(call.action, "refused").inc()
@@ -413,7 +411,7 @@ class StationRelay:
             log.info("%s: CSMS station maximum capped at the DSO allocation %.0f W", self.station_id, cap_w)
             self.hub.metrics.guarded.labels(call.action, "capped").inc()
             payload, raw_frame = verdict.payload, None  # re-encoded (and validated) with the CSMS's id
-        if version is OcppVersion.V16 and call.action == "RemoteStopTransaction":
+        if call.action in self.rules.CSMS_TX_REFERENCES:
             local = {csms: local for local, csms in self._tx_map.items()}.get(payload["transactionId"])
             if local is not None:
                 payload, raw_frame = {**payload, "transactionId": local}, None
@@ -436,15 +434,11 @@ class StationRelay:
         conn.server.wake(conn)
 
     def _forget_max(self, clear: dict[str, Any]) -> None:
-        if self.version is OcppVersion.V16:
-            profile_id, purpose = clear.get("id"), clear.get("chargingProfilePurpose")
-        else:
-            criteria = clear.get("chargingProfileCriteria") or {}
-            profile_id, purpose = clear.get("chargingProfileId"), criteria.get("chargingProfilePurpose")
+        profile_id, purpose = self.rules.cleared_profile(clear)
         if profile_id is not None:
             self._csms_max.pop(profile_id, None)
             self._installed_max.pop(profile_id, None)
-        elif purpose in (None, MAX_PURPOSE[self.version]):
+        elif purpose in (None, self.rules.MAX_PURPOSE):
             self._csms_max.clear()
             self._installed_max.clear()
 
@@ -470,7 +464,7 @@ class StationRelay:
     def recap(self, limit_w: float) -> None:
         """The station's allocation moved: cap the CSMS's station maximums again."""
         for profile_id, original in self._csms_max.items():
-            payload = capped_max_profile(self.version, original, limit_w, self.conn.caps) or original
+            payload = capped_max_profile(self.rules, original, limit_w, self.conn.caps) or original
             if payload != self._installed_max.get(profile_id):
                 self._installed_max[profile_id] = payload
                 self.conn.call("SetChargingProfile", payload)  # a gateway call: its answer stays here
@@ -482,8 +476,8 @@ class GatewayIdentity:
     def __init__(self, hub: RelayHub) -> None:
         c = hub.config
         self.hub = hub
-        self.protocol = c.gateway_protocol
-        self.version = OcppVersion(c.gateway_protocol)
+        self.rules = rules_for(OcppVersion(c.gateway_protocol))
+        self.version = self.rules.VERSION
         self.link = UpstreamLink(
             hub.link_settings(c.gateway_id, c.gateway_protocol, c.gateway_password),
             self._on_frame,
@@ -515,7 +509,7 @@ class GatewayIdentity:
         if not in_force and not self._in_force:
             return  # nothing was reported, nothing to clear
         self._in_force = in_force
-        self._latest = limit_notice(self.protocol, in_force, limit_w, self.hub.runtime.clock())
+        self._latest = limit_notice(self.rules, in_force, limit_w, self.hub.runtime.clock())
         self._wake.set()
 
     def _on_up(self) -> None:
@@ -535,7 +529,7 @@ class GatewayIdentity:
             if future is not None and not future.done():
                 future.set_result(frame)
         elif type(frame) is Call:  # a controller without EVSEs serves no CSMS requests
-            code = codec.error_code(self.version, ErrorKind.NOT_SUPPORTED)
+            code = self.rules.ERROR_CODES[ErrorKind.NOT_SUPPORTED]
             self.link.send(codec.encode_error(frame.unique_id, code, f"{frame.action} is not supported here"))
 
     async def _call(self, action: str, payload: dict[str, Any]) -> CallResult | CallError | None:
@@ -563,7 +557,7 @@ class GatewayIdentity:
                 if not self.link.up:
                     continue  # _on_up wakes us
                 if not self._booted:
-                    reply = await self._call("BootNotification", boot_notification(self.protocol))
+                    reply = await self._call("BootNotification", boot_notification(self.rules))
                     if type(reply) is not CallResult:
                         await asyncio.sleep(self.hub.config.reconnect_min_s)
                         self._wake.set()  # try again (if the link is down, _on_up will)

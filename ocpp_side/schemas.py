@@ -18,9 +18,9 @@ import orjson
 
 from gateway.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
+from ocpp_side.versions import rules_for
 
 _ROOT = Path(ocpp.__file__).parent
-_DIRS = {OcppVersion.V16: _ROOT / "v16" / "schemas", OcppVersion.V201: _ROOT / "v201" / "schemas"}
 
 # fastjsonschema names the rule that failed; OCPP-J names the CALLERROR code.
 _RULE_KIND = {
@@ -34,16 +34,18 @@ _RULE_KIND = {
 Validator = Callable[[Any], Any]
 
 
+def _dir(version: OcppVersion) -> Path:
+    return _ROOT / rules_for(version).SCHEMA_DIR / "schemas"
+
+
 def _file(version: OcppVersion, action: str, request: bool) -> Path:
-    if version is OcppVersion.V16:
-        return _DIRS[version] / (f"{action}.json" if request else f"{action}Response.json")
-    return _DIRS[version] / f"{action}{'Request' if request else 'Response'}.json"
+    return _dir(version) / rules_for(version).schema_file(action, request)
 
 
 @cache
 def known_actions(version: OcppVersion) -> frozenset[str]:
     """Every action the version defines (from its response schemas)."""
-    return frozenset(p.name.removesuffix("Response.json") for p in _DIRS[version].glob("*Response.json"))
+    return frozenset(p.name.removesuffix("Response.json") for p in _dir(version).glob("*Response.json"))
 
 
 def _speed_up(node: Any, formats: dict[str, Callable[[str], bool]], definitions: dict[str, Any]) -> Any:

@@ -2,7 +2,7 @@
 
 ``StationServer(config, upstream, runtime)`` with ``start()``, ``stop()`` and ``port``.
 It listens on ``ws://{listen_host}:{port}/{station_id}`` (wss with TLS), negotiates
-``ocpp2.0.1`` or ``ocpp1.6`` by subprotocol and refuses anything else at the handshake.
+an OCPP version by subprotocol (``versions.SUBPROTOCOLS``) and refuses anything else.
 Decisions from the core arrive through ``runtime.add_listener``; every allocation is put
 in its station's limit slot and the single send loop drains the stations that have work.
 """
@@ -40,8 +40,9 @@ from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import StationConnection
 from ocpp_side.gc_tuning import LongLivedObjects
 from ocpp_side.peer_log import PeerLog, printable
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps, set_charging_profile
+from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps
 from ocpp_side.station_setup import Discovered, MeteringPlan
+from ocpp_side.versions import SUBPROTOCOLS, rules_for
 from ocpp_side.wire import send_now
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOLS = [OcppVersion.V201.value, OcppVersion.V16.value]  # preference order
 MAX_STATION_ID = 48
 _HOT_ACTIONS = (
     "BootNotification",
@@ -177,7 +177,7 @@ class StationServer:
         )
         tags = config.local_id_tags if config.authorize == "local_list" else None
         self.answers = StandaloneAnswers(
-            config.heartbeat_interval_s, tags, self.clock, first_transaction_id=int(self.clock()) & 0x3FFFFFFF
+            config.heartbeat_interval_s, tags, first_transaction_id=int(self.clock()) & 0x3FFFFFFF
         )
         self.connections: dict[str, StationConnection] = {}
         self.known_caps: dict[str, StationCaps] = {}  # discovery survives reconnects, not boots
@@ -291,11 +291,15 @@ class StationServer:
         if now_s != self._profile_cache_s:
             self._profile_cache.clear()
             self._profile_cache_s = now_s
-        until = math.floor(valid_until_s) if level is ProfileLevel.LIVE and valid_until_s is not None else None
+        until = (
+            math.floor(valid_until_s) if level is ProfileLevel.LIVE and valid_until_s is not None else None
+        )
         key = (version, level, value_w, caps, until)
         cached = self._profile_cache.get(key)
         if cached is None:
-            payload = set_charging_profile(version, level, value_w, caps, self.profile_settings, now_s, until)
+            payload = rules_for(version).set_charging_profile(
+                level, value_w, caps, self.profile_settings, now_s, until
+            )
             schemas.validate(version, "SetChargingProfile", payload, request=True)
             cached = self._profile_cache[key] = (payload, orjson.dumps(payload))
         return cached

@@ -1,4 +1,4 @@
-"""answers.py: every standalone answer is schema-valid for its version."""
+"""answers.py and the version modules' answer tables: every standalone answer is schema-valid for its version."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 
 from gateway.model import OcppVersion
 from ocpp_side import schemas
-from ocpp_side.answers import StandaloneAnswers
+from ocpp_side.answers import StandaloneAnswers, served
 from ocpp_side.codec import ErrorKind, OcppViolation
+from ocpp_side.versions import rules_for
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 TS = "2026-01-01T00:00:00Z"
@@ -155,8 +156,21 @@ REQUESTS = [
 ]
 
 
-def _answers(tags: tuple[str, ...] | None = None) -> StandaloneAnswers:
-    return StandaloneAnswers(300, tags, lambda: 1_790_000_000.0, first_transaction_id=41)
+NOW = 1_790_000_000.0
+
+
+class _Answers:
+    """StandaloneAnswers at a fixed time, asked by version."""
+
+    def __init__(self, tags: tuple[str, ...] | None) -> None:
+        self._answers = StandaloneAnswers(300, tags, first_transaction_id=41)
+
+    def answer(self, version: OcppVersion, action: str, payload: dict) -> dict:  # type: ignore[type-arg]
+        return self._answers.answer(rules_for(version), action, payload, NOW)
+
+
+def _answers(tags: tuple[str, ...] | None = None) -> _Answers:
+    return _Answers(tags)
 
 
 @pytest.mark.parametrize(("version", "action", "payload"), REQUESTS)
@@ -188,11 +202,10 @@ def test_transaction_ids_are_distinct() -> None:
 
 
 def test_every_served_action_is_covered() -> None:
-    from ocpp_side.answers import SERVED
-
     for version in OcppVersion:
-        assert SERVED[version] <= schemas.known_actions(version)
-        assert {a for v, a, _ in REQUESTS if v is version} == SERVED[version]
+        actions = served(rules_for(version))
+        assert actions <= schemas.known_actions(version)
+        assert {a for v, a, _ in REQUESTS if v is version} == actions
 
 
 def test_central_system_actions_are_not_supported() -> None:

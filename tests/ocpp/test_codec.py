@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import OcppVersion
-from ocpp_side import codec, schemas
+from ocpp_side import codec, schemas, v16, v201
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
+from ocpp_side.versions import rules_for
 
 
 def test_parse_each_message_type() -> None:
@@ -48,12 +49,12 @@ def test_encoding_round_trip() -> None:
 
 
 def test_error_codes_per_version() -> None:
-    assert codec.error_code(OcppVersion.V16, ErrorKind.FORMAT) == "FormationViolation"
-    assert codec.error_code(OcppVersion.V201, ErrorKind.FORMAT) == "FormatViolation"
-    assert codec.error_code(OcppVersion.V16, ErrorKind.OCCURRENCE) == "OccurenceConstraintViolation"
-    assert codec.error_code(OcppVersion.V201, ErrorKind.OCCURRENCE) == "OccurrenceConstraintViolation"
+    assert v16.ERROR_CODES[ErrorKind.FORMAT] == "FormationViolation"
+    assert v201.ERROR_CODES[ErrorKind.FORMAT] == "FormatViolation"
+    assert v16.ERROR_CODES[ErrorKind.OCCURRENCE] == "OccurenceConstraintViolation"
+    assert v201.ERROR_CODES[ErrorKind.OCCURRENCE] == "OccurrenceConstraintViolation"
     for version in OcppVersion:
-        assert all(codec.error_code(version, kind) for kind in ErrorKind)
+        assert all(rules_for(version).ERROR_CODES[kind] for kind in ErrorKind)
 
 
 def test_iso_utc_has_timezone() -> None:
@@ -167,8 +168,8 @@ def test_deep_frames_are_answered_not_raised(raw: str, unique_id: str) -> None:
     assert isinstance(frame, FrameError)
     assert frame.kind is ErrorKind.RPC_FRAMEWORK and frame.unique_id == unique_id
     assert len(frame.description) < 100
-    assert codec.error_code(OcppVersion.V16, frame.kind) == "FormationViolation"
-    assert codec.error_code(OcppVersion.V201, frame.kind) == "RpcFrameworkError"
+    assert v16.ERROR_CODES[frame.kind] == "FormationViolation"
+    assert v201.ERROR_CODES[frame.kind] == "RpcFrameworkError"
 
 
 def _data_transfer(nesting: int) -> str:

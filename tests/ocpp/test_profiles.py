@@ -1,11 +1,11 @@
-"""profiles.py: ApplyStationLimit shares to SetChargingProfile payloads, validated against the OCPP schemas."""
+"""profiles.py and the version modules: shares to SetChargingProfile payloads, validated against the OCPP schemas."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.model import OcppVersion
-from ocpp_side import schemas
+from ocpp_side import schemas, v16, v201
 from ocpp_side.codec import iso_utc
 from ocpp_side.profiles import (
     ProfileLevel,
@@ -14,9 +14,9 @@ from ocpp_side.profiles import (
     StationCaps,
     limit_in_unit,
     retry_delay_s,
-    set_charging_profile,
     stack_levels,
 )
+from ocpp_side.versions import rules_for
 
 SETTINGS = ProfileSettings(809002, 809001, 8, 7)
 NOW = 1_790_000_000.4
@@ -26,13 +26,13 @@ NOW = 1_790_000_000.4
 @pytest.mark.parametrize("level", list(ProfileLevel))
 @pytest.mark.parametrize("unit", list(RateUnit))
 def test_payload_is_schema_valid(version: OcppVersion, level: ProfileLevel, unit: RateUnit) -> None:
-    payload = set_charging_profile(version, level, 7333.37, StationCaps(unit), SETTINGS, NOW)
+    payload = rules_for(version).set_charging_profile(level, 7333.37, StationCaps(unit), SETTINGS, NOW)
     schemas.validate(version, "SetChargingProfile", payload, request=True)
 
 
 def test_v16_live_profile() -> None:
-    payload = set_charging_profile(
-        OcppVersion.V16, ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW, NOW + 900.0
+    payload = v16.set_charging_profile(
+        ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW, NOW + 900.0
     )
     assert payload == {
         "connectorId": 0,
@@ -53,7 +53,7 @@ def test_v16_live_profile() -> None:
 
 def test_v201_fallback_profile_has_no_expiry() -> None:
     caps = StationCaps(RateUnit.A, phases=1, voltage_v=230.0)
-    payload = set_charging_profile(OcppVersion.V201, ProfileLevel.FALLBACK, 4600.0, caps, SETTINGS, NOW)
+    payload = v201.set_charging_profile(ProfileLevel.FALLBACK, 4600.0, caps, SETTINGS, NOW)
     profile = payload["chargingProfile"]
     assert payload["evseId"] == 0
     assert profile["chargingProfilePurpose"] == "ChargingStationMaxProfile"

@@ -1,28 +1,22 @@
-"""station_setup.py: discovery parsing and metering settings per version."""
+"""Discovery parsing and metering settings, per version module (the types in station_setup.py)."""
 
 from __future__ import annotations
 
 from gateway.model import OcppVersion
-from ocpp_side import schemas
+from ocpp_side import schemas, v16, v201
 from ocpp_side.profiles import RateUnit
-from ocpp_side.station_setup import (
-    Discovered,
-    MeteringPlan,
-    accepted_settings,
-    discovery_request,
-    metering_settings,
-    parse_discovery,
-    setting_requests,
-)
+from ocpp_side.station_setup import Discovered, MeteringPlan
+from ocpp_side.versions import rules_for
 
 PLAN = MeteringPlan(60, 900, ("Energy.Active.Import.Register", "Power.Active.Import"))
 
 
 def test_requests_are_schema_valid() -> None:
     for version in OcppVersion:
-        action, payload = discovery_request(version)
+        rules = rules_for(version)
+        action, payload = rules.discovery_request()
         schemas.validate(version, action, payload, request=True)
-        for action, payload in setting_requests(version, metering_settings(version, PLAN, PLAN.measurands)):
+        for action, payload in rules.setting_requests(rules.metering_settings(PLAN, PLAN.measurands)):
             schemas.validate(version, action, payload, request=True)
 
 
@@ -33,11 +27,10 @@ def test_parse_v16_discovery() -> None:
             {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "5"},
         ]
     }
-    found = parse_discovery(OcppVersion.V16, response)
+    found = v16.parse_discovery(response)
     assert found == Discovered(frozenset({RateUnit.A, RateUnit.W}), 5)
     assert found.preferred_unit() is RateUnit.W
-    current_only = parse_discovery(
-        OcppVersion.V16,
+    current_only = v16.parse_discovery(
         {
             "configurationKey": [
                 {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current"}
@@ -45,7 +38,7 @@ def test_parse_v16_discovery() -> None:
         },
     )
     assert current_only.preferred_unit() is RateUnit.A and current_only.max_stack_level is None
-    assert parse_discovery(OcppVersion.V16, {"unknownKey": ["x"]}).preferred_unit() is None
+    assert v16.parse_discovery({"unknownKey": ["x"]}).preferred_unit() is None
 
 
 def test_parse_v201_discovery() -> None:
@@ -64,24 +57,22 @@ def test_parse_v201_discovery() -> None:
             },
         ]
     }
-    assert parse_discovery(OcppVersion.V201, response) == Discovered(
-        frozenset({RateUnit.A, RateUnit.W}), None
-    )
+    assert v201.parse_discovery(response) == Discovered(frozenset({RateUnit.A, RateUnit.W}), None)
 
 
 def test_accepted_settings_per_version() -> None:
-    v16 = metering_settings(OcppVersion.V16, PLAN, PLAN.measurands)
+    settings16 = v16.metering_settings(PLAN, PLAN.measurands)
     answers16 = [{"status": s} for s in ("Accepted", "Rejected", "RebootRequired", "NotSupported")]
-    assert accepted_settings(OcppVersion.V16, v16, answers16) == [True, False, True, False]
-    v201 = metering_settings(OcppVersion.V201, PLAN, PLAN.measurands)
+    assert v16.accepted_settings(settings16, answers16) == [True, False, True, False]
+    settings201 = v201.metering_settings(PLAN, PLAN.measurands)
     results = [
         {
             "attributeStatus": "Rejected" if s.measurands else "Accepted",
             "component": {"name": s.component},
             "variable": {"name": s.name},
         }
-        for s in v201
+        for s in settings201
     ]
-    assert accepted_settings(OcppVersion.V201, v201, [{"setVariableResult": results}]) == [
-        not s.measurands for s in v201
+    assert v201.accepted_settings(settings201, [{"setVariableResult": results}]) == [
+        not s.measurands for s in settings201
     ]

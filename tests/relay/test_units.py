@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gateway.model import LimitSource, OcppVersion
 from gateway.profile_cap import cap_limit, cap_limits, dso_limit_in_force
-from ocpp_side import schemas
+from ocpp_side import schemas, v16, v201
 from ocpp_side.csms_guard import judge
 from ocpp_side.limit_notice import limit_notice
 from ocpp_side.outbox import Outbox
@@ -51,15 +51,13 @@ def _v16_max(profile_id: int, unit: str, limits: list[float], phases: int | None
 
 def test_guard_caps_each_period_in_its_unit_and_keeps_the_original_untouched() -> None:
     payload = _v16_max(5, "A", [32.0, 8.0], phases=1)
-    verdict = judge(OcppVersion.V16, "SetChargingProfile", payload, RESERVED, 4600.0, StationCaps(RateUnit.A))
+    verdict = judge(v16, "SetChargingProfile", payload, RESERVED, 4600.0, StationCaps(RateUnit.A))
     assert verdict.payload is not None and verdict.max_profile_id == 5
     periods = verdict.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
     assert [p["limit"] for p in periods] == [20.0, 8.0]  # 4600 W / 230 V / 1 phase
     assert payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 32.0
     schemas.validate(OcppVersion.V16, "SetChargingProfile", verdict.payload, request=True)
-    three_phase = judge(
-        OcppVersion.V16, "SetChargingProfile", _v16_max(5, "A", [32.0]), RESERVED, 6900.0, None
-    )
+    three_phase = judge(v16, "SetChargingProfile", _v16_max(5, "A", [32.0]), RESERVED, 6900.0, None)
     assert three_phase.payload is not None
     assert (
         three_phase.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
@@ -68,7 +66,6 @@ def test_guard_caps_each_period_in_its_unit_and_keeps_the_original_untouched() -
 
 
 def test_guard_refuses_reserved_ids_and_reapplies_after_clear() -> None:
-    v16, v201 = OcppVersion.V16, OcppVersion.V201
     assert judge(v16, "SetChargingProfile", _v16_max(809002, "W", [1.0]), RESERVED, 1e6, None).answer == {
         "status": "Rejected"
     }
@@ -87,12 +84,12 @@ def test_guard_refuses_reserved_ids_and_reapplies_after_clear() -> None:
 
 
 def test_limit_notices_are_schema_valid_for_both_identities() -> None:
-    action, payload = limit_notice("ocpp2.0.1", True, 7000.0, 1.7e9)
+    action, payload = limit_notice(v201, True, 7000.0, 1.7e9)
     assert action == "NotifyChargingLimit" and payload["chargingLimit"]["chargingLimitSource"] == "SO"
     schemas.validate(OcppVersion.V201, action, payload, request=True)
-    action, payload = limit_notice("ocpp2.0.1", False, 7000.0, 1.7e9)
+    action, payload = limit_notice(v201, False, 7000.0, 1.7e9)
     assert (action, payload) == ("ClearedChargingLimit", {"chargingLimitSource": "SO"})
-    action, payload = limit_notice("ocpp1.6", True, 7000.0, 1.7e9)
+    action, payload = limit_notice(v16, True, 7000.0, 1.7e9)
     assert action == "DataTransfer" and payload["messageId"] == "NotifyChargingLimit"
     schemas.validate(OcppVersion.V16, action, payload, request=True)
 
