@@ -17,14 +17,18 @@ Link supervision: every DSO session is seen, however short. The rule:
   writes the con) or when a command reaches ``on_receive``/``on_unexpected_message``
   (lib60870 closes a connection that sends an I-frame before STARTDT). Each sighting is
   handed to the loop, which feeds ``DsoLinkUp`` at once if the link was down.
+  ``on_send_raw`` is set only from each accepted connection until t1 later: c104 2.2.1
+  leaks ~400 B for every frame written while it is set (docs/c104/raw_callback_leak.py).
+  A STARTDT or STOPDT more than t1 after its connect is seen by the poll below instead.
 - The link is *lost* when, at a check, no connection is in data transfer
   (``Server.active_connection_count`` is 0) while the link is up: ``DsoLinkLost`` is fed.
   A check runs after every sighting, after every STOPDT con the outstation writes, and
   every ``iec104.link_poll_s`` (the safety net). Up is set by the sighting, not by the
   poll, so a session that starts and ends between two polls still gives ``DsoLinkUp``
   then ``DsoLinkLost``: the hold starts after every session.
-- Timing bound: ``DsoLinkUp`` follows a STARTDT con or a command by one hand-over from
-  c104's callback thread to the loop (milliseconds), whatever ``link_poll_s`` is.
+- Timing bound: ``DsoLinkUp`` follows a STARTDT con within t1 of its connect, or a
+  command, by one hand-over from c104's callback thread to the loop (milliseconds),
+  whatever ``link_poll_s`` is; a later STARTDT by at most ``link_poll_s``.
   ``DsoLinkLost`` follows the moment lib60870 takes the last connection out of data
   transfer by at most ``link_poll_s`` (at once for a STOPDT). lib60870 does that on a
   STOPDT act, on a FIN or RST read by the connection's thread, and, for a peer that died
@@ -51,6 +55,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -210,6 +215,9 @@ class Iec104Outstation:
         self._port = config.port
         self._peer_log = PeerLog(log)
         self._connections: ConnectionCache | None = None  # c104's accepting thread only
+        self._send_raw_lock = threading.Lock()
+        self._send_raw_until = 0.0  # time.monotonic() until which on_send_raw stays set
+        self._send_raw_armed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -305,7 +313,8 @@ class Iec104Outstation:
             points[spec.ioa] = point
         server.on_connect(callable=self._on_connect)
         server.on_unexpected_message(callable=self._on_unexpected)
-        server.on_send_raw(callable=self._on_send_raw)
+        # on_send_raw is armed per connection only (_arm_send_raw): c104 2.2.1 leaks ~400 B per frame
+        # sent while it is set (docs/c104/raw_callback_leak.py).
         self._points = points
         return server
 
@@ -355,6 +364,7 @@ class Iec104Outstation:
                     return False
             if not self._make_room(server, ip):
                 return False
+            self._arm_send_raw(server)
             log.info("IEC 104 connection from %s accepted", ip)
             with self._peers_lock:
                 if ip not in self._peers:
@@ -389,11 +399,32 @@ class Iec104Outstation:
             return False
         self._metrics.stalled_dropped.inc()
         self._peer_log.warning(
-            victim.peer[0],
+            f"{victim.peer[0]} (dropped)",  # its own budget: refusals from the address do not hide it
             f"IEC 104 connection from {victim.name} dropped, silent for {victim.silent_s:.1f} s:"
             f" all {cfg.max_connections} slots were taken and a master from {bounded(ip)} connected",
         )
         return True
+
+    def _arm_send_raw(self, server: c104.Server) -> None:
+        """Watch the frames the outstation writes for t1 after a connection is accepted.
+
+        c104 2.2.1 leaks a memoryview and a bytes object (~400 B) for every frame written while
+        ``on_send_raw`` is set, telemetry included. The callback is only needed to see a new
+        session's STARTDT con (and a STOPDT con at once), which follows the connect: so it is set
+        from each accepted connection until t1 later (``_disarm_send_raw``, at the link checks).
+        A STARTDT or STOPDT later than that is seen by the link poll instead.
+        """
+        with self._send_raw_lock:
+            self._send_raw_until = time.monotonic() + self.config.t1_s
+            if not self._send_raw_armed:
+                server.on_send_raw(callable=self._on_send_raw)
+                self._send_raw_armed = True
+
+    def _disarm_send_raw(self, server: c104.Server) -> None:
+        with self._send_raw_lock:
+            if self._send_raw_armed and time.monotonic() >= self._send_raw_until:
+                server.on_send_raw(callable=None)  # type: ignore[arg-type]  # None unsets (Callback::reset)
+                self._send_raw_armed = False
 
     def _on_send_raw(self, server: c104.Server, data: bytes) -> None:
         # c104 reports every frame the outstation writes; only STARTDT/STOPDT con matter here.
@@ -662,6 +693,7 @@ class Iec104Outstation:
             server = self._server
             if server is None:
                 return
+            self._disarm_send_raw(server)
             active = server.active_connection_count
             if server.open_connection_count == 0:
                 with self._peers_lock:

@@ -28,45 +28,59 @@ from iec104.master import Iec104Master, MasterError
 from tests.iec104.conftest import Site, running_site, site_config
 
 T1_S = 2
-MONITORED = (200, 201, 300, 301)
 HALF_APDU = bytes.fromhex("68 12 00 00")  # a C_SE_NC_1 frame's first four octets, never completed
 
 
-@asynccontextmanager
-async def stalled(site: Site) -> AsyncIterator[asyncio.StreamReader]:
-    """A connection that STARTDTs, acknowledges what it gets, sends half an APDU and then nothing.
+class Stall:
+    """A connection that STARTDTs, acknowledges everything it gets, then sends half an APDU and nothing."""
 
-    Acknowledged, so lib60870's t1 on its own I-frames does not end it: only t3 + t1 would.
-    Yields its reader.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
-    try:
-        writer.write(encode_frame(UFrame(UFunction.STARTDT_ACT)))
-        con = await asyncio.wait_for(reader.readexactly(6), 5.0)
-        assert con == encode_frame(UFrame(UFunction.STARTDT_CON))
-        # The outstation re-sends every monitored point after the STARTDT con (maybe twice):
-        # take all of it, until it has been quiet for a moment, and acknowledge it.
-        received = 0
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.received = 0
+
+    async def acknowledge_all(self) -> None:
+        """Take every I-frame until the outstation has been quiet for a moment, and acknowledge them."""
         while True:
             try:
-                head = await asyncio.wait_for(
-                    reader.readexactly(2), 0.5 if received >= len(MONITORED) else 5.0
-                )
+                head = await asyncio.wait_for(self.reader.readexactly(2), 1.0)
             except TimeoutError:
                 break
-            frame = decode_frame(head + await asyncio.wait_for(reader.readexactly(head[1]), 5.0))
-            received += isinstance(frame, IFrame)
-        writer.write(encode_frame(SFrame(received)))
-        writer.write(HALF_APDU)
-        await writer.drain()
-        yield reader
+            frame = decode_frame(head + await asyncio.wait_for(self.reader.readexactly(head[1]), 5.0))
+            self.received += isinstance(frame, IFrame)
+        self.writer.write(encode_frame(SFrame(self.received)))
+        await self.writer.drain()
+
+
+@asynccontextmanager
+async def stalled(site: Site, count: int) -> AsyncIterator[list[asyncio.StreamReader]]:
+    """``count`` stalled connections; yields their readers.
+
+    All of them STARTDT and acknowledge what they get (the outstation re-sends every point to
+    every master at each new session) before any sends its half APDU, so nothing is left
+    unacknowledged: lib60870's t1 on its own I-frames cannot end them, only t3 + t1 would.
+    """
+    stalls: list[Stall] = []
+    try:
+        for _ in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+            stalls.append(Stall(reader, writer))
+            writer.write(encode_frame(UFrame(UFunction.STARTDT_ACT)))
+            con = await asyncio.wait_for(reader.readexactly(6), 5.0)
+            assert con == encode_frame(UFrame(UFunction.STARTDT_CON))
+        for stall in stalls:
+            await stall.acknowledge_all()
+        for stall in stalls:
+            stall.writer.write(HALF_APDU)
+            await stall.writer.drain()
+        yield [stall.reader for stall in stalls]
     finally:
-        writer.close()
-        with_timeout = asyncio.wait_for(writer.wait_closed(), 2.0)
-        try:
-            await with_timeout
-        except (OSError, TimeoutError):
-            pass
+        for stall in stalls:
+            stall.writer.close()
+            try:
+                await asyncio.wait_for(stall.writer.wait_closed(), 2.0)
+            except (OSError, TimeoutError):
+                pass
 
 
 async def dropped(reader: asyncio.StreamReader, timeout_s: float) -> bool:
@@ -103,7 +117,7 @@ async def newcomer(site: Site) -> Iec104Master:
 
 async def test_two_stalled_connections_do_not_lock_the_scada_out(tmp_path: Path) -> None:
     config = site_config(tmp_path, max_connections=2, t1_s=T1_S, t2_s=1)
-    async with running_site(config) as site, stalled(site) as first, stalled(site) as second:
+    async with running_site(config) as site, stalled(site, 2) as (first, second):
         stalled_at = time.monotonic()
         # Within t1 the stalled connections could still be masters thinking: the newcomer waits.
         assert await refused(await newcomer(site))
@@ -122,7 +136,8 @@ async def test_two_stalled_connections_do_not_lock_the_scada_out(tmp_path: Path)
             assert (await scada.send_setpoint(100, 20000.0)).positive
         finally:
             await scada.close()
-        # The other never acknowledges the telemetry that setpoint caused: lib60870's t1 ends it.
+        # The other cannot acknowledge what the SCADA's session brought (every point re-sent to
+        # every master, then the setpoint's read-back): lib60870's own t1 ends it.
         assert await dropped(second, T1_S + 5)
 
 
@@ -137,7 +152,7 @@ async def test_masters_that_talk_keep_their_slots(tmp_path: Path) -> None:
 
 async def test_with_one_slot_a_stalled_connection_gives_way(tmp_path: Path) -> None:
     config = site_config(tmp_path, max_connections=1, t1_s=T1_S, t2_s=1)
-    async with running_site(config) as site, stalled(site) as reader:
+    async with running_site(config) as site, stalled(site, 1) as (reader,):
         deadline = time.monotonic() + T1_S + 5
         scada = await newcomer(site)
         while await refused(scada):
