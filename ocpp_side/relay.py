@@ -14,10 +14,14 @@ then the outbox is replayed in order before anything new; 1.6 transaction ids th
 gave the station are mapped onto the ones the CSMS assigns to the replayed StartTransaction.
 
 CSMS → station: CALLs are validated, judged by ``csms_guard`` (DSO cap, reserved profile
-ids), then queued on the station connection's ordered outgoing queue with the CSMS's own
-message id, so they share the one-call-in-flight rule with the gateway's calls; the
-station's reply goes back to the CSMS verbatim. Replies to the gateway's own calls
-(ids ``ocpp809-…``) are consumed by the connection and never reach the CSMS.
+ids), then queued in the station's session with the CSMS's own message id, so they share
+the one-call-in-flight rule with the gateway's calls; the station's reply goes back to
+the CSMS verbatim. Replies to the gateway's own calls (ids ``ocpp809-…``) are consumed by
+the session and never reach the CSMS.
+
+The relay talks to the station through its session's public methods (``StationEnd``:
+the session, plus the shell's ``wake``, ``flush`` and ``close``); it never imports the
+shell, which hands it the session's relay events (``station_call``, ``station_answered``).
 
 ``GatewayIdentity`` is the gateway's own connection to the CSMS (a charging station
 without EVSEs): BootNotification, then NotifyChargingLimit / ClearedChargingLimit (or a
@@ -32,33 +36,44 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from prometheus_client import Counter, Gauge
-from websockets.exceptions import ConnectionClosed
 
-from gateway.config import UpstreamConfig
+from gateway.config import OcppConfig, UpstreamConfig
 from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.model import LimitSource, OcppVersion
 from gateway.profile_cap import dso_limit_in_force
 from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
-from ocpp_side.connection import CallFailure, CallOutcome, OutgoingCall, StationConnection
-from ocpp_side.csms_guard import Verdict, capped_max_profile, judge
+from ocpp_side.csms_guard import capped_max_profile, judge
 from ocpp_side.limit_notice import boot_notification, limit_notice
 from ocpp_side.outbox import Outbox
+from ocpp_side.session import CallOutcome, StationSession
 from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink, client_ssl_context
 from ocpp_side.versions import rules_for
-from ocpp_side.wire import send_now
-
-if TYPE_CHECKING:
-    from ocpp_side.server import StationServer
 
 log = logging.getLogger(__name__)
 
 Reply = tuple[CallResult | CallError, str]
+
+
+class StationEnd(Protocol):
+    """The station side as the relay sees it: its session, and the shell's I/O."""
+
+    @property
+    def session(self) -> StationSession: ...
+
+    def wake(self) -> None:
+        """The session has a call to send: the shell will ask it for frames soon."""
+
+    async def flush(self) -> None:
+        """Hand the session's events on and write its frames, now."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the station's socket."""
 
 
 class RelayMetrics:
@@ -90,12 +105,12 @@ class RelayMetrics:
 class RelayHub:
     """Owns the outbox, the gateway identity and one relay per connected station."""
 
-    def __init__(self, server: StationServer, config: UpstreamConfig, runtime: CoreRuntime) -> None:
-        self.server = server
+    def __init__(self, ocpp: OcppConfig, config: UpstreamConfig, runtime: CoreRuntime) -> None:
+        self.ocpp = ocpp
         self.config = config
         self.runtime = runtime
         self.capacity_w = math.inf  # the site's grid capacity: a limit at or above it is "lifted"
-        self.reserved_ids = frozenset({server.config.live_profile_id, server.config.fallback_profile_id})
+        self.reserved_ids = frozenset({ocpp.live_profile_id, ocpp.fallback_profile_id})
         self.metrics = RelayMetrics(runtime)
         self.outbox = Outbox(config.outbox_path)
         self.ssl_context = client_ssl_context(config) if config.csms_url.startswith("wss://") else None
@@ -117,8 +132,8 @@ class RelayHub:
             self.ssl_context,
             c.reconnect_min_s,
             c.reconnect_max_s,
-            self.server.config.handshake_timeout_s,
-            self.server.config.max_message_bytes,
+            self.ocpp.handshake_timeout_s,
+            self.ocpp.max_message_bytes,
         )
 
     async def start(self) -> None:
@@ -135,23 +150,24 @@ class RelayHub:
             await self.identity.stop()
         self.outbox.close()
 
-    def attach(self, conn: StationConnection) -> None:
-        old = self.relays.get(conn.station_id)
+    def attach(self, end: StationEnd) -> StationRelay:
+        """A relay for a new station connection; the shell hands it the session's relay events."""
+        station_id = end.session.station_id
+        old = self.relays.get(station_id)
         if old is not None:
-            old.conn.relay = None
+            old.session.relayed = False  # what the replaced connection still reads is answered there
             asyncio.get_running_loop().create_task(old.stop())
-        relay = StationRelay(self, conn)
-        self.relays[conn.station_id] = relay
-        conn.relay = relay
+        relay = StationRelay(self, end)
+        self.relays[station_id] = relay
+        end.session.relayed = True
         relay.start()
+        return relay
 
-    async def detach(self, conn: StationConnection) -> None:
-        relay = conn.relay
-        if relay is None:
-            return
-        if self.relays.get(conn.station_id) is relay:
-            del self.relays[conn.station_id]
-        await relay.stop()
+    async def detach(self, relay: StationRelay) -> None:
+        """The station connection is gone (a replaced one's relay was stopped by ``attach``)."""
+        if self.relays.get(relay.station_id) is relay:
+            del self.relays[relay.station_id]
+            await relay.stop()
 
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
         for decision in decisions:
@@ -164,12 +180,13 @@ class RelayHub:
 
 
 class StationRelay:
-    def __init__(self, hub: RelayHub, conn: StationConnection) -> None:
+    def __init__(self, hub: RelayHub, end: StationEnd) -> None:
         self.hub = hub
-        self.conn = conn
-        self.station_id = conn.station_id
-        self.version = conn.version
-        self.rules = conn.rules
+        self.end = end
+        self.session = end.session
+        self.station_id = self.session.station_id
+        self.rules = self.session.rules
+        self.version = self.rules.VERSION
         password = hub.config.passwords.get(self.station_id, "")
         self.link = UpstreamLink(
             hub.link_settings(self.station_id, self.version.value, password),
@@ -204,8 +221,17 @@ class StationRelay:
         await self.link.stop()
 
     def station_call(self, call: Call, raw: str) -> None:
-        """A CALL from the station (called by its reader): handled in order by the worker."""
+        """A CALL from the station (the session's ``StationCalled``): handled in order by the worker."""
         self._inbox.put_nowait((call, raw))
+
+    def station_answered(self, call: Call, outcome: CallOutcome) -> None:
+        """What became of a CSMS call (the session's ``RelayedAnswered``): its answer goes back."""
+        if outcome.raw:
+            self.link.send(outcome.raw)  # the station's answer, verbatim
+        else:
+            self._error_upstream(
+                call.unique_id, ErrorKind.GENERIC, outcome.detail or "no answer from the station"
+            )
 
     def _on_up(self) -> None:
         self.hub.metrics.links_up.inc()
@@ -223,17 +249,17 @@ class StationRelay:
         self._arm_grace()
 
     def _arm_grace(self) -> None:
-        if self.hub.config.on_outage != "close_station" or self._grace is not None or self.conn.closed:
+        if self.hub.config.on_outage != "close_station" or self._grace is not None or self.session.closed:
             return
         self._grace = asyncio.get_running_loop().call_later(self.hub.config.close_grace_s, self._grace_over)
 
     def _grace_over(self) -> None:
         self._grace = None
-        if not self.link.up and not self.conn.closed:
+        if not self.link.up and not self.session.closed:
             log.warning(
                 "%s: CSMS away for %gs: closing the station", self.station_id, self.hub.config.close_grace_s
             )
-            asyncio.get_running_loop().create_task(self.conn.ws.close(1001, "CSMS unavailable"))
+            asyncio.get_running_loop().create_task(self.end.close(1001, "CSMS unavailable"))
 
     # -- station -> CSMS ---------------------------------------------------------
 
@@ -250,15 +276,20 @@ class StationRelay:
             except Exception:
                 log.exception("%s: relaying failed", self.station_id)
 
+    async def _answer_locally(self, call: Call) -> dict[str, Any] | None:
+        response = self.session.answer_locally(call, self.hub.runtime.clock())
+        await self.end.flush()
+        return response
+
     async def _handle(self, call: Call, raw: str) -> None:
-        conn, link = self.conn, self.link
-        if conn.closed:
+        link = self.link
+        if self.session.closed:
             return
         if call.action in schemas.known_actions(self.version):
             try:
                 schemas.validate(self.version, call.action, call.payload, request=True)
             except OcppViolation:
-                await conn.answer_locally(call)  # the same CALLERROR as standalone; nothing forwarded
+                await self._answer_locally(call)  # the same CALLERROR as standalone; nothing forwarded
                 return
         if call.action == "BootNotification":
             self._boot_raw, self._boot_sent = raw, False
@@ -271,7 +302,8 @@ class StationRelay:
             reply = await self._exchange(call.unique_id, self._mapped(call.action, raw))
             if reply is not None:
                 frame, reply_raw = reply
-                await self._to_station(reply_raw)
+                self.session.forward_reply(reply_raw)
+                await self.end.flush()
                 self.hub.metrics.relayed.labels("station_to_csms").inc()
                 if call.action == "BootNotification":
                     self._boot_sent = True
@@ -279,7 +311,7 @@ class StationRelay:
                     await self._after_relayed(call, frame.payload)
                 return
         self.hub.metrics.local.inc()
-        response = await conn.answer_locally(call)
+        response = await self._answer_locally(call)
         if response is not None and call.action in self.rules.DURABLE:
             local_tx = response.get("transactionId") if call.action == "StartTransaction" else None
             self.hub.outbox.append(self.station_id, call.action, raw, local_tx)
@@ -294,7 +326,8 @@ class StationRelay:
         except OcppViolation as exc:  # forwarded anyway: the CSMS's answer is its own business
             log.warning("%s: the CSMS's %s answer is invalid: %s", self.station_id, call.action, exc)
             return
-        await self.conn.after_relayed(call, payload)
+        self.session.after_relayed(call, payload, self.hub.runtime.clock())
+        await self.end.flush()
 
     async def _catch_up(self) -> None:
         """After (re)connecting: the station's boot again, then the outbox in order."""
@@ -360,12 +393,6 @@ class StationRelay:
             if self._pending.get(unique_id) is future:
                 del self._pending[unique_id]
 
-    async def _to_station(self, raw: str) -> None:
-        data = raw.encode()
-        if not send_now(self.conn.ws, data):
-            with contextlib.suppress(ConnectionClosed):
-                await self.conn.ws.send(data, text=True)
-
     # -- CSMS -> station ---------------------------------------------------------
 
     async def _on_csms_frame(self, text: str) -> None:
@@ -388,18 +415,18 @@ class StationRelay:
         self.link.send(codec.encode_error(unique_id, self.rules.ERROR_CODES[kind], description))
 
     def _csms_call(self, call: Call, text: str) -> None:
-        conn, version = self.conn, self.version
+        session, version = self.session, self.version
         if call.action in schemas.known_actions(version):
             try:
                 schemas.validate(version, call.action, call.payload, request=True)
             except OcppViolation as exc:
                 self._error_upstream(call.unique_id, exc.kind, exc.description)
                 return
-        if conn.closed:
+        if session.closed:
             self._error_upstream(call.unique_id, ErrorKind.GENERIC, "the station is not connected")
             return
-        cap_w = conn.limit.limit_w if conn.limit is not None else None
-        verdict = judge(self.rules, call.action, call.payload, self.hub.reserved_ids, cap_w, conn.caps)
+        cap_w = session.allocation_w
+        verdict = judge(self.rules, call.action, call.payload, self.hub.reserved_ids, cap_w, session.caps)
         if verdict.answer is not None:
             log.info("%s: CSMS %s on a reserved profile refused", self.station_id, call.action)
             self.hub.metrics.guarded.labels(call.action, "refused").inc()
@@ -421,17 +448,9 @@ class StationRelay:
         elif call.action == "ClearChargingProfile":
             self._forget_max(call.payload)
         self.hub.metrics.relayed.labels("csms_to_station").inc()
-        conn.queue.append(
-            OutgoingCall(
-                call.action,
-                payload,
-                lambda outcome: self._station_answered(call, verdict, outcome),
-                call.unique_id,
-                None,
-                raw_frame,
-            )
-        )
-        conn.server.wake(conn)
+        # After a clear, the session installs both DSO profiles again (the slot goes first).
+        session.send_relayed(call, payload, raw_frame, reapply=verdict.reapply)
+        self.end.wake()
 
     def _forget_max(self, clear: dict[str, Any]) -> None:
         profile_id, purpose = self.rules.cleared_profile(clear)
@@ -442,32 +461,15 @@ class StationRelay:
             self._csms_max.clear()
             self._installed_max.clear()
 
-    def _station_answered(self, call: Call, verdict: Verdict, outcome: CallOutcome) -> None:
-        if outcome.raw:
-            self.link.send(outcome.raw)  # the station's answer, verbatim
-        else:
-            self._error_upstream(
-                call.unique_id, ErrorKind.GENERIC, outcome.detail or "no answer from the station"
-            )
-        if verdict.reapply and outcome.failure is not CallFailure.CLOSED:
-            self.reapply_dso()
-
-    def reapply_dso(self) -> None:
-        """Install both DSO profiles again at once (the limit slot goes before queued calls)."""
-        conn = self.conn
-        conn.live_done_seq = -1
-        conn.fallback_installed_w = None
-        if conn.limit is not None:
-            conn.limit_dirty = True
-            conn.server.wake(conn)
-
     def recap(self, limit_w: float) -> None:
         """The station's allocation moved: cap the CSMS's station maximums again."""
+        caps = self.session.caps
         for profile_id, original in self._csms_max.items():
-            payload = capped_max_profile(self.rules, original, limit_w, self.conn.caps) or original
+            payload = capped_max_profile(self.rules, original, limit_w, caps) or original
             if payload != self._installed_max.get(profile_id):
                 self._installed_max[profile_id] = payload
-                self.conn.call("SetChargingProfile", payload)  # a gateway call: its answer stays here
+                self.session.call("SetChargingProfile", payload)  # a gateway call: its answer stays here
+                self.end.wake()
 
 
 class GatewayIdentity:

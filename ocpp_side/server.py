@@ -1,10 +1,12 @@
 """The station-facing websocket server: handshake checks, the connection registry, one send loop.
 
 ``StationServer(config, upstream, runtime)`` with ``start()``, ``stop()`` and ``port``.
-It listens on ``ws://{listen_host}:{port}/{station_id}`` (wss with TLS), negotiates
-an OCPP version by subprotocol (``versions.SUBPROTOCOLS``) and refuses anything else.
-Decisions from the core arrive through ``runtime.add_listener``; every allocation is put
-in its station's limit slot and the single send loop drains the stations that have work.
+It listens on ``ws://{listen_host}:{port}/{station_id}`` (wss with TLS), negotiates an
+OCPP version by subprotocol (``versions.SUBPROTOCOLS``) and refuses anything else at
+the handshake. Each accepted socket gets a pure ``StationSession`` (built from one shared
+``SessionContext``) inside a ``StationConnection`` shell. Decisions from the core arrive
+through ``runtime.add_listener``; every allocation goes into its station's limit slot and
+the single send loop asks the stations that have work for their frames.
 """
 
 from __future__ import annotations
@@ -14,39 +16,36 @@ import base64
 import binascii
 import hmac
 import logging
-import math
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from prometheus_client import Counter
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gateway.config import OcppConfig, UpstreamConfig
 from gateway.decisions import ApplyStationLimit, Decision
-from gateway.events import Event, StationConnected, StationDisconnected
+from gateway.events import StationConnected, StationDisconnected
 from gateway.model import OcppVersion
 from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
-from ocpp_side.connection import StationConnection
+from ocpp_side.connection import ShellContext, StationConnection
 from ocpp_side.gc_tuning import LongLivedObjects
+from ocpp_side.limit_slot import ProfileBook
 from ocpp_side.peer_log import PeerLog, printable
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, RateUnit, StationCaps
+from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
+from ocpp_side.relay import RelayHub
+from ocpp_side.session import SessionContext, StationSession
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import SUBPROTOCOLS, rules_for
 from ocpp_side.wire import send_now
-
-if TYPE_CHECKING:
-    from ocpp_side.relay import RelayHub
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +95,9 @@ class OcppMetrics:
         if child is None:
             child = self._sent[action] = self.calls_sent.labels(action)
         child.inc()
+
+    def error_sent(self, code: str) -> None:
+        self.call_errors_sent.labels(code).inc()
 
 
 # The station identity, after URL-decoding: OCPP's identity is at most 48 characters
@@ -163,40 +165,46 @@ class StationServer:
         self.runtime = runtime
         self.clock = runtime.clock
         self.metrics = OcppMetrics(runtime)
-        self.call_timeout_s = config.call_timeout_s
-        self.retry_base_s = config.profile_retry_base_s
-        self.configure_metering = config.configure_metering
-        self.profile_settings = ProfileSettings(
-            config.live_profile_id,
-            config.fallback_profile_id,
-            config.live_stack_level,
-            config.fallback_stack_level,
-        )
-        self.metering_plan = MeteringPlan(
-            config.meter_sample_interval_s, config.clock_aligned_interval_s, config.measurands
-        )
+        self.peer_log = PeerLog()  # what peers make us log: bounded, escaped, rate-limited
         tags = config.local_id_tags if config.authorize == "local_list" else None
-        self.answers = StandaloneAnswers(
-            config.heartbeat_interval_s, tags, first_transaction_id=int(self.clock()) & 0x3FFFFFFF
-        )
-        self.connections: dict[str, StationConnection] = {}
         self.known_caps: dict[str, StationCaps] = {}  # discovery survives reconnects, not boots
+        self.session_context = SessionContext(
+            call_timeout_s=config.call_timeout_s,
+            retry_base_s=config.profile_retry_base_s,
+            boot_wait_s=config.boot_wait_s,
+            configure_metering=config.configure_metering,
+            metering_plan=MeteringPlan(
+                config.meter_sample_interval_s, config.clock_aligned_interval_s, config.measurands
+            ),
+            caps_for=self.station_caps,
+            known_caps=self.known_caps,
+            profiles=ProfileBook(
+                ProfileSettings(
+                    config.live_profile_id,
+                    config.fallback_profile_id,
+                    config.live_stack_level,
+                    config.fallback_stack_level,
+                )
+            ),
+            answers=StandaloneAnswers(
+                config.heartbeat_interval_s, tags, first_transaction_id=int(self.clock()) & 0x3FFFFFFF
+            ),
+            peer_log=self.peer_log,
+            metrics=self.metrics,
+        )
+        self._shell = ShellContext(runtime, self.wake, self._spawn, self.peer_log)
+        self.connections: dict[str, StationConnection] = {}
         self._ready: deque[StationConnection] = deque()
         self._wakeup = asyncio.Event()
         self._server: Server | None = None
         self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._jobs_added = False
-        self._profile_cache: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
-        self._profile_cache_s = -1
         self.heap = LongLivedObjects()
-        self.peer_log = PeerLog()  # what peers make us log: bounded, escaped, rate-limited
-        runtime.add_listener(self._on_decisions)
+        runtime.add_listener(self._on_decisions)  # before the relay's: the slot moves, then the CSMS caps
         self.relay_hub: RelayHub | None = None  # with a CSMS: the Local Controller relay
         if upstream is not None and upstream.csms_url:
-            from ocpp_side.relay import RelayHub
-
-            self.relay_hub = RelayHub(self, upstream, runtime)
+            self.relay_hub = RelayHub(config, upstream, runtime)
 
     # -- public ------------------------------------------------------------------
 
@@ -223,15 +231,6 @@ class StationServer:
             max_size=self.config.max_message_bytes,
             open_timeout=self.config.handshake_timeout_s,
         )
-        # One sweep over the connections instead of a timer per call; a call times out
-        # between call_timeout_s and 1.25 x call_timeout_s after it was sent.
-        self.runtime.scheduler.add_job(
-            self._sweep_deadlines,
-            "interval",
-            seconds=self.call_timeout_s / 4,
-            id="ocpp-call-deadlines",
-            replace_existing=True,
-        )
         if self.config.gc_freeze:
             self.runtime.scheduler.add_job(
                 self._settle_heap, "interval", seconds=1.0, id="ocpp-gc-freeze", replace_existing=True
@@ -242,9 +241,8 @@ class StationServer:
 
     async def stop(self) -> None:
         if self._jobs_added:
-            for job in ("ocpp-call-deadlines", "ocpp-gc-freeze"):
-                if self.runtime.scheduler.get_job(job) is not None:
-                    self.runtime.scheduler.remove_job(job)
+            if self.runtime.scheduler.get_job("ocpp-gc-freeze") is not None:
+                self.runtime.scheduler.remove_job("ocpp-gc-freeze")
             self._jobs_added = False
         if self._server is not None:
             self._server.close()
@@ -264,47 +262,14 @@ class StationServer:
     # -- used by the connections -------------------------------------------------
 
     def wake(self, conn: StationConnection) -> None:
-        """``conn`` may have a call to send: put it in the send loop once."""
-        if not conn.in_ready and conn.inflight is None and not conn.closed:
+        """``conn`` may have frames to send: put it in the send loop once."""
+        if not conn.in_ready and conn.session.wants_to_send():
             conn.in_ready = True
             self._ready.append(conn)
             self._wakeup.set()
 
-    def loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def submit_soon(self, event: Event) -> None:
-        """Hand an event to the core from a timer callback (outside any coroutine)."""
-        self._spawn(self.runtime.submit(event))
-
-    def profile_payload(
-        self,
-        version: OcppVersion,
-        level: ProfileLevel,
-        value_w: float,
-        caps: StationCaps,
-        valid_until_s: float | None = None,
-    ) -> tuple[dict[str, Any], bytes]:
-        """A SetChargingProfile payload, built, validated and encoded once per distinct
-        content and second: in a fan-out most stations share the same one."""
-        now_s = math.floor(self.clock())
-        if now_s != self._profile_cache_s:
-            self._profile_cache.clear()
-            self._profile_cache_s = now_s
-        until = (
-            math.floor(valid_until_s) if level is ProfileLevel.LIVE and valid_until_s is not None else None
-        )
-        key = (version, level, value_w, caps, until)
-        cached = self._profile_cache.get(key)
-        if cached is None:
-            payload = rules_for(version).set_charging_profile(
-                level, value_w, caps, self.profile_settings, now_s, until
-            )
-            schemas.validate(version, "SetChargingProfile", payload, request=True)
-            cached = self._profile_cache[key] = (payload, orjson.dumps(payload))
-        return cached
-
     def station_caps(self, station_id: str, discovered: Discovered) -> StationCaps:
+        """The station's caps: its config entry over the site's, the unit discovered when "auto"."""
         cfg = self.config
         entry = cfg.stations.get(station_id)
         unit = entry.rate_unit if entry is not None and entry.rate_unit is not None else cfg.station_rate_unit
@@ -331,42 +296,37 @@ class StationServer:
             if type(decision) is ApplyStationLimit:
                 conn = connections.get(decision.station_id)
                 if conn is not None:
-                    conn.set_limit(decision)
+                    conn.session.set_limit(decision)
+                    self.wake(conn)
 
     # Scheduler jobs are coroutines so that apscheduler runs them on the loop, not in a thread.
-    async def _sweep_deadlines(self) -> None:
-        now = self.loop_time()
-        for conn in list(self.connections.values()):
-            conn.check_deadline(now)
-
     async def _settle_heap(self) -> None:
-        self.heap.observe(len(self.connections), self.loop_time())
+        self.heap.observe(len(self.connections), asyncio.get_running_loop().time())
 
     async def _send_loop(self) -> None:
-        ready, wakeup = self._ready, self._wakeup
+        ready, wakeup, clock = self._ready, self._wakeup, self.clock
         while True:
             await wakeup.wait()
             wakeup.clear()
+            now = clock()  # one time for a batch (a fan-out): its calls share payloads and deadlines
             while ready:
                 conn = ready.popleft()
                 conn.in_ready = False
-                frame = conn.next_frame()
-                if frame is None:
+                session = conn.session
+                frames = session.frames_to_send(now)
+                if session.has_events():  # only when our own payload was invalid (a bug)
+                    self._spawn(conn.flush())
+                if not frames:
                     continue
-                if send_now(conn.ws, frame):
+                conn.arm_timer()
+                if len(frames) == 1 and send_now(conn.ws, frames[0]):
                     continue
                 transport = conn.ws.transport
                 if transport is not None and transport.get_write_buffer_size() > _BLOCKED_SEND_BYTES:
-                    self._spawn(self._send(conn, frame))  # never let one slow reader stall the fan-out
+                    self._spawn(conn.write(frames))  # never let one slow reader stall the fan-out
                     continue
-                await self._send(conn, frame)
-
-    @staticmethod
-    async def _send(conn: StationConnection, frame: bytes) -> None:
-        try:
-            await conn.ws.send(frame, text=True)
-        except ConnectionClosed:
-            pass  # the reader sees the close and fails the call
+                await conn.write(frames)
+                now = clock()
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
         self.metrics.handshakes_refused.labels(reason).inc()
@@ -434,14 +394,15 @@ class StationServer:
             await ws.close(1002, "no station id or subprotocol")
             return
         version = OcppVersion(ws.subprotocol)
-        conn = StationConnection(self, ws, station_id, version)
+        session = StationSession(self.session_context, rules_for(version), station_id, self.clock())
+        conn = StationConnection(session, ws, self._shell)
         if self.relay_hub is not None:
-            self.relay_hub.attach(conn)
+            conn.relay = self.relay_hub.attach(conn)
         old = self.connections.get(station_id)
         self.connections[station_id] = conn
         if old is not None:
             log.info("%s: new connection replaces the old one", station_id)
-            old.close()
+            old.lost()
             self._spawn(old.ws.close(1000, "replaced by a new connection"))
         log.info("%s: connected (%s) from %s", station_id, version.value, ws.remote_address)
         entry = self.config.stations.get(station_id)
@@ -458,12 +419,12 @@ class StationServer:
                     1.0 if entry is None else entry.weight,
                 )
             )
-            conn.arm_boot_wait(self.config.boot_wait_s)
+            conn.arm_timer()  # boot_wait_s
             await conn.serve()
         finally:
-            conn.close()
-            if self.relay_hub is not None:
-                await self.relay_hub.detach(conn)
+            conn.lost()
+            if self.relay_hub is not None and conn.relay is not None:
+                await self.relay_hub.detach(conn.relay)
             self.peer_log.flush(station_id)
             if self.connections.get(station_id) is conn:
                 del self.connections[station_id]
