@@ -154,6 +154,18 @@ def composite_limit_w(
     return min(limits) if limits else None
 
 
+def station_max_limit_w(
+    profiles: Iterable[Profile], now_s: float, default_phases: int, voltage_v: float = NOMINAL_VOLTAGE_V
+) -> float | None:
+    """What the station-wide maximum profiles alone bind the station to at ``now_s``.
+
+    The valid one with the highest stack level wins (the gateway's live profile while it
+    is valid, else its fallback one); None when the station holds none in force.
+    """
+    maxima = (p for p in profiles if p.purpose is Purpose.STATION_MAX)
+    return composite_limit_w(maxima, now_s, default_phases, voltage_v)
+
+
 def next_profile_change_s(profiles: Iterable[Profile], now_s: float) -> float | None:
     changes = [c for c in (p.changes_after(now_s) for p in profiles) if c is not None]
     return min(changes) if changes else None
@@ -314,6 +326,10 @@ class ChargerModel:
     # -- reading --
     def limit_w(self, now_s: float) -> float | None:
         return composite_limit_w(self.profiles.values(), now_s, self.phases, self.voltage_v)
+
+    def max_profile_limit_w(self, now_s: float) -> float | None:
+        """The station-side cap: its station-wide maximum profiles only (see station_max_limit_w)."""
+        return station_max_limit_w(self.profiles.values(), now_s, self.phases, self.voltage_v)
 
     def target_w(self, now_s: float) -> float:
         if not self.charging:

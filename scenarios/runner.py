@@ -28,18 +28,21 @@ from typing import Any
 from gateway.config import Config, PointConfig, parse_config
 from gateway.model import OcppVersion
 from scenarios.sim_csms import SimCsms
-from scenarios.sim_station import Fleet, SimStation, StationSpec
+from scenarios.sim_station import Fleet, SimStation, StationEvent, StationSpec
 from scenarios.spec import (
+    CapInvariant,
     CsmsDownStep,
     CsmsUpStep,
     CutLinkStep,
     DsoShortSessionStep,
     EvDemandStep,
+    EvLeavesStep,
     Expectation,
     InterrogateStep,
     RestoreLinkStep,
     Scenario,
     SetpointStep,
+    StationConnectStep,
     StationDisconnectStep,
     StationMeteringStep,
     Step,
@@ -61,6 +64,7 @@ SCALED_KEYS: tuple[tuple[str, str], ...] = (
     ("ocpp", "profile_validity_s"),
 )
 _QUALITY_BAD = 0xF1  # IV, NT, SB, BL, OV: any of them makes a value unusable for a pass
+CAP_EPSILON_W = 0.01  # float sums of caps in 0.1 W steps; anything above this is a real excess
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,18 +146,31 @@ class ScenarioRun:
         self._anchors: dict[str, tuple[float, float]] = {}
         self._starts: dict[str, tuple[float, float]] = {}
         self._last_anchor = self._last_start = (time.monotonic(), time.time())
+        self._cap_watch: CapWatch | None = None
 
     async def run(self) -> ScenarioResult:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="ocpp809-scenario-", dir=self.workdir) as tmp:
             try:
                 await self._setup(Path(tmp))
+                if self.scenario.cap_invariant.check:
+                    self._cap_watch = CapWatch(
+                        self.fleet.stations,
+                        lambda: self.gateway.runtime.view().limit_w,
+                        self.scenario.cap_invariant,
+                    )
+                    self._cap_watch.start()
                 for index, step in enumerate(self.scenario.steps):
                     await self._run_step(index, step)
             except Exception as exc:  # a broken setup or step is a failed row, never a crash
                 log.exception("scenario %s aborted", self.scenario.name)
                 self._row("(aborted)", "scenario runs to its end", f"{type(exc).__name__}: {exc}", False)
             finally:
+                if self._cap_watch is not None:
+                    watch, self._cap_watch = self._cap_watch, None
+                    with contextlib.suppress(Exception):
+                        await watch.stop()
+                    self._row("cap invariant", watch.describe(), *watch.verdict())
                 await self._teardown()
         self.result.duration_s = time.monotonic() - started
         return self.result
@@ -190,17 +207,24 @@ class ScenarioRun:
                     password=group.password,
                 )
                 self.fleet.add(SimStation(spec, f"ws://127.0.0.1:{self.ocpp_port}"))
-        self.fleet.start()
-        count = len(self.fleet.stations)
+        first = {sid for g in self.scenario.stations if g.connect_at_start for sid in g.ids()}
+        self.fleet.start(first)
+        count = len(first)
         try:
-            await self.fleet.wait_booted(self.scenario.boot_timeout_s)
+            await self.fleet.wait_booted(self.scenario.boot_timeout_s, first)
             booted = count
         except TimeoutError:
-            booted = sum(s.booted.is_set() for s in self.fleet.stations.values())
+            booted = sum(self.fleet.stations[sid].booted.is_set() for sid in first)
         elapsed = time.monotonic() - t0
         dso = "DSO link up, " if self.master is not None else ""
+        later = len(self.fleet.stations) - count
+        joins = f" ({later} join later)" if later else ""
         self._row(
-            "setup", f"gateway up, {dso}{count} stations booted", f"{booted} booted", booted == count, elapsed
+            "setup",
+            f"gateway up, {dso}{count} stations booted{joins}",
+            f"{booted} booted",
+            booted == count,
+            elapsed,
         )
         self._set_anchor("setup")
 
@@ -309,14 +333,20 @@ class ScenarioRun:
                 self._row(label, f"wait {step.for_s:g} s", f"waited {seconds:.2f} s", True, seconds)
             case StationDisconnectStep():
                 station = self.fleet.stations[step.station]
-                await station.disconnect(step.away_s)
+                await station.disconnect(step.away_s, step.how)
                 self._row(
                     label,
                     f"{step.station} away {step.away_s:g} s",
-                    "disconnected",
+                    "aborted (RST, no close frame)" if step.how == "abort" else "disconnected",
                     True,
                     time.monotonic() - t0,
                 )
+            case StationConnectStep():
+                self.fleet.stations[step.station].start()
+                self._row(label, f"{step.station} joins", "connecting", True, time.monotonic() - t0)
+            case EvLeavesStep():
+                self.fleet.stations[step.station].ev_leaves()
+                self._row(label, f"{step.station} EV leaves", "unplugged", True, 0.0)
             case EvDemandStep():
                 self.fleet.stations[step.station].set_demand(step.demand_w)
                 self._row(label, f"{step.station} EV wants {step.demand_w:g} W", "set", True, 0.0)
@@ -479,6 +509,15 @@ class ScenarioRun:
                     limit = s.limit_w()
                     total += s.spec.max_power_w if limit is None else min(limit, s.spec.max_power_w)
                 return _judge_number(total, exp, "W")
+            case "station_caps_total_w":
+                caps = [s.cap_w() for s in stations.values()]
+                text, ok = _judge_number(sum(c for c in caps if c is not None), exp, "W")
+                unbound = caps.count(None)
+                return (f"{text} ({unbound} not bound yet)" if unbound else text), ok
+            case "station_cap_w":
+                assert exp.station is not None
+                cap = stations[exp.station].cap_w()
+                return ("not bound yet", False) if cap is None else _judge_number(cap, exp, "W")
             case "limit_in_force_w":
                 return _judge_number(view.limit_w, exp, "W")
             case "mode":
@@ -567,6 +606,121 @@ class ScenarioRun:
         )
 
 
+class CapWatch:
+    """The cap invariant, judged from the stations' side (see ``spec.CapInvariant``).
+
+    It looks whenever a station records something (a profile accepted, a limit moving,
+    a validTo passing: the instants a cap can change) and every poll in between: the sum
+    of ``SimStation.cap_w()`` against the gateway's limit in force. A lower limit opens a
+    cut window of ``cut_within_s``: inside it the total may be above the new limit, never
+    above the limit before the cut; after it, it must fit. The window is time, not "until
+    the caps first fit": a raise sent into free room just before the cut may still land
+    after the cuts (the gateway counts it from when it was sent, so it fits the ledger).
+    """
+
+    def __init__(
+        self,
+        stations: dict[str, SimStation],
+        limit_w: Callable[[], float],
+        settings: CapInvariant,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stations = stations
+        self.limit_w = limit_w
+        self.cut_within_s = settings.cut_within_s
+        self.clock = clock
+        self.started = clock()
+        self.looks = 0
+        self.violations = 0
+        self.first_violation = ""
+        self.peak_total_w = 0.0
+        self.peak_limit_w = 0.0
+        self.min_room_w = math.inf  # limit - total outside cut windows
+        self.windows = 0
+        self.longest_over_s = 0.0  # how long after a cut the caps were last seen above the limit
+        self._last_limit: float | None = None
+        self._window_start: float | None = None
+        self._window_bound_w = 0.0  # the limit in force before the window opened
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        for station in self.stations.values():
+            station.listeners.append(self._on_event)
+        self.look()
+        self._task = asyncio.create_task(self._poll(), name="cap-watch")
+
+    async def stop(self) -> None:
+        self.look()
+        for station in self.stations.values():
+            with contextlib.suppress(ValueError):
+                station.listeners.remove(self._on_event)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            self.look()
+
+    def _on_event(self, _station: SimStation, event: StationEvent) -> None:
+        if event.kind in ("profile", "limit", "cleared", "connected", "disconnected"):
+            self.look()
+
+    def look(self) -> None:
+        now = self.clock()
+        limit = self.limit_w()
+        caps = {sid: s.cap_w() for sid, s in self.stations.items()}
+        total = sum(c for c in caps.values() if c is not None)
+        self.looks += 1
+        if self._last_limit is not None and limit < self._last_limit - CAP_EPSILON_W:
+            if self._window_start is None:
+                self.windows += 1
+                self._window_bound_w = self._last_limit
+            self._window_start = now  # a lower limit (again): the window runs from here
+        self._last_limit = limit
+        if self._window_start is not None and now - self._window_start > self.cut_within_s:
+            self._window_start = None
+        over = total > limit + CAP_EPSILON_W
+        if self._window_start is not None:
+            bound = max(self._window_bound_w, limit)
+            if total > bound + CAP_EPSILON_W:
+                self._violate(now, f"caps {total:.1f} W > {bound:.1f} W, the limit before the cut", caps)
+            if over:
+                self.longest_over_s = max(self.longest_over_s, now - self._window_start)
+        elif over:
+            self._violate(now, f"caps {total:.1f} W > limit {limit:.1f} W", caps)
+        else:
+            self.min_room_w = min(self.min_room_w, limit - total)
+        if total > self.peak_total_w:
+            self.peak_total_w, self.peak_limit_w = total, limit
+
+    def _violate(self, now: float, what: str, caps: dict[str, float | None]) -> None:
+        self.violations += 1
+        if not self.first_violation:
+            each = ", ".join(f"{sid} {'-' if c is None else f'{c:.0f}'}" for sid, c in caps.items())
+            self.first_violation = f"at {now - self.started:.2f} s: {what} ({each})"
+
+    def describe(self) -> str:
+        return f"caps <= limit at every instant, cuts fit in {_fmt_s(self.cut_within_s)} s"
+
+    def verdict(self) -> tuple[str, bool, float]:
+        lasted = self.clock() - self.started
+        if self.violations:
+            return f"{self.violations} over; first {self.first_violation}", False, lasted
+        room = "-" if math.isinf(self.min_room_w) else f"{self.min_room_w:.0f}"
+        text = (
+            f"peak {self.peak_total_w:.0f}/{self.peak_limit_w:.0f} W, room >= {room} W, "
+            f"{self.windows} cut(s) over <= {self.longest_over_s:.3f} s, {self.looks} looks"
+        )
+        return text, True, lasted
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
 def _label(step: Step) -> str:
     match step:
         case SetpointStep():
@@ -584,6 +738,10 @@ def _label(step: Step) -> str:
             return f"{step.station} disconnects"
         case EvDemandStep():
             return f"{step.station} demand {step.demand_w:g} W"
+        case StationConnectStep():
+            return f"{step.station} connects"
+        case EvLeavesStep():
+            return f"{step.station} EV leaves"
         case InterrogateStep():
             return "general interrogation"
         case StationMeteringStep():

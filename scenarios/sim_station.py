@@ -20,8 +20,10 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +112,7 @@ class SimStation:
         self.connections = 0
         self.attempts = 0  # connection attempts, failed or not
         self.metering = True  # False: a meter fault, no MeterValues are sent
+        self._ev_leaving = False  # the EV went away: stop the transaction when connected
         self._wake = asyncio.Event()  # the sender has something to send
         self._model_wake = asyncio.Event()  # the physics loop must look again
         self._physics_task: asyncio.Task[None] | None = None
@@ -123,6 +126,8 @@ class SimStation:
         self._tx_seq = 0
         self._triggered: set[str] = set()
         self._last_limit: float | None = self.model.limit_w(now)
+        self.ever_bound = False  # it has accepted a station-wide maximum profile
+        self.listeners: list[Callable[[SimStation, StationEvent], None]] = []  # told of every event
 
     # -- public ----------------------------------------------------------------
 
@@ -136,6 +141,17 @@ class SimStation:
     def limit_w(self) -> float | None:
         now = self.clock()
         return self.model.limit_w(now)
+
+    def cap_w(self) -> float | None:
+        """What this station is bound by now: its station-wide maximum profiles (the live one
+        while valid, else the fallback one), at most its rating. None while it has never
+        accepted one (a station that joins is not bound until its first profile lands); a
+        station that held one and holds none now counts at its rating.
+        """
+        if not self.ever_bound:
+            return None
+        limit = self.model.max_profile_limit_w(self.clock())
+        return self.spec.max_power_w if limit is None else min(limit, self.spec.max_power_w)
 
     def start(self) -> None:
         if self._task is None:
@@ -156,13 +172,25 @@ class SimStation:
                     await task
         self._task = self._physics_task = None
 
-    async def disconnect(self, for_s: float) -> None:
-        """Drop the connection and stay away ``for_s`` seconds before reconnecting."""
+    async def disconnect(self, for_s: float, how: str = "close") -> None:
+        """Drop the connection and stay away ``for_s`` seconds before reconnecting.
+
+        ``close``: a websocket close frame; ``abort``: a TCP reset, no close frame (the
+        station lost power or its modem). Either way it keeps charging under what it holds.
+        """
         self._resume.clear()
         ws = self._ws
         if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+            if how == "abort":
+                transport = ws.transport
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            else:
+                with contextlib.suppress(Exception):
+                    await ws.close()
         asyncio.get_running_loop().call_later(max(0.0, for_s), self._resume.set)
 
     def set_metering(self, enabled: bool) -> None:
@@ -171,8 +199,18 @@ class SimStation:
         self._wake.set()
 
     def set_demand(self, demand_w: float) -> None:
+        """What the EV wants; above 0 at a station without a transaction, one starts (an EV arrives)."""
+        self._ev_leaving = False
         if self.model.set_demand(demand_w, self.clock()):
             self._after_target_change("demand changed")
+        self._wake.set()
+
+    def ev_leaves(self) -> None:
+        """The EV finishes and is unplugged: the transaction stops, the connector is Available."""
+        self._ev_leaving = True
+        if self.model.set_demand(0.0, self.clock()):
+            self._after_target_change("EV left")
+        self._wake.set()
 
     # -- the connection loop ---------------------------------------------------
 
@@ -253,12 +291,20 @@ class SimStation:
         last_meter = self.clock()
         last_heartbeat = last_meter
         self._report_reason = self._report_reason or "Sample.Periodic"
-        while True:
+        while not self._stopping:  # stop() wakes us: a cancel racing that wake can be swallowed
+            self._wake.clear()  # before looking: a wake during this pass's awaits is kept for the wait
             if self.model.demand_w > 0 and self.transaction_id is None:  # an EV wants power
                 await cp.start_transaction()
                 self.model.set_charging(True, self.clock())
                 self._after_target_change("transaction started")
                 await cp.status(charging=True)
+            if self._ev_leaving and self.transaction_id is not None:  # the EV has gone
+                self._ev_leaving = False
+                self.model.set_charging(False, self.clock())
+                await cp.stop_transaction()
+                self.transaction_id = None
+                self._after_target_change("transaction stopped")
+                await cp.status(charging=False)
             now = self.clock()
             if self.meter_interval_s > 0 and now - last_meter >= self.meter_interval_s:
                 self._report_reason = self._report_reason or "Sample.Periodic"
@@ -285,7 +331,6 @@ class SimStation:
                 wake_at.append(last_meter + self.meter_interval_s)
             if self.heartbeat_s > 0:
                 wake_at.append(last_heartbeat + self.heartbeat_s)
-            self._wake.clear()
             if self._report_reason is None and not self._triggered:
                 timeout = max(0.0, min(wake_at) - self.clock())
                 with contextlib.suppress(TimeoutError):
@@ -359,6 +404,8 @@ class SimStation:
             self.record("profile_rejected", "a station-wide maximum belongs on connector/EVSE 0")
             return False, "station max profile on a connector"
         self.model.install(profile, now)
+        if profile.purpose is Purpose.STATION_MAX:
+            self.ever_bound = True
         limit = profile.limit_w_at(now, self.spec.phases)
         self.record(
             "profile", f"id={profile.profile_id} stack={profile.stack_level} {profile.purpose}", limit
@@ -397,7 +444,10 @@ class SimStation:
         self._after_target_change("profiles changed")
 
     def record(self, kind: str, detail: str = "", value: float | None = None) -> None:
-        self.events.append(StationEvent(self.clock(), kind, detail, value))
+        event = StationEvent(self.clock(), kind, detail, value)
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(self, event)
 
     def next_tx_seq(self) -> int:
         """The next 2.0.1 TransactionEvent seqNo (kept across reconnections, as the spec wants)."""
@@ -419,9 +469,11 @@ class Fleet:
     def add(self, station: SimStation) -> None:
         self.stations[station.station_id] = station
 
-    def start(self) -> None:
-        for station in self.stations.values():
-            station.start()
+    def start(self, ids: Collection[str] | None = None) -> None:
+        """Start every station, or only those in ``ids`` (the others join later)."""
+        for sid, station in self.stations.items():
+            if ids is None or sid in ids:
+                station.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.stop() for s in self.stations.values()))
@@ -429,7 +481,6 @@ class Fleet:
     def total_power_w(self) -> float:
         return sum(s.power_w() for s in self.stations.values())
 
-    async def wait_booted(self, timeout_s: float) -> None:
-        await asyncio.wait_for(
-            asyncio.gather(*(s.booted.wait() for s in self.stations.values())), timeout=timeout_s
-        )
+    async def wait_booted(self, timeout_s: float, ids: Collection[str] | None = None) -> None:
+        waiting = [s.booted.wait() for sid, s in self.stations.items() if ids is None or sid in ids]
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=timeout_s)

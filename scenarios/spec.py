@@ -48,6 +48,7 @@ class StationGroup:
     max_stack_level: int = Field(default=8, ge=0)
     rate_units: tuple[Literal["A", "W"], ...] = ("A", "W")
     password: str = ""
+    connect_at_start: bool = True  # false: it joins at a ``station_connect`` step
 
     def ids(self) -> list[str]:
         return [self.id] if self.count == 1 else [f"{self.id}{i}" for i in range(1, self.count + 1)]
@@ -116,19 +117,45 @@ class WaitStep:
 
 @dataclass(frozen=True, config=_STRICT)
 class StationDisconnectStep:
-    """A station drops its connection and comes back after ``away_s`` (plus its backoff)."""
+    """A station drops its connection and comes back after ``away_s`` (plus its backoff).
+
+    ``how``: ``close`` (a websocket close frame) or ``abort`` (a TCP reset, no close frame:
+    the station lost power or its modem). Either way it keeps charging under what it holds.
+    """
 
     do: Literal["station_disconnect"]
     station: str
     away_s: float = Field(ge=0)
     name: str = ""
+    how: Literal["close", "abort"] = "close"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StationConnectStep:
+    """A station of a group with ``connect_at_start = false`` connects for the first time: it
+    joins. The step does not wait for it to boot, so the next step runs while it joins."""
+
+    do: Literal["station_connect"]
+    station: str
+    name: str = ""
 
 
 @dataclass(frozen=True, config=_STRICT)
 class EvDemandStep:
+    """What the EV wants; above 0 at a station without a transaction, one starts (an EV arrives)."""
+
     do: Literal["ev_demand"]
     station: str
     demand_w: float = Field(ge=0)
+    name: str = ""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvLeavesStep:
+    """The EV finishes and is unplugged: the transaction stops, the connector is Available."""
+
+    do: Literal["ev_leaves"]
+    station: str
     name: str = ""
 
 
@@ -170,6 +197,8 @@ Quantity = Literal[
     "site_power_w",  # what the simulated stations really draw, summed
     "station_power_w",  # what one station draws
     "station_limits_total_w",  # the limits the stations obey (composite of their profiles), summed
+    "station_caps_total_w",  # the station-side caps (their accepted max profiles in force), summed
+    "station_cap_w",  # one station's cap: its live max profile while valid, else its fallback one
     "limit_in_force_w",  # the gateway's limit in force
     "mode",  # the gateway's mode: initial, normal, hold, fallback
     "telemetry",  # the latest value the DSO master holds for ``ioa``
@@ -201,6 +230,7 @@ class Expectation:
     def subject(self) -> str:
         return {
             "station_power_w": f"power of {self.station}",
+            "station_cap_w": f"cap of {self.station}",
             "telemetry": f"IOA {self.ioa}",
             "stations_unchanged": "stations unchanged",
             "csms_stations_sent": f"stations with {self.action} at CSMS",
@@ -244,7 +274,9 @@ Action = (
     | RestoreLinkStep
     | WaitStep
     | StationDisconnectStep
+    | StationConnectStep
     | EvDemandStep
+    | EvLeavesStep
     | StationMeteringStep
     | InterrogateStep
     | CsmsDownStep
@@ -259,7 +291,9 @@ _ACTIONS: dict[str, type[Any]] = {
     "restore_link": RestoreLinkStep,
     "wait": WaitStep,
     "station_disconnect": StationDisconnectStep,
+    "station_connect": StationConnectStep,
     "ev_demand": EvDemandStep,
+    "ev_leaves": EvLeavesStep,
     "station_metering": StationMeteringStep,
     "interrogate": InterrogateStep,
     "csms_down": CsmsDownStep,
@@ -270,6 +304,20 @@ _ACTIONS: dict[str, type[Any]] = {
 @dataclass(frozen=True, config=_STRICT)
 class DsoSettings:
     connect_at_start: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CapInvariant:
+    """``check``: watch the cap invariant from setup to the end of the scenario, one report row.
+
+    At every instant a station's cap changes (and every poll between), the station-side caps
+    (``station_caps_total_w``) must add up to at most the gateway's limit in force, except
+    right after that limit goes down: then they must fit the new limit within
+    ``cut_within_s`` (real seconds, never scaled) and stay within the limit before the cut.
+    """
+
+    check: bool = False
+    cut_within_s: float = Field(default=5.0, gt=0)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -290,6 +338,7 @@ class Scenario:
     stations: tuple[StationGroup, ...]
     steps: tuple[Step, ...]
     boot_timeout_s: float
+    cap_invariant: CapInvariant = CapInvariant()
 
     def station_ids(self) -> list[str]:
         return [sid for group in self.stations for sid in group.ids()]
@@ -302,6 +351,7 @@ class _Document:
     gateway: dict[str, Any] = Field(default_factory=dict)
     dso: DsoSettings = DsoSettings()
     csms: CsmsSettings = CsmsSettings()
+    cap_invariant: CapInvariant = CapInvariant()
     stations: tuple[dict[str, Any], ...] = ()
     steps: tuple[dict[str, Any], ...] = ()
     boot_timeout_s: float = Field(default=20.0, gt=0)
@@ -327,6 +377,8 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     doc: _Document = _validate(_Document, data, file, "")
     groups = tuple(_validate(StationGroup, raw, file, f"stations[{i}]") for i, raw in enumerate(doc.stations))
     ids: set[str] = set()
+    late = {sid for group in groups if not group.connect_at_start for sid in group.ids()}
+    joined: set[str] = set()
     for i, group in enumerate(groups):
         for sid in group.ids():
             if sid in ids:
@@ -360,6 +412,12 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         station = getattr(step, "station", None)
         if station is not None and station not in ids:
             raise ScenarioError(file, f"{key}.station", f"no station {station!r} in the fleet")
+        if isinstance(step, StationConnectStep):
+            if station not in late:
+                why = "it joined at an earlier step" if station in joined else "connect_at_start = true"
+                raise ScenarioError(file, f"{key}.station", f"{station!r} is not waiting to join ({why})")
+            joined.add(step.station)
+            late.discard(step.station)  # it joins once
         if step.name:
             if step.name in names:
                 raise ScenarioError(file, f"{key}.name", f"step name {step.name!r} is used twice")
@@ -378,6 +436,7 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         groups,
         tuple(steps),
         doc.boot_timeout_s,
+        doc.cap_invariant,
     )
 
 
@@ -402,8 +461,8 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
         raise ScenarioError(file, f"{key}.quality", "only telemetry has a quality")
     if step.expect == "mode" and step.equals not in ("initial", "normal", "hold", "fallback"):
         raise ScenarioError(file, f"{key}.equals", "mode is one of initial, normal, hold, fallback")
-    if step.expect == "station_power_w" and step.station is None:
-        raise ScenarioError(file, f"{key}.station", "station_power_w needs a station")
+    if step.expect in ("station_power_w", "station_cap_w") and step.station is None:
+        raise ScenarioError(file, f"{key}.station", f"{step.expect} needs a station")
     if step.expect == "csms_stations_sent" and not step.action:
         raise ScenarioError(
             file, f"{key}.action", "csms_stations_sent needs an action, e.g. BootNotification"

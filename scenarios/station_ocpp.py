@@ -99,6 +99,20 @@ class Client16(ChargePoint16):  # type: ignore[misc]
         )
         self.station.transaction_id = int(answer.transaction_id)
 
+    async def stop_transaction(self) -> None:
+        now = self.station.clock()
+        transaction_id = self.station.transaction_id
+        await self.call(
+            call16.StopTransaction(
+                meter_stop=int(self.station.model.energy_wh(now)),
+                timestamp=iso(now),
+                transaction_id=transaction_id if isinstance(transaction_id, int) else 0,
+                reason="EVDisconnected",
+                id_tag=self.station.spec.id_tag,
+            ),
+            suppress=False,
+        )
+
     async def status(self, charging: bool) -> None:
         now = iso(self.station.clock())
         await self.call(call16.StatusNotification(0, "NoError", "Available", timestamp=now), suppress=False)
@@ -220,6 +234,9 @@ class Client201(ChargePoint201):  # type: ignore[misc]
         station.transaction_id = str(uuid.uuid4())
         await self._transaction_event("Started", "CablePluggedIn", None, id_token=True)
 
+    async def stop_transaction(self) -> None:
+        await self._transaction_event("Ended", "EVDeparted", None)
+
     async def status(self, charging: bool) -> None:
         await self.call(
             call201.StatusNotification(
@@ -250,16 +267,19 @@ class Client201(ChargePoint201):  # type: ignore[misc]
         station = self.station
         seq = station.next_tx_seq()
         charging = station.model.charging or event_type == "Started"
+        info: dict[str, Any] = {
+            "transaction_id": str(station.transaction_id),
+            "charging_state": "Charging" if charging else "EVConnected",
+        }
+        if event_type == "Ended":
+            info.update(charging_state="Idle", stopped_reason="EVDisconnected")
         await self.call(
             call201.TransactionEvent(
                 event_type=event_type,
                 timestamp=iso(station.clock()),
                 trigger_reason=trigger,
                 seq_no=seq,
-                transaction_info={
-                    "transaction_id": str(station.transaction_id),
-                    "charging_state": "Charging" if charging else "EVConnected",
-                },
+                transaction_info=info,
                 meter_value=meter_value,
                 evse={"id": 1, "connector_id": 1} if event_type == "Started" else None,
                 id_token={"id_token": station.spec.id_tag, "type": "ISO14443"} if id_token else None,

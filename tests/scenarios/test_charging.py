@@ -16,6 +16,7 @@ from scenarios.charging import (
     RateUnit,
     composite_limit_w,
     profile_from_ocpp,
+    station_max_limit_w,
 )
 
 T0 = 1_800_000_000.0
@@ -155,3 +156,12 @@ def test_profile_from_ocpp_16_and_201_payloads() -> None:
         profile_from_ocpp(v16, 0, T0, [RateUnit.W])
     with pytest.raises(ProfileError, match="timezone"):
         profile_from_ocpp({**v16, "valid_to": "2027-01-01T00:00:00"}, 0, T0, [RateUnit.A])
+
+
+def test_the_station_cap_is_its_max_profiles_alone_live_while_valid_then_fallback() -> None:
+    tx = Profile(3, 1, Purpose.TX_DEFAULT, RateUnit.W, (Period(0, 2000),), T0)
+    profiles = [max_profile(1, 7, 5000), max_profile(2, 8, 10000, valid_to_s=T0 + 300), tx]
+    assert composite_limit_w(profiles, T0 + 1, 3) == 2000  # what the EV may draw
+    assert station_max_limit_w(profiles, T0 + 1, 3) == 10000  # what the gateway bound it to
+    assert station_max_limit_w(profiles, T0 + 300, 3) == 5000  # the live one lapsed
+    assert station_max_limit_w([tx], T0 + 1, 3) is None

@@ -27,4 +27,5 @@ async def test_shipped_scenario_passes(path: Path) -> None:
     result = await ScenarioRun(scenario, time_scale=TIME_SCALE).run()
     assert result.passed, _table(result)
     assert result.rows[0].step == "setup"
-    assert len(result.rows) == len(scenario.steps) + 1  # every step judged, nothing skipped
+    watched = int(scenario.cap_invariant.check)  # one more row: the cap invariant over the run
+    assert len(result.rows) == len(scenario.steps) + 1 + watched  # every step judged, nothing skipped

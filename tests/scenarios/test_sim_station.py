@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
@@ -318,3 +321,81 @@ async def test_station_validates_what_it_receives_strictly(csms: SimCsms) -> Non
         assert ok.status == "Accepted"  # and the connection goes on
     finally:
         await station.stop()
+
+
+@pytest.mark.parametrize("version", [OcppVersion.V16, OcppVersion.V201])
+async def test_an_ev_leaving_stops_the_transaction_and_frees_the_connector(
+    csms: SimCsms, version: OcppVersion
+) -> None:
+    station = await started(StationSpec("cs", version=version, demand_w=7000, ramp_w_per_s=1e6), csms)
+    try:
+        await csms.wait_for(is_power(lambda p: p == 7000), TIMEOUT)
+        mark = len(csms.frames)
+        station.ev_leaves()
+        if version is OcppVersion.V16:
+            stop = await csms.wait_for(lambda f: f.action == "StopTransaction", TIMEOUT, start=mark)
+            assert stop.message is not None and stop.message[3]["reason"] == "EVDisconnected"
+            status = await csms.wait_for(
+                lambda f: f.action == "StatusNotification" and f.message[3]["connectorId"] == 1,  # type: ignore[index]
+                TIMEOUT,
+                start=mark,
+            )
+            assert status.message is not None and status.message[3]["status"] == "Available"
+        else:
+            ended = await csms.wait_for(
+                lambda f: f.action == "TransactionEvent" and f.message[3]["eventType"] == "Ended",  # type: ignore[index]
+                TIMEOUT,
+                start=mark,
+            )
+            assert ended.message is not None
+            assert ended.message[3]["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+            status = await csms.wait_for(lambda f: f.action == "StatusNotification", TIMEOUT, start=mark)
+            assert status.message is not None and status.message[3]["connectorStatus"] == "Available"
+        assert station.transaction_id is None
+        await asyncio.wait_for(_until(lambda: station.power_w() == 0), TIMEOUT)  # the end of its ramp
+        station.set_demand(5000)  # the next EV starts a new transaction
+        await csms.wait_for(is_power(lambda p: p == 5000), TIMEOUT, start=mark)
+        assert station.transaction_id is not None
+    finally:
+        await station.stop()
+
+
+async def test_the_cap_is_the_live_max_profile_while_valid_then_the_fallback(csms: SimCsms) -> None:
+    station = await started(StationSpec("cs16", demand_w=22000, ramp_w_per_s=1e6), csms)
+    try:
+        assert station.cap_w() is None  # never bound yet
+        await csms.call("cs16", call16.SetChargingProfile(0, v16_max_profile(1, 7, 5000)))
+        live_until = time.time() + 1.0
+        await csms.call("cs16", call16.SetChargingProfile(0, v16_max_profile(2, 8, 9000, live_until)))
+        assert station.cap_w() == 9000
+        await asyncio.wait_for(_until(lambda: time.time() >= live_until), TIMEOUT)
+        assert station.cap_w() == 5000  # by the station's own clock
+        await csms.call("cs16", call16.ClearChargingProfile())
+        assert station.cap_w() == 22000  # bound once, bound by nothing now: its rating
+    finally:
+        await station.stop()
+
+
+@pytest.mark.parametrize(("how", "close_frame"), [("close", True), ("abort", False)])
+async def test_a_station_drops_with_or_without_a_close_frame(how: str, close_frame: bool) -> None:
+    ended: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: Any) -> None:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            async for _ in ws:
+                pass
+        ended.set_result(ws.protocol.close_rcvd)
+
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, subprotocols=[websockets.Subprotocol("ocpp1.6")]
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        station = SimStation(StationSpec("cs16"), f"ws://127.0.0.1:{port}")
+        station.start()
+        try:
+            await asyncio.wait_for(station.connected.wait(), TIMEOUT)
+            await station.disconnect(3600, how)
+            received = await asyncio.wait_for(ended, TIMEOUT)
+            assert (received is not None) is close_frame
+        finally:
+            await station.stop()

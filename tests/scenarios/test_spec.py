@@ -10,10 +10,15 @@ import pytest
 from gateway.config import Config
 from scenarios.runner import gateway_config
 from scenarios.spec import (
+    CapInvariant,
     DsoShortSessionStep,
+    EvDemandStep,
+    EvLeavesStep,
     Expectation,
     ScenarioError,
     SetpointStep,
+    StationConnectStep,
+    StationDisconnectStep,
     load_scenario,
     parse_scenario,
     shipped_scenarios,
@@ -142,3 +147,87 @@ def test_a_short_dso_session_drops_with_a_reset_unless_told_to_close() -> None:
     assert (second.how, second.expect_confirm) == ("close", "negative")
     names = [load_scenario(path).name for path in shipped_scenarios()]
     assert "V7 short DSO session" in names
+
+
+def test_a_station_drops_with_a_close_frame_unless_told_to_abort() -> None:
+    steps = [
+        {"do": "station_disconnect", "station": "cs1", "away_s": 2},
+        {"do": "station_disconnect", "station": "cs2", "away_s": 3600, "how": "abort"},
+    ]
+    closed, aborted = parse_scenario(minimal(steps=steps), "x.toml").steps
+    assert isinstance(closed, StationDisconnectStep) and isinstance(aborted, StationDisconnectStep)
+    assert (closed.how, aborted.how) == ("close", "abort")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(minimal(steps=[{**steps[0], "how": "silent"}]), "bad.toml")
+    assert (info.value.key, info.value.reason.startswith("Input should be")) == ("steps[0].how", True)
+
+
+def test_a_station_joins_once_at_a_station_connect_step() -> None:
+    stations = [{"id": "cs", "count": 2}, {"id": "late", "connect_at_start": False}]
+    joined = [{"do": "station_connect", "station": "late"}, {"do": "setpoint", "value_w": 20000}]
+    scenario = parse_scenario(minimal(stations=stations, steps=joined), "x.toml")
+    assert isinstance(scenario.steps[0], StationConnectStep)
+    assert [g.connect_at_start for g in scenario.stations] == [True, False]
+    assert scenario.station_ids() == ["cs1", "cs2", "late"]
+    for steps, reason in (
+        ([{"do": "station_connect", "station": "cs1"}], "not waiting to join (connect_at_start = true)"),
+        ([joined[0], joined[0]], "not waiting to join (it joined at an earlier step)"),
+        ([{"do": "station_connect", "station": "nope"}], "no station 'nope'"),
+    ):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(minimal(stations=stations, steps=steps), "bad.toml")
+        assert info.value.key.endswith(".station") and reason in info.value.reason
+
+
+def test_an_ev_arrives_with_a_demand_and_leaves_with_ev_leaves() -> None:
+    steps = [
+        {"do": "ev_demand", "station": "cs1", "demand_w": 11000},
+        {"do": "ev_leaves", "station": "cs1"},
+    ]
+    arrives, leaves = parse_scenario(minimal(steps=steps), "x.toml").steps
+    assert isinstance(arrives, EvDemandStep) and isinstance(leaves, EvLeavesStep)
+    with pytest.raises(ScenarioError, match="no station 'cs9'"):
+        parse_scenario(minimal(steps=[{"do": "ev_leaves", "station": "cs9"}]), "x.toml")
+
+
+def test_station_caps_are_numbers_and_one_station_cap_needs_a_station() -> None:
+    steps = [
+        {"expect": "station_caps_total_w", "at_most": 30000, "for_s": 60},
+        {"expect": "station_cap_w", "station": "cs1", "equals": 10000},
+    ]
+    total, one = parse_scenario(minimal(steps=steps), "x.toml").steps
+    assert isinstance(total, Expectation) and total.describe() == "station caps total <= 30000 for 60 s"
+    assert isinstance(one, Expectation) and one.describe() == "cap of cs1 = 10000 within 5 s"
+    for step, key, reason in (
+        ({"expect": "station_cap_w", "equals": 1}, "steps[0].station", "station_cap_w needs a station"),
+        ({"expect": "station_caps_total_w", "equals": "full"}, "steps[0].equals", "must be a number"),
+        ({"expect": "station_caps_total_w"}, "steps[0]", "exactly one of equals"),
+    ):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(minimal(steps=[step]), "bad.toml")
+        assert (info.value.key, reason in info.value.reason) == (key, True)
+
+
+def test_the_cap_invariant_watch_is_off_unless_asked_for() -> None:
+    assert parse_scenario(minimal(), "x.toml").cap_invariant == CapInvariant(check=False, cut_within_s=5.0)
+    on = parse_scenario(minimal(cap_invariant={"check": True, "cut_within_s": 1}), "x.toml")
+    assert on.cap_invariant == CapInvariant(check=True, cut_within_s=1.0)
+    for table, key in (
+        ({"check": True, "cut_within_s": 0}, "cap_invariant.cut_within_s"),
+        ({"check": "yes"}, "cap_invariant.check"),
+        ({"window_s": 1}, "cap_invariant.window_s"),
+    ):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(minimal(cap_invariant=table), "bad.toml")
+        assert info.value.key == key
+
+
+def test_v8_to_v11_ship_and_watch_the_cap_invariant() -> None:
+    scenarios = {load_scenario(path).name.split(" ")[0]: load_scenario(path) for path in shipped_scenarios()}
+    for prefix in ("V8", "V9", "V10", "V11"):
+        assert prefix in scenarios, sorted(scenarios)
+        assert scenarios[prefix].cap_invariant.check, prefix
+    steps = scenarios["V8"].steps
+    assert any(isinstance(s, StationDisconnectStep) and s.how == "abort" for s in steps)
+    assert any(isinstance(s, StationConnectStep) for s in scenarios["V9"].steps)
+    assert any(isinstance(s, EvLeavesStep) for s in scenarios["V11"].steps)
