@@ -55,3 +55,26 @@ async def test_t2_fails_when_the_core_falls_back_before_the_hold_time(
     assert rows["limit held"].measured.startswith("10000.0 W after 5.")
     assert not rows["stations untouched during hold"].passed
     assert not result.passed
+
+
+@pytest.mark.timeout(120)
+async def test_v8_fails_when_the_core_gives_an_offline_stations_share_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.ledger import StationLedger
+
+    real = StationLedger.reserve_w
+
+    def forgetful(self: StationLedger, now_s: float, online: bool, margin_s: float) -> float:
+        return real(self, now_s, online, margin_s) if online else 0.0  # gone means free: wrong
+
+    monkeypatch.setattr(StationLedger, "reserve_w", forgetful)
+    result = await ScenarioRun(load_scenario(SCENARIO_DIR / "v8_offline_station.toml"), time_scale=60).run()
+
+    rows = {r.step: r for r in result.rows}
+    assert rows["v8-off vanishes (TCP reset)"].passed
+    assert not rows["others stay at 10 kW"].passed  # v8-cs1 got more while v8-off still holds 10 kW
+    watch = rows["cap invariant"]
+    assert not watch.passed
+    assert "> limit 30000.0 W" in watch.measured
+    assert not result.passed
