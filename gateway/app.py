@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +19,7 @@ from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
 from gateway.demand import DemandSettings
 from gateway.durable import describe_resume, resume
+from gateway.errors import Ocpp809Error, StartupError, StoreError
 from gateway.fleet import FleetSettings
 from gateway.metrics import CoreMetrics
 from gateway.operator_requests import RequestSpool
@@ -62,6 +66,35 @@ def arbiter_settings(config: Config) -> ArbiterSettings:
     )
 
 
+def _what(adapter: Adapter, config: Config) -> str:
+    """How the operator knows an adapter: the listener and its address."""
+    kind = type(adapter).__name__
+    if kind == "Iec104Outstation":
+        return f"IEC 104 listener {config.iec104.listen_host}:{config.iec104.port}"
+    if kind == "StationServer":
+        return f"OCPP listener {config.ocpp.listen_host}:{config.ocpp.port}"
+    if kind == "RequestSpool":
+        return f"operator request folder of store {config.store.path}"
+    return kind
+
+
+@contextmanager
+def _naming_failures(what: str) -> Iterator[None]:
+    """A start-up failure of the operator's environment becomes one line naming what failed."""
+    try:
+        yield
+    except StartupError:
+        raise
+    except ssl.SSLError as exc:
+        raise StartupError(f"{what}: TLS: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise StartupError(f"{what}: {exc.strerror or exc}") from None
+    except Ocpp809Error as exc:  # an adapter's own start error (c104's "port in use?", ...)
+        if isinstance(exc, StoreError):
+            raise
+        raise StartupError(f"{what}: {exc}") from None
+
+
 @dataclass
 class Gateway:
     config: Config
@@ -75,11 +108,14 @@ class Gateway:
         started: list[Adapter] = []
         try:
             for adapter in self.adapters:
-                await adapter.start()
+                with _naming_failures(_what(adapter, self.config)):
+                    await adapter.start()
                 started.append(adapter)
             if self.config.metrics.enabled:  # /metrics, the status page and /healthz
-                server = StatusServer(self.config.metrics, self.runtime, asyncio.get_running_loop())
-                server.start()
+                metrics = self.config.metrics
+                with _naming_failures(f"metrics listener {metrics.listen_host}:{metrics.port}"):
+                    server = StatusServer(metrics, self.runtime, asyncio.get_running_loop())
+                    server.start()
                 self.metrics_server = server
                 log.info("status page on %s (/metrics, /healthz)", server.url)
         except BaseException:

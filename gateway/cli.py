@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.config import load_config
-from gateway.errors import ConfigError, StoreError
+from gateway.config import check_environment, load_config
+from gateway.errors import ConfigError, ConfigErrors, StartupError, StoreError
 
 EXIT_CONFIG = 2
 
@@ -43,6 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run_until_stopped
 
     config = load_config(args.config)
+    check_environment(config, args.config or "<defaults>")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -51,12 +52,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_until_stopped(config, stop, config_file=args.config)
 
-    asyncio.run(main())
+    from iec104.c104_output import route_library_output  # c104's own prints go through logging
+
+    with route_library_output():
+        asyncio.run(main())
     return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    load_config(args.file)
+    """Every check ``run`` makes before it starts, every problem on its own line."""
+    config = load_config(args.file)
+    check_environment(config, args.file)
     print(f"{args.file}: ok")
     return 0
 
@@ -70,14 +76,35 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_FORMATS = ["human", "json"]
+
+
+class _WithLogOptions:
+    """Every subcommand parser also takes the log options (added as a parent)."""
+
+    def __init__(self, sub: argparse._SubParsersAction, logs: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+        self._sub, self._logs = sub, logs
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        parents = [*kwargs.pop("parents", []), self._logs]  # type: ignore[misc]
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocpp809", description="DSO grid-integration gateway for EV charging"
     )
     parser.add_argument("--version", action="version", version=f"ocpp809 {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="human", choices=["human", "json"])
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    parser.add_argument("--log-format", default="human", choices=LOG_FORMATS)
     sub = parser.add_subparsers(dest="command", required=True)
+    # The log options work after the subcommand too (`ocpp809 run --log-format json`).
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
+    logs.add_argument("--log-format", default=argparse.SUPPRESS, choices=LOG_FORMATS)
+    sub = _WithLogOptions(sub, logs)  # type: ignore[assignment]
 
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in defaults)")
@@ -122,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_level, args.log_format)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except ConfigErrors as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConfigError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreError as exc:

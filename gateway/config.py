@@ -10,6 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
+import socket
+import ssl
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigErrors
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -125,7 +128,9 @@ class OcppConfig:
     station_max_power_w: float = 22000.0  # default when a station's own entry does not say
     station_min_power_w: float = 4140.0  # 6 A x 3 phases x 230 V
     profile_refresh_s: float = 480.0  # the live profile is re-sent this often (one flash write each)
-    profile_validity_s: float = 600.0  # validTo of the live profile: an offline station's live share lapses then
+    profile_validity_s: float = (
+        600.0  # validTo of the live profile: an offline station's live share lapses then
+    )
     call_timeout_s: float = 10.0
     authorize: Literal["accept_all", "local_list"] = "accept_all"
     local_id_tags: tuple[str, ...] = ()
@@ -219,16 +224,34 @@ class Config:
 _ADAPTER = TypeAdapter(Config)
 
 
+def _with_default_points(data: dict[str, object]) -> dict[str, object]:
+    """Point tables override the defaults key by key: ``unit = "kW"`` alone keeps IOA 100."""
+    iec = data.get("iec104")
+    points = iec.get("points") if isinstance(iec, dict) else None
+    if not isinstance(iec, dict) or not isinstance(points, dict):
+        return data
+    merged: dict[str, object] = {}
+    for role, table in points.items():
+        default = getattr(PointMap(), role, None) if isinstance(role, str) else None
+        if isinstance(default, PointConfig) and isinstance(table, dict):
+            merged[role] = {"ioa": default.ioa, **table}
+        else:
+            merged[role] = table  # unknown role or wrong type: validation says so
+    return {**data, "iec104": {**iec, "points": merged}}
+
+
 def parse_config(data: dict[str, object], file: str = "<config>") -> Config:
-    """Validate a TOML document already parsed into a dict."""
+    """Validate a TOML document already parsed into a dict; every problem found is reported."""
     try:
         # JSON mode: strict types, yet arrays may fill tuples and tables fill dataclasses.
-        config = _ADAPTER.validate_json(json.dumps(data, default=str))
+        config = _ADAPTER.validate_json(json.dumps(_with_default_points(data), default=str))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        reason = "unknown key" if error["type"] == "unexpected_keyword_argument" else error["msg"]
-        raise ConfigError(file, key, reason) from None
+        errors = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            reason = "unknown key" if error["type"] == "unexpected_keyword_argument" else error["msg"]
+            errors.append(ConfigError(file, key, reason))
+        raise ConfigErrors(errors) from None
     _check(config, file)
     return config
 
@@ -252,11 +275,96 @@ def read_toml(path: str | Path) -> dict[str, object]:
         raise ConfigError(file, "(file)", exc.strerror or str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "(syntax)", str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "(encoding)", f"not UTF-8 at byte {exc.start}") from None
 
 
 def _check(config: Config, file: str) -> None:
+    errors: list[ConfigError] = []
+
     def fail(key: str, reason: str) -> None:
-        raise ConfigError(file, key, reason)
+        errors.append(ConfigError(file, key, reason))
+
+    _check_values(config, fail)
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def check_environment(config: Config, file: str = "<config>") -> None:
+    """What ``run`` would find wrong on this machine: TLS files readable and PEM, listen
+    hosts valid (IPv6 included), listeners on distinct ports, the store's folder usable.
+    Every problem is reported (``ConfigErrors``); ``check-config`` and ``run`` both call it."""
+    errors: list[ConfigError] = []
+
+    def fail(key: str, reason: str) -> None:
+        errors.append(ConfigError(file, key, reason))
+
+    listeners = [("iec104", config.iec104.listen_host, config.iec104.port)]
+    listeners.append(("ocpp", config.ocpp.listen_host, config.ocpp.port))
+    if config.metrics.enabled:
+        listeners.append(("metrics", config.metrics.listen_host, config.metrics.port))
+    for section, host, _port in listeners:
+        reason = _host_problem(host)
+        if reason is not None:
+            fail(f"{section}.listen_host", reason)
+    for i, (section, host, port) in enumerate(listeners):
+        for other, other_host, other_port in listeners[:i]:
+            if port != 0 and port == other_port and _hosts_overlap(host, other_host):
+                fail(f"{section}.port", f"{port} is also {other}.port: two listeners cannot share it")
+    for key, tls in (("iec104.tls", config.iec104.tls), ("ocpp.tls", config.ocpp.tls)):
+        if tls.enabled:
+            _check_pem(key, tls.cert_file, tls.key_file, tls.ca_file, fail)
+    up = config.upstream
+    if up.csms_url and (up.cert_file or up.ca_file):
+        _check_pem("upstream", up.cert_file, up.key_file, up.ca_file, fail)
+    folder = Path(config.store.path).resolve().parent
+    if not folder.is_dir():
+        fail("store.path", f"folder {folder} does not exist")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        fail("store.path", f"folder {folder} is not writable")
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _host_problem(host: str) -> str | None:
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"{host!r} is neither an IP address nor a name this machine resolves ({exc})"
+    return None
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    wildcard = {"0.0.0.0", "::", ""}
+    return a == b or a in wildcard or b in wildcard
+
+
+def _check_pem(
+    key: str, cert_file: str, key_file: str, ca_file: str, fail: Callable[[str, str], None]
+) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for name, path in (("cert_file", cert_file), ("key_file", key_file), ("ca_file", ca_file)):
+        if path and not os.access(path, os.R_OK):
+            fail(f"{key}.{name}", f"{path}: {'no such file' if not os.path.exists(path) else 'not readable'}")
+            return
+    try:
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file or None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        fail(f"{key}.cert_file", f"{cert_file} / {key_file}: not a PEM certificate and matching key ({exc})")
+    try:
+        if ca_file:
+            context.load_verify_locations(ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        fail(f"{key}.ca_file", f"{ca_file}: not a PEM CA bundle ({exc})")
+
+
+def _check_values(config: Config, fail: Callable[[str, str], None]) -> None:
 
     lim = config.limits
     for name in ("min_limit_w", "max_limit_w", "fallback_limit_w", "initial_limit_w"):
@@ -304,7 +412,11 @@ def _check(config: Config, file: str) -> None:
     _check_tls(iec.tls, "iec104.tls", fail)
 
     oc = config.ocpp
-    for key, port in (("iec104.port", iec.port), ("ocpp.port", oc.port), ("metrics.port", config.metrics.port)):
+    for key, port in (
+        ("iec104.port", iec.port),
+        ("ocpp.port", oc.port),
+        ("metrics.port", config.metrics.port),
+    ):
         if not 0 <= port <= 65535:
             fail(key, f"{port} is outside 0..65535")
     if oc.security_profile >= 2 and not oc.tls.enabled:
@@ -400,7 +512,10 @@ def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:
             fail(f"iec104.points.{role}.unit", "a single-point status has no unit")
     for role in ("total_power", "limit_in_force", "fallback_active", "limit_enforced"):
         if getattr(iec.points, role).select_before_operate:
-            fail(f"iec104.points.{role}.select_before_operate", "only setpoint (command) points can be selected")
+            fail(
+                f"iec104.points.{role}.select_before_operate",
+                "only setpoint (command) points can be selected",
+            )
 
 
 def _check_ocpp(oc: OcppConfig, fail: Callable[[str, str], None]) -> None:

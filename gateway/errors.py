@@ -17,6 +17,24 @@ class ConfigError(Ocpp809Error):
         super().__init__(f"{file}: {key}: {reason}")
 
 
+class ConfigErrors(ConfigError):
+    """Every problem found in one configuration: one line each, exit code 2."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.key, first.reason)
+        self.errors = errors
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]
+
+
+class StartupError(Ocpp809Error):
+    """The operator's environment stops the start (a port in use, an unreadable file): one
+    line naming what failed, exit code 2."""
+
+
 class PeerInputError(Ocpp809Error):
     """A peer (SCADA master, station, CSMS) sent something invalid: reject it, never crash."""
 

@@ -448,8 +448,10 @@ class Fleet:
         until = float(math.floor(now_s + self.settings.live_validity_s))  # validTo has whole seconds
         station.seq = self._seq
         station.live_sent_s = now_s
+        last = station.ledger.last_sent
         station.ledger.sent(Profiles(self._seq, live_w, until, fallback_w), now_s)
-        station.demand.restart_window(now_s)
+        if last is None or live_w != last.live_w:  # a refresh of the same cap leaves the EV's window running
+            station.demand.restart_window(now_s)
         self._awaiting.add(station.station_id)
         # The sums move by what the new entry adds (nothing for a cut): O(1), the hot path
         # of a fan-out; the ledger's own reckoning takes over at the next refresh.

@@ -275,3 +275,24 @@ def test_priority_decides_who_is_paused_and_weight_the_split() -> None:
 def test_settings_used_here_are_the_documented_defaults() -> None:
     defaults = ArbiterSettings(SETTINGS.bounds, 1, 1, 1, 1).fleet
     assert (defaults.live_validity_s, defaults.refresh_s, defaults.raise_interval_s) == (600, 480, 30)
+
+
+def test_a_refresh_does_not_restart_the_ev_limited_window() -> None:
+    # Window longer than the refresh interval: an EV taking 3 kW is still judged EV-limited.
+    fleet = dataclasses.replace(
+        FLEET, refresh_s=60, live_validity_s=120, demand=DemandSettings(enabled=True, window_s=100)
+    )
+    arbiter = site(limit_w=30000, n=2, fleet=fleet)
+    now = T0 + 1
+    for sid in ("cp1", "cp2"):
+        step(arbiter, StationActivity(sid, True), now)
+    out: list[Decision] = []
+    for t in range(0, 200, 10):  # refreshes at T0 + 60, 120, ... go out on the way
+        deadline = arbiter.next_deadline()
+        while deadline is not None and deadline <= now + t:
+            out += accept(arbiter, step(arbiter, Tick(), deadline), deadline)
+            deadline = arbiter.next_deadline()
+        out += step(arbiter, MeterSampled("cp1", 3000), now + t)
+        out += step(arbiter, MeterSampled("cp2", 15000), now + t)
+    accept(arbiter, out, now + 200)
+    assert shares(arbiter)["cp1"] == 4140.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, load_config, parse_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigErrors
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ocpp809.toml"
 
@@ -100,7 +100,9 @@ def test_bad_configuration_names_the_key(data: dict[str, object], key: str, reas
         parse_config(data, "site.toml")
     assert (info.value.file, info.value.key) == ("site.toml", key)
     assert reason in info.value.reason
-    assert "\n" not in str(info.value)
+    # One line per problem: the first is the one named; every one is a single line.
+    lines = info.value.lines() if isinstance(info.value, ConfigErrors) else [str(info.value)]
+    assert all("\n" not in line for line in lines) and lines[0] == f"site.toml: {key}: {info.value.reason}"
 
 
 def test_unreadable_and_broken_files(tmp_path: Path) -> None:
