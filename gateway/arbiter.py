@@ -318,6 +318,7 @@ class Arbiter:
             event.max_power_w,
             event.priority,
             event.weight,
+            now_s,
         )
         self._totals.missing += 1
         self._joined.add(event.station_id)
@@ -330,7 +331,7 @@ class Arbiter:
         if station is None or not station.online:
             return
         self._forget_reading(station)
-        self.fleet.leave(event.station_id)
+        self.fleet.leave(event.station_id, now_s)
         self._joined.discard(event.station_id)
         self._reallocate_soon(now_s, out)
         self._check_enforced(now_s, out)

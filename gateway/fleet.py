@@ -79,6 +79,7 @@ class Station:
     last_raise_s: float = -math.inf
     reserve_w: float = 0.0  # cached: ledger.reserve_w at the fleet's cache time
     fixed: bool = False  # cached: offline, or its live cap no longer assured (its share is not ours to move)
+    counted_offline: bool = False  # cached: its reserve is in the offline sums
     fallback_commit_w: float = 0.0  # cached: ledger.fallback_commitment_w()
     # Meter readings (kept by the arbiter).
     power_dw: int | None = None
@@ -128,13 +129,28 @@ class Fleet:
     _next_refresh_s: float | None = None
     _raise_due_s: float | None = None
     _targets_fixed: tuple[float, float] = (0.0, 0.0)  # what fixed stations held when targets were set
+    _margin_s: float = 0.0  # settings.margin_s, read on every answer
+
+    def __post_init__(self) -> None:
+        self._margin_s = self.settings.margin_s
 
     # -- membership --------------------------------------------------------------
 
     def join(
-        self, station_id: str, version: OcppVersion, min_w: float, max_w: float, priority: int, weight: float
+        self,
+        station_id: str,
+        version: OcppVersion,
+        min_w: float,
+        max_w: float,
+        priority: int,
+        weight: float,
+        now_s: float,
     ) -> Station:
-        """A station (re)connected: it keeps its ledger, and goes to the end of the connection order."""
+        """A station (re)connected: it keeps its ledger, and goes to the end of the connection order.
+
+        O(1): the sums move by this station's own difference (a burst of 5,000 joins must not
+        cost 5,000 walks over the fleet).
+        """
         old = self.stations.pop(station_id, None)
         if old is not None and not old.online:
             self.offline_count -= 1
@@ -143,13 +159,15 @@ class Fleet:
         if old is not None:
             station.ledger, station.seq, station.accepted_seq = old.ledger, old.seq, old.accepted_seq
             station.last_raise_s = old.last_raise_s
+            station.reserve_w, station.fallback_commit_w = old.reserve_w, old.fallback_commit_w
+            station.fixed, station.counted_offline = old.fixed, old.counted_offline
         self.stations[station_id] = station
         if station.ledger.held is None:
             self._unbound.add(station_id)
-        self._cache_until_s = -math.inf
+        self._restate(station, now_s)
         return station
 
-    def leave(self, station_id: str) -> Station | None:
+    def leave(self, station_id: str, now_s: float) -> Station | None:
         station = self.stations.get(station_id)
         if station is None or not station.online:
             return None
@@ -159,10 +177,11 @@ class Fleet:
         self._unbound.discard(station_id)
         self.raises_waiting.discard(station_id)
         if station.ledger.held is None and not station.ledger.pending:
+            self._forget(station)
             del self.stations[station_id]  # never profiled: nothing binds it, nothing to keep
         else:
             self.offline_count += 1
-        self._cache_until_s = -math.inf
+            self._restate(station, now_s)
         return station
 
     def release(self, station_id: str) -> str | None:
@@ -172,10 +191,10 @@ class Fleet:
             return "unknown station"
         if station.online:
             return "the station is online: its commitment follows its answers"
+        self._forget(station)
         del self.stations[station_id]
         self.offline_count -= 1
         self._unbound.discard(station_id)
-        self._cache_until_s = -math.inf
         return None
 
     def online(self) -> Iterable[Station]:
@@ -214,14 +233,14 @@ class Fleet:
     def _refresh(self, now_s: float) -> None:
         if now_s < self._cache_until_s:
             return
-        margin = self.settings.margin_s
+        margin = self._margin_s
         self._reserve_sum = self._fallback_sum = 0.0
         self._offline_reserve = self._offline_fallback = 0.0
         self._fixed_reserve = self._fixed_fallback = 0.0
         until = math.inf
         for station in self.stations.values():
             station.reserve_w = station.fallback_commit_w = 0.0
-            station.fixed = False
+            station.fixed = station.counted_offline = False
             self._account(station, now_s)
             change = station.ledger.next_change_s(now_s, margin)
             if change is not None and change < until:
@@ -230,22 +249,35 @@ class Fleet:
 
     def _account(self, station: Station, now_s: float, reserve_w: float | None = None) -> None:
         """Bring one station's part of every sum up to date (``reserve_w``: already known)."""
-        ledger, margin = station.ledger, self.settings.margin_s
-        reserve = ledger.reserve_w(now_s, station.online, margin) if reserve_w is None else reserve_w
+        ledger, online = station.ledger, station.online
+        assured = ledger.live_assured(now_s, self._margin_s)
+        reserve = ledger.bound_w(now_s, online and assured) if reserve_w is None else reserve_w
         fallback = ledger.fallback_commitment_w()
-        fixed = not station.online or (ledger.held is not None and not ledger.live_assured(now_s, margin))
-        self._reserve_sum += reserve - station.reserve_w
-        self._fallback_sum += fallback - station.fallback_commit_w
+        fixed = not online or (ledger.held is not None and not assured)
+        self._forget(station)
+        self._reserve_sum += reserve
+        self._fallback_sum += fallback
         if not station.online:
-            self._offline_reserve += reserve - station.reserve_w
-            self._offline_fallback += fallback - station.fallback_commit_w
-        if station.fixed:
-            self._fixed_reserve -= station.reserve_w
-            self._fixed_fallback -= station.fallback_commit_w
+            self._offline_reserve += reserve
+            self._offline_fallback += fallback
         if fixed:
             self._fixed_reserve += reserve
             self._fixed_fallback += fallback
-        station.reserve_w, station.fallback_commit_w, station.fixed = reserve, fallback, fixed
+        station.reserve_w, station.fallback_commit_w = reserve, fallback
+        station.fixed, station.counted_offline = fixed, not station.online
+
+    def _forget(self, station: Station) -> None:
+        """Take one station's part out of every sum."""
+        self._reserve_sum -= station.reserve_w
+        self._fallback_sum -= station.fallback_commit_w
+        if station.counted_offline:
+            self._offline_reserve -= station.reserve_w
+            self._offline_fallback -= station.fallback_commit_w
+        if station.fixed:
+            self._fixed_reserve -= station.reserve_w
+            self._fixed_fallback -= station.fallback_commit_w
+        station.reserve_w = station.fallback_commit_w = 0.0
+        station.fixed = station.counted_offline = False
 
     def _restate(self, station: Station, now_s: float) -> None:
         """One station's ledger changed: move the sums by its difference."""
@@ -253,7 +285,7 @@ class Fleet:
             self._refresh(now_s)
             return
         self._account(station, now_s)
-        change = station.ledger.next_change_s(now_s, self.settings.margin_s)
+        change = station.ledger.next_change_s(now_s, self._margin_s)
         if change is not None and change < self._cache_until_s:
             self._cache_until_s = change
 
@@ -429,9 +461,7 @@ class Fleet:
         now only if the station's live cap is not assured (``StationLedger.reserve_w``).
         """
         reserve = station.reserve_w
-        grown = max(
-            live_w, fallback_w if not station.ledger.live_assured(now_s, self.settings.margin_s) else 0.0
-        )
+        grown = max(live_w, fallback_w if not station.ledger.live_assured(now_s, self._margin_s) else 0.0)
         return max(0.0, grown - reserve)
 
     def _send(

@@ -45,7 +45,8 @@ class StationLedger:
     # -- facts -------------------------------------------------------------------
 
     def sent(self, profiles: Profiles, now_s: float) -> None:
-        self._prune(now_s)
+        if len(self.pending) > 2:  # the common case (0-2 pending) costs nothing
+            self._prune(now_s)
         self.pending.append(profiles)
 
     def accepted(self, seq: int) -> bool:
@@ -78,10 +79,10 @@ class StationLedger:
         return held is not None and held.live_until_s - margin_s > now_s
 
     def commitment_w(self, now_s: float) -> float:
-        return self._bound(now_s, self.live_assured(now_s, 0.0))
+        return self.bound_w(now_s, self.live_assured(now_s, 0.0))
 
     def reserve_w(self, now_s: float, online: bool, margin_s: float) -> float:
-        return self._bound(now_s, online and self.live_assured(now_s, margin_s))
+        return self.bound_w(now_s, online and self.live_assured(now_s, margin_s))
 
     def fallback_commitment_w(self) -> float:
         best = 0.0 if self.held is None else self.held.fallback_w
@@ -108,7 +109,9 @@ class StationLedger:
 
     # -- internals ---------------------------------------------------------------
 
-    def _bound(self, now_s: float, live_certain: bool) -> float:
+    def bound_w(self, now_s: float, live_certain: bool) -> float:
+        """The most the station may draw at ``now_s``: the live candidates only if a held live
+        cap is certain to bind (``live_certain``), else any candidate."""
         best = 0.0
         entries = self.pending if self.held is None else [self.held, *self.pending]
         for entry in entries:
