@@ -31,7 +31,7 @@ import orjson
 from gateway.decisions import ApplyStationLimit
 from gateway.model import ProfileOutcome
 from ocpp_side import schemas
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps, retry_delay_s
+from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps, retry_delay_s, station_max
 from ocpp_side.versions import VersionRules
 
 
@@ -149,7 +149,9 @@ class ProfileBook:
         key = (rules.VERSION, level, value_w, caps, until)
         cached = self._cache.get(key)
         if cached is None:
-            payload = rules.set_charging_profile(level, value_w, caps, self.settings, second, until)
+            payload = rules.set_charging_profile(
+                station_max(level, value_w, caps, self.settings, second, until)
+            )
             schemas.validate(rules.VERSION, "SetChargingProfile", payload, request=True)
             cached = self._cache[key] = (payload, orjson.dumps(payload))
         return cached

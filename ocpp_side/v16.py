@@ -15,7 +15,7 @@ import orjson
 from gateway.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
 from ocpp_side.observations import ConnectorStatus, MeterReading, Observation, TransactionUpdate
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps, station_max
+from ocpp_side.profiles import StationMax
 from ocpp_side.station_setup import TAKEN, Discovered, MeteringPlan, Setting, discovered
 
 Payload = dict[str, Any]
@@ -125,16 +125,8 @@ def accepted_settings(settings: list[Setting], responses: list[Payload]) -> list
 MAX_PURPOSE = "ChargePointMaxProfile"
 
 
-def set_charging_profile(
-    level: ProfileLevel,
-    limit_w: float,
-    caps: StationCaps,
-    settings: ProfileSettings,
-    now_s: float,
-    valid_until_s: float | None = None,
-) -> Payload:
-    """SetChargingProfile installing ``limit_w`` at ``level``: ChargePointMaxProfile on connector 0."""
-    parts = station_max(level, limit_w, caps, settings, now_s, valid_until_s)
+def set_charging_profile(parts: StationMax) -> Payload:
+    """The SetChargingProfile request installing ``parts``: ChargePointMaxProfile on connector 0."""
     profile: Payload = {
         "chargingProfileId": parts.profile_id,
         "stackLevel": parts.stack_level,

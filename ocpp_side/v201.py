@@ -1,8 +1,6 @@
-"""OCPP 2.0.1: every rule in which this version differs from the others, in one place (pure).
+"""OCPP 2.0.1: every rule in which this version differs from the others (pure).
 
-Each version module exposes the same names, checked by ``versions.VersionRules``; a
-station connection picks its module once, from the negotiated subprotocol. A new OCPP
-version is one new module like this one, listed in ``versions.py``.
+The same names as ``v16.py``, checked by ``versions.VersionRules``.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from typing import Any
 from gateway.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
 from ocpp_side.observations import ConnectorStatus, MeterReading, Observation, TransactionUpdate
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps, station_max
+from ocpp_side.profiles import StationMax
 from ocpp_side.station_setup import TAKEN, Discovered, MeteringPlan, Setting, discovered
 
 Payload = dict[str, Any]
@@ -150,16 +148,8 @@ def accepted_settings(settings: list[Setting], responses: list[Payload]) -> list
 MAX_PURPOSE = "ChargingStationMaxProfile"
 
 
-def set_charging_profile(
-    level: ProfileLevel,
-    limit_w: float,
-    caps: StationCaps,
-    settings: ProfileSettings,
-    now_s: float,
-    valid_until_s: float | None = None,
-) -> Payload:
-    """SetChargingProfile installing ``limit_w`` at ``level``: ChargingStationMaxProfile on EVSE 0."""
-    parts = station_max(level, limit_w, caps, settings, now_s, valid_until_s)
+def set_charging_profile(parts: StationMax) -> Payload:
+    """The SetChargingProfile request installing ``parts``: ChargingStationMaxProfile on EVSE 0."""
     schedule = {**parts.schedule, "id": parts.profile_id}
     profile: Payload = {
         "id": parts.profile_id,

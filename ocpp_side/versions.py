@@ -17,7 +17,7 @@ from gateway.model import OcppVersion
 from ocpp_side import v16, v201
 from ocpp_side.codec import ErrorKind
 from ocpp_side.observations import Observation
-from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps
+from ocpp_side.profiles import StationMax
 from ocpp_side.station_setup import Discovered, MeteringPlan, Setting
 
 Payload = dict[str, Any]
@@ -65,15 +65,7 @@ class VersionRules(Protocol):
     def setting_requests(self, settings: list[Setting]) -> list[tuple[str, Payload]]: ...
     def accepted_settings(self, settings: list[Setting], responses: list[Payload]) -> list[bool]: ...
 
-    def set_charging_profile(
-        self,
-        level: ProfileLevel,
-        limit_w: float,
-        caps: StationCaps,
-        settings: ProfileSettings,
-        now_s: float,
-        valid_until_s: float | None = None,
-    ) -> Payload: ...
+    def set_charging_profile(self, parts: StationMax) -> Payload: ...
 
     def profile_of(self, set_profile: Payload) -> Payload: ...
     def profile_id(self, profile: Payload) -> int: ...

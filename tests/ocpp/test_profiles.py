@@ -15,6 +15,7 @@ from ocpp_side.profiles import (
     limit_in_unit,
     retry_delay_s,
     stack_levels,
+    station_max,
 )
 from ocpp_side.versions import rules_for
 
@@ -26,14 +27,14 @@ NOW = 1_790_000_000.4
 @pytest.mark.parametrize("level", list(ProfileLevel))
 @pytest.mark.parametrize("unit", list(RateUnit))
 def test_payload_is_schema_valid(version: OcppVersion, level: ProfileLevel, unit: RateUnit) -> None:
-    payload = rules_for(version).set_charging_profile(level, 7333.37, StationCaps(unit), SETTINGS, NOW)
+    parts = station_max(level, 7333.37, StationCaps(unit), SETTINGS, NOW)
+    payload = rules_for(version).set_charging_profile(parts)
     schemas.validate(version, "SetChargingProfile", payload, request=True)
 
 
 def test_v16_live_profile() -> None:
-    payload = v16.set_charging_profile(
-        ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW, NOW + 900.0
-    )
+    parts = station_max(ProfileLevel.LIVE, 11000.0, StationCaps(RateUnit.W), SETTINGS, NOW, NOW + 900.0)
+    payload = v16.set_charging_profile(parts)
     assert payload == {
         "connectorId": 0,
         "csChargingProfiles": {
@@ -53,7 +54,7 @@ def test_v16_live_profile() -> None:
 
 def test_v201_fallback_profile_has_no_expiry() -> None:
     caps = StationCaps(RateUnit.A, phases=1, voltage_v=230.0)
-    payload = v201.set_charging_profile(ProfileLevel.FALLBACK, 4600.0, caps, SETTINGS, NOW)
+    payload = v201.set_charging_profile(station_max(ProfileLevel.FALLBACK, 4600.0, caps, SETTINGS, NOW))
     profile = payload["chargingProfile"]
     assert payload["evseId"] == 0
     assert profile["chargingProfilePurpose"] == "ChargingStationMaxProfile"
