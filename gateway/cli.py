@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from gateway import __version__
 from gateway.config import check_environment, load_config
@@ -22,14 +23,30 @@ Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg
 _EXTRA_COMMANDS: list[str] = ["scenarios.cli"]
 
 
+def _utc_time(record: logging.LogRecord) -> str:
+    """ISO 8601 in UTC with its offset, to the millisecond: ``2026-11-30T07:31:14.423+00:00``."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 def _configure_logging(level: str, fmt: str) -> None:
+    """Every timestamp carries its zone (UTC, ISO 8601 with offset). JSON lines carry a
+    record's extras as fields: a limit decision's ``source``, ``reason`` and ``mode``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        class _Json(JsonFormatter):
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                return _utc_time(record)
+
+        handler.setFormatter(_Json("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+
+        class _Human(logging.Formatter):
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                return _utc_time(record)
+
+        handler.setFormatter(_Human("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -105,7 +105,14 @@ class CoreRuntime:
         )
         decision = self.arbiter.limit_changed(reason)
         level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
-        log.log(level, "limit in force %.1f W (%s): %s", decision.limit_w, decision.source, decision.reason)
+        log.log(
+            level,
+            "limit in force %.1f W (%s): %s",
+            decision.limit_w,
+            decision.source,
+            decision.reason,
+            extra={"source": decision.source.value, "reason": decision.reason, "mode": decision.mode.value},
+        )
         self.proof.start([decision], self.clock())  # proof of execution: the limit it starts with
         self._dispatch([decision])
         self._arm_deadline()
@@ -204,6 +211,11 @@ class CoreRuntime:
                     decision.limit_w,
                     decision.source,
                     decision.reason,
+                    extra={
+                        "source": decision.source.value,
+                        "reason": decision.reason,
+                        "mode": decision.mode.value,
+                    },
                 )
         self._dispatch(decisions)
         self._arm_deadline()
