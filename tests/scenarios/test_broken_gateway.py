@@ -61,14 +61,14 @@ async def test_t2_fails_when_the_core_falls_back_before_the_hold_time(
 async def test_v8_fails_when_the_core_gives_an_offline_stations_share_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.ledger import StationLedger
+    from gateway.fleet import Fleet, Station
 
-    real = StationLedger.reserve_w
+    real = Fleet._account  # where each station's reserve enters the fleet's sums (since 45ce9ad)
 
-    def forgetful(self: StationLedger, now_s: float, online: bool, margin_s: float) -> float:
-        return real(self, now_s, online, margin_s) if online else 0.0  # gone means free: wrong
+    def forgetful(self: Fleet, station: Station, now_s: float, reserve_w: float | None = None) -> None:
+        real(self, station, now_s, reserve_w if station.online else 0.0)  # gone means free: wrong
 
-    monkeypatch.setattr(StationLedger, "reserve_w", forgetful)
+    monkeypatch.setattr(Fleet, "_account", forgetful)
     result = await ScenarioRun(load_scenario(SCENARIO_DIR / "v8_offline_station.toml"), time_scale=60).run()
 
     rows = {r.step: r for r in result.rows}
