@@ -10,14 +10,20 @@ Nothing is shared between scenarios, so no state can leak from one to the next.
 Measurements come from where they are true: what the stations draw from the station
 simulators (the physical truth), what the DSO sees from the master's received ASDUs,
 and the gateway's mode and allocation from its core view (``runtime.view()``).
+
+With a ``Target`` (``scenario run --target HOST[:PORT]``) there is no gateway here and
+no simulated station: the master connects to a running gateway and only the DSO-side
+steps and the telemetry expectations run (``spec.target_refusal`` keeps the rest out).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +33,7 @@ from typing import Any
 
 from gateway.config import Config, PointConfig, parse_config
 from gateway.model import OcppVersion
+from scenarios.link_errors import describe as describe_failure
 from scenarios.sim_csms import SimCsms
 from scenarios.sim_station import Fleet, SimStation, StationEvent, StationSpec
 from scenarios.spec import (
@@ -42,6 +49,7 @@ from scenarios.spec import (
     RestoreLinkStep,
     Scenario,
     SetpointStep,
+    SiteConfig,
     StationConnectStep,
     StationDisconnectStep,
     StationMeteringStep,
@@ -97,42 +105,127 @@ class ScenarioResult:
 # -- configuration -----------------------------------------------------------------------
 
 
-def gateway_config(
-    overrides: dict[str, Any], store_path: str, time_scale: float, csms_url: str | None = None
-) -> Config:
-    """Defaults + the scenario's overrides + loopback, OS-chosen ports, temp files, no metrics.
+# What the runner sets whatever the site file and the scenario say: a simulated run never
+# listens beyond loopback, never writes the site's store, never talks to its CSMS.
+_UPSTREAM_LINK = (
+    "csms_url",
+    "gateway_id",
+    "gateway_password",
+    "passwords",
+    "ca_file",
+    "cert_file",
+    "key_file",
+)
+# What the runner sets unless the scenario itself does: the site's allowlist, TLS and
+# station list are for the site's master and stations, not for the simulated ones.
+_UNLESS_SCENARIO: tuple[tuple[str, str], ...] = (
+    ("iec104", "allowed_masters"),
+    ("iec104", "tls"),
+    ("ocpp", "tls"),
+    ("ocpp", "security_profile"),
+    ("ocpp", "accepted_stations"),
+)
 
-    ``csms_url``: relay to this CSMS (the scenario's simulator) instead of standing alone.
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, table by table (a key of a nested table replaces only that key)."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def gateway_config(
+    overrides: dict[str, Any],
+    store_path: str,
+    time_scale: float,
+    csms_url: str | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """The configuration of a simulated run; later layers win:
+
+    1. the built-in defaults;
+    2. ``base``, the site file (``scenario run --config``);
+    3. the scenario's ``[gateway.*]`` overrides;
+    4. always the runner: both listeners on 127.0.0.1 with OS-chosen ports, the store and
+       outbox in the run's temporary folder (``store.missing_start`` is kept), no metrics
+       listener, no upstream CSMS link but the scenario's simulator (the site's
+       ``csms_url``, ``gateway_id`` and their credentials are dropped);
+    5. the runner unless the scenario sets them itself: ``iec104.allowed_masters`` =
+       127.0.0.1, no IEC 104 or OCPP TLS, ``ocpp.security_profile`` 0, any station id;
+    6. ``--time-scale`` divides ``limits.hold_timeout_s``, ``ocpp.profile_refresh_s`` and
+       ``ocpp.profile_validity_s``, from whichever layer they came.
     """
-    data: dict[str, Any] = {section: dict(values) for section, values in overrides.items()}
+    data = _merge(base or {}, overrides)
     defaults = Config()
     for section, key in SCALED_KEYS:
         value = data.get(section, {}).get(key, getattr(getattr(defaults, section), key))
         if isinstance(value, int | float) and not isinstance(value, bool):
             data.setdefault(section, {})[key] = float(value) / time_scale
+    for section, key in _UNLESS_SCENARIO:
+        if key not in overrides.get(section, {}):
+            data.setdefault(section, {}).pop(key, None)
     iec = data.setdefault("iec104", {})
     iec.update(listen_host="127.0.0.1", port=0)
     iec.setdefault("allowed_masters", ["127.0.0.1"])
     data.setdefault("ocpp", {}).update(listen_host="127.0.0.1", port=0)
+    store = data.get("store", {})
     data["store"] = {"path": store_path}
+    if "missing_start" in store:
+        data["store"]["missing_start"] = store["missing_start"]
     data["metrics"] = {"enabled": False}
     upstream = data.setdefault("upstream", {})
+    for key in _UPSTREAM_LINK:
+        upstream.pop(key, None)
     upstream["outbox_path"] = str(Path(store_path).with_name("outbox.sqlite3"))
     if csms_url is not None:
         upstream["csms_url"] = csms_url
     return parse_config(data, "<scenario gateway>")
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A running gateway's IEC 104 listener (``scenario run --target HOST[:PORT]``)."""
+
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class _SetupFailed(Exception):
+    """The setup row already says why; the scenario stops there."""
+
+
 # -- one scenario ------------------------------------------------------------------------
 
 
 class ScenarioRun:
-    def __init__(self, scenario: Scenario, time_scale: float = 1.0, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        time_scale: float = 1.0,
+        workdir: Path | None = None,
+        *,
+        site: SiteConfig | None = None,
+        target: Target | None = None,
+    ) -> None:
         if not time_scale > 0 or not math.isfinite(time_scale):
             raise ValueError(f"time scale must be a positive number, got {time_scale}")
+        if target is not None and time_scale != 1:
+            raise ValueError("a running gateway's timeouts cannot be scaled: --target runs at time scale 1")
         self.scenario = scenario
         self.time_scale = time_scale
         self.workdir = workdir
+        self.site = site
+        self.target = target
+        self.iec_host = "127.0.0.1" if target is None else target.host
         self.result = ScenarioResult(scenario.name, scenario.file)
         self.gateway: Any = None
         self.config: Config | None = None
@@ -152,7 +245,10 @@ class ScenarioRun:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="ocpp809-scenario-", dir=self.workdir) as tmp:
             try:
-                await self._setup(Path(tmp))
+                if self.target is not None:
+                    await self._setup_target(self.target)
+                else:
+                    await self._setup(Path(tmp))
                 if self.scenario.cap_invariant.check:
                     self._cap_watch = CapWatch(
                         self.fleet.stations,
@@ -162,6 +258,8 @@ class ScenarioRun:
                     self._cap_watch.start()
                 for index, step in enumerate(self.scenario.steps):
                     await self._run_step(index, step)
+            except _SetupFailed:
+                pass
             except Exception as exc:  # a broken setup or step is a failed row, never a crash
                 log.exception("scenario %s aborted", self.scenario.name)
                 self._row("(aborted)", "scenario runs to its end", f"{type(exc).__name__}: {exc}", False)
@@ -184,7 +282,11 @@ class ScenarioRun:
             await self.csms.start()
             csms_url = self.csms.url
         self.config = gateway_config(
-            self.scenario.gateway, str(tmp / "store.sqlite3"), self.time_scale, csms_url
+            self.scenario.gateway,
+            str(tmp / "store.sqlite3"),
+            self.time_scale,
+            csms_url,
+            base=None if self.site is None else self.site.data,
         )
         self.gateway = build_gateway(self.config)
         t0 = time.monotonic()
@@ -228,6 +330,25 @@ class ScenarioRun:
         )
         self._set_anchor("setup")
 
+    async def _setup_target(self, target: Target) -> None:
+        """A running gateway: its configuration is the site file (or the defaults) as it is."""
+        self.config = parse_config(
+            {} if self.site is None else self.site.data, "<defaults>" if self.site is None else self.site.path
+        )
+        self.iec_port = target.port
+        t0 = time.monotonic()
+        if self.scenario.dso.connect_at_start:
+            expected = f"DSO link up to {target} (STARTDT confirmed)"
+            try:
+                await self._connect_master()
+            except Exception as exc:
+                self._row("setup", expected, describe_failure(exc), False, time.monotonic() - t0)
+                raise _SetupFailed from exc
+            self._row("setup", expected, "connected", True, time.monotonic() - t0)
+        else:
+            self._row("setup", f"running gateway at {target}", "no DSO link yet", True, 0.0)
+        self._set_anchor("setup")
+
     def _listening_ports(self) -> tuple[int, int]:
         iec_port = ocpp_port = 0
         for adapter in self.gateway.adapters:
@@ -249,9 +370,17 @@ class ScenarioRun:
         from iec104.master import Iec104Master
 
         assert self.config is not None
-        master = Iec104Master("127.0.0.1", self.iec_port, common_address=self.config.iec104.common_address)
+        master = Iec104Master(
+            self.iec_host,
+            self.iec_port,
+            common_address=self.config.iec104.common_address,
+            ssl_context=self._ssl_context(),
+        )
         await master.__aenter__()
         self.master = master
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return None if self.target is None else self.target.ssl_context
 
     async def _close_master(self, how: str = "close") -> None:
         """End the DSO link: ``close`` (FIN), ``abort`` (RST) or ``silent`` (open, but mute)."""
@@ -403,7 +532,11 @@ class ScenarioRun:
         point = iec.points.limit_setpoint
         expected = f"ACT_CON {step.expect_confirm}, session < link_poll_s {iec.link_poll_s:g} s"
         master = Iec104Master(
-            "127.0.0.1", self.iec_port, common_address=iec.common_address, answer_timeout_s=step.within_s
+            self.iec_host,
+            self.iec_port,
+            common_address=iec.common_address,
+            answer_timeout_s=step.within_s,
+            ssl_context=self._ssl_context(),
         )
         t0 = time.monotonic()
         try:
@@ -496,7 +629,8 @@ class ScenarioRun:
     def _measure(self, exp: Expectation) -> tuple[str, bool]:
         """Measure the expectation's quantity now: (text for the report, whether it holds)."""
         stations = self.fleet.stations
-        view = self.gateway.runtime.view()
+        if exp.expect != "telemetry" and self.gateway is None:
+            return "not measurable against a running gateway", False  # spec.target_refusal keeps it out
         match exp.expect:
             case "site_power_w":
                 return _judge_number(self.fleet.total_power_w(), exp, "W")
@@ -519,15 +653,16 @@ class ScenarioRun:
                 cap = stations[exp.station].cap_w()
                 return ("not bound yet", False) if cap is None else _judge_number(cap, exp, "W")
             case "limit_in_force_w":
-                return _judge_number(view.limit_w, exp, "W")
+                return _judge_number(self.gateway.runtime.view().limit_w, exp, "W")
             case "mode":
-                mode = view.mode.value
+                mode = self.gateway.runtime.view().mode.value
                 return mode, mode == exp.equals
             case "enforced":
+                enforced = self.gateway.runtime.view().enforced
                 want = True if exp.equals is None else bool(exp.equals)
-                return str(view.enforced).lower(), view.enforced == want
+                return str(enforced).lower(), enforced == want
             case "all_within_allocation":
-                return self._within_allocation(view, exp)
+                return self._within_allocation(self.gateway.runtime.view(), exp)
             case "telemetry":
                 return self._telemetry(exp)
             case "csms_stations_sent":
@@ -582,7 +717,7 @@ class ScenarioRun:
             if tag_s is not None:
                 age = latest.received_at_s - tag_s
                 text += f", tag age {age:.2f} s"
-                ok = ok and abs(age) < 10.0  # a good value carries a current time tag
+                ok = ok and abs(age) <= exp.max_tag_age_s  # a good value carries a current time tag
         return text + flags, ok and quality_ok
 
     def _row(
@@ -759,6 +894,9 @@ def _judge_number(value: float, exp: Expectation, unit: str) -> tuple[str, bool]
     text = f"{value:.1f} {unit}" if math.isfinite(value) else "no value"
     if not math.isfinite(value):
         return text, False
+    if exp.at_most is not None and exp.at_least is not None:  # a band
+        slack = exp.tolerance or 0.0
+        return text, exp.at_least - slack <= value <= exp.at_most + slack
     if exp.at_most is not None:
         return text, value <= exp.at_most + (exp.tolerance or 0.0)
     if exp.at_least is not None:
@@ -812,11 +950,15 @@ async def run_scenarios(
     scenarios: list[Scenario],
     time_scale: float = 1.0,
     on_result: Callable[[ScenarioResult], None] | None = None,
+    *,
+    site: SiteConfig | None = None,
+    target: Target | None = None,
 ) -> list[ScenarioResult]:
-    """Run each scenario in its own gateway instance, one after the other."""
+    """Run each scenario in its own gateway instance (or each on its own DSO link to
+    ``target``), one after the other."""
     results = []
     for scenario in scenarios:
-        result = await ScenarioRun(scenario, time_scale).run()
+        result = await ScenarioRun(scenario, time_scale, site=site, target=target).run()
         results.append(result)
         if on_result is not None:
             on_result(result)

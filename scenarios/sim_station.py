@@ -111,6 +111,7 @@ class SimStation:
         self.transaction_id: int | str | None = None
         self.connections = 0
         self.attempts = 0  # connection attempts, failed or not
+        self.last_error: BaseException | None = None  # why the latest attempt failed (sim stations says)
         self.metering = True  # False: a meter fault, no MeterValues are sent
         self._ev_leaving = False  # the EV went away: stop the transaction when connected
         self._wake = asyncio.Event()  # the sender has something to send
@@ -239,6 +240,7 @@ class SimStation:
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                self.last_error = exc
                 log.debug("%s: connection failed: %s", self.station_id, exc)
             except Exception:  # a bug in a handler must not kill the fleet
                 log.exception("%s: session failed", self.station_id)

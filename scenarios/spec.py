@@ -10,20 +10,31 @@ refresh/validity) are divided by ``--time-scale``; reaction deadlines
 (``within_s``) and a station's time away (``away_s``) are always real seconds. A step
 with ``scale = false`` keeps all its durations real.
 
+Configuration references: a step's ``value_w``, ``for_s``, ``after_s``, ``equals``,
+``at_most``, ``at_least`` and ``max_tag_age_s`` may name a number of the configuration in
+use instead of giving one (``for_s = "limits.hold_timeout_s * 0.8"``: a dotted key, then
+optionally ``+``, ``-`` or ``*`` and a number), and a telemetry expectation may name its point by
+role (``point = "total_power"``) instead of by ``ioa``. They are resolved when the file
+is loaded, against the defaults, the site file (``--config``) and the scenario's own
+``[gateway.*]`` overrides, before any time scaling; so one file fits any site.
+
 Every error is one ``ScenarioError(file, key, reason)``, e.g.
 ``scenarios/t1.toml: steps[2].within_s: Input should be a valid number``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from dataclasses import dataclass as plain_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from gateway.config import read_toml
+from gateway.config import Config, PointMap, parse_config, read_toml
 from gateway.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -217,6 +228,8 @@ class Expectation:
     ioa: int | None = None
     action: str | None = None  # csms_stations_sent: the OCPP action counted
     quality: Literal["good", "not_topical", "invalid"] = "good"  # telemetry: the flags expected
+    # telemetry with quality good: the value's time tag is at most this old when it arrives
+    max_tag_age_s: float = Field(default=10.0, gt=0)
     equals: float | bool | str | None = None
     at_most: float | None = None
     at_least: float | None = None
@@ -246,6 +259,8 @@ class Expectation:
             test = f"{subject} {self.quality.replace('_', ' ')}"
         elif self.equals is not None:
             test = f"{subject} = {_fmt(self.equals)}"
+        elif self.at_most is not None and self.at_least is not None:
+            test = f"{subject} in [{_fmt(self.at_least)}, {_fmt(self.at_most)}]"
         elif self.at_most is not None:
             test = f"{subject} <= {_fmt(self.at_most)}"
         elif self.at_least is not None:
@@ -373,8 +388,12 @@ def _validate(cls: type[Any], data: object, file: str, prefix: str) -> Any:
         raise ScenarioError(file, key, reason) from None
 
 
-def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
+def parse_scenario(
+    data: dict[str, Any], file: str = "<scenario>", site: SiteConfig | None = None
+) -> Scenario:
+    """``site``: the site file (``--config``) the scenario's overrides go on top of."""
     doc: _Document = _validate(_Document, data, file, "")
+    config = _check_gateway(doc.gateway, file, site)  # references resolve against this
     groups = tuple(_validate(StationGroup, raw, file, f"stations[{i}]") for i, raw in enumerate(doc.stations))
     ids: set[str] = set()
     late = {sid for group in groups if not group.connect_at_start for sid in group.ids()}
@@ -390,8 +409,9 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
             ids.add(sid)
     steps: list[Step] = []
     names: set[str] = set()
-    for i, raw in enumerate(doc.steps):
+    for i, given in enumerate(doc.steps):
         key = f"steps[{i}]"
+        raw = _resolve(given, config, file, key)
         if ("do" in raw) == ("expect" in raw):
             raise ScenarioError(file, key, "a step has exactly one of 'do' or 'expect'")
         if "do" in raw:
@@ -425,7 +445,6 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         steps.append(step)
     if not steps:
         raise ScenarioError(file, "steps", "a scenario needs at least one step")
-    _check_gateway(doc.gateway, file)
     return Scenario(
         doc.name,
         file,
@@ -442,6 +461,10 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
 
 def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) -> None:
     comparators = [c for c in (step.equals, step.at_most, step.at_least) if c is not None]
+    if step.equals is None and step.at_most is not None and step.at_least is not None:
+        if step.at_least > step.at_most:
+            raise ScenarioError(file, key, f"the band [{step.at_least:g}, {step.at_most:g}] is empty")
+        comparators = [step.at_least]  # a band (at_least <= value <= at_most) counts as one
     if step.expect == "stations_unchanged":
         if comparators:
             raise ScenarioError(file, key, "stations_unchanged takes no equals/at_most/at_least")
@@ -454,9 +477,11 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
             raise ScenarioError(file, f"{key}.equals", "must be true or false")
     elif step.expect == "telemetry" and step.quality != "good":
         if len(comparators) > 1:
-            raise ScenarioError(file, key, "give at most one of equals, at_most, at_least")
+            raise ScenarioError(file, key, "give at most one of equals, at_most, at_least (or a band)")
     elif len(comparators) != 1:
-        raise ScenarioError(file, key, "give exactly one of equals, at_most, at_least")
+        raise ScenarioError(
+            file, key, "give exactly one of equals, at_most, at_least (or at_least with at_most: a band)"
+        )
     if step.quality != "good" and step.expect != "telemetry":
         raise ScenarioError(file, f"{key}.quality", "only telemetry has a quality")
     if step.expect == "mode" and step.equals not in ("initial", "normal", "hold", "fallback"):
@@ -479,26 +504,187 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
         raise ScenarioError(file, key, "give for_s or after_s, not both")
 
 
-def _check_gateway(overrides: dict[str, Any], file: str) -> None:
+def _check_gateway(overrides: dict[str, Any], file: str, site: SiteConfig | None = None) -> Config:
+    """The configuration a simulated run would use (unscaled): defaults, site file, overrides."""
     from scenarios.runner import gateway_config  # the runner owns how overrides are merged
 
     try:
-        gateway_config(overrides, store_path="check.sqlite3", time_scale=1.0)
+        return gateway_config(
+            overrides, store_path="check.sqlite3", time_scale=1.0, base=None if site is None else site.data
+        )
     except ConfigError as exc:
-        raise ScenarioError(file, f"gateway.{exc.key}", exc.reason) from None
+        on_top = f" (with --config {site.path})" if site is not None else ""
+        raise ScenarioError(file, f"gateway.{exc.key}", exc.reason + on_top) from None
 
 
-def load_scenario(path: str | Path) -> Scenario:
+# -- configuration references -------------------------------------------------------------
+
+_REF_FIELDS = ("value_w", "for_s", "after_s", "equals", "at_most", "at_least", "max_tag_age_s")
+_REF = re.compile(r"^\s*([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)\s*(?:([-+*])\s*(\d+(?:\.\d*)?)\s*)?$")
+_POINTS = tuple(PointMap.__dataclass_fields__)
+
+
+def _resolve(raw: dict[str, Any], config: Config, file: str, key: str) -> dict[str, Any]:
+    """The step with its configuration references replaced by numbers (see the module doc)."""
+    out = dict(raw)
+    for name in _REF_FIELDS:
+        value = out.get(name)
+        if isinstance(value, str) and "." in value:  # a mode ("hold") is a string without a dot
+            out[name] = config_number(config, value, file, f"{key}.{name}")
+    if out.get("expect") == "telemetry" and "point" in out:
+        role = out.pop("point")
+        if "ioa" in out:
+            raise ScenarioError(file, f"{key}.point", "give point or ioa, not both")
+        if role not in _POINTS:
+            raise ScenarioError(file, f"{key}.point", f"unknown point {role!r}; one of {', '.join(_POINTS)}")
+        out["ioa"] = getattr(config.iec104.points, role).ioa
+    return out
+
+
+def config_number(config: Config, text: str, file: str, key: str) -> float:
+    """``"limits.hold_timeout_s - 10"``: that configuration number, plus, minus or times a constant."""
+    match = _REF.match(text)
+    if match is None:
+        raise ScenarioError(
+            file,
+            key,
+            f"{text!r} is neither a number nor a configuration key like 'limits.hold_timeout_s * 0.8'",
+        )
+    path, sign, amount = match.groups()
+    node: Any = config
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+        if node is None:
+            break
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        raise ScenarioError(file, key, f"{path!r} names no number of the configuration")
+    value, operand = float(node), float(amount or 0)
+    if sign == "+":
+        value += operand
+    elif sign == "-":
+        value -= operand
+    elif sign == "*":
+        value *= operand
+    return value
+
+
+# -- the site file, files and directories, --target -----------------------------------------
+
+
+@plain_dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """A site's own configuration file (``scenario run --config``): its TOML and its digest."""
+
+    path: str
+    data: dict[str, Any]
+    sha256: str
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Read and check a site file as ``ocpp809 check-config`` parses it (every problem reported)."""
+    data = read_toml(path)  # ConfigError: one line
+    parse_config(data, str(path))  # ConfigErrors: one line per problem
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return SiteConfig(str(path), data, digest)
+
+
+def load_scenario(path: str | Path, site: SiteConfig | None = None) -> Scenario:
     try:
         data = read_toml(path)
     except ConfigError as exc:
         raise ScenarioError(exc.file, exc.key, exc.reason) from None
-    return parse_scenario(data, str(path))
+    return parse_scenario(data, str(path), site)
 
 
 SCENARIO_DIR = Path(__file__).resolve().parent
+SITE_SCENARIO_DIR = SCENARIO_DIR / "site"
 
 
 def shipped_scenarios() -> list[Path]:
-    """Every scenario file that ships in ``scenarios/``, in name order (T1 first)."""
+    """Every scenario file that ships in ``scenarios/``, in name order (T1 first).
+
+    The site variants in ``scenarios/site/`` are not among them: run that directory."""
     return sorted(SCENARIO_DIR.glob("*.toml"))
+
+
+def site_scenarios() -> list[Path]:
+    """The site variants of T1-T4 (``scenarios/site/``): what ``--target`` can run."""
+    return sorted(SITE_SCENARIO_DIR.glob("*.toml"))
+
+
+def scenario_files(paths: list[str] | list[Path]) -> list[Path]:
+    """Files as given; a directory stands for its ``*.toml`` files in name order (not recursive)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.toml") if p.is_file())
+            if not found:
+                raise ScenarioError(str(path), "(directory)", "no scenario files (*.toml) in it")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+# What a running gateway lets a DSO-side master do: everything else needs the simulation.
+_TARGET_ACTIONS: tuple[type[Any], ...] = (
+    SetpointStep,
+    CutLinkStep,
+    RestoreLinkStep,
+    DsoShortSessionStep,
+    InterrogateStep,
+    WaitStep,
+)
+_CORE_VIEW_POINT = {
+    "limit_in_force_w": "limit_in_force",
+    "mode": "fallback_active",
+    "enforced": "limit_enforced",
+}
+
+
+def target_refusal(scenario: Scenario) -> ScenarioError | None:
+    """Why ``scenario`` cannot run against a running gateway (``--target``), or None.
+
+    Only DSO-side steps and telemetry expectations can: the first step that needs the
+    simulated gateway, stations or CSMS is named, else ``[gateway.*]`` overrides, ``[csms]``
+    or ``[cap_invariant]``. The scenario's ``[[stations]]`` are not refused: they are the
+    stand-ins of a simulated run, and the site's real stations take their place.
+    """
+    file = scenario.file
+    for i, step in enumerate(scenario.steps):
+        named = f"steps[{i}]" + (f" ({step.name})" if step.name else "")
+        if isinstance(step, Expectation):
+            if step.expect == "telemetry":
+                continue
+            point = _CORE_VIEW_POINT.get(step.expect)
+            if point is not None:
+                why = (
+                    f"needs the simulated gateway's core view (IEC 104 shows it: telemetry point = {point!r})"
+                )
+            elif step.expect == "csms_stations_sent":
+                why = "needs the CSMS simulator"
+            else:
+                why = "needs the simulated stations"
+            return ScenarioError(file, named, f'expect = "{step.expect}" {why}; refused with --target')
+        if not isinstance(step, _TARGET_ACTIONS):
+            do = getattr(step, "do", type(step).__name__)
+            why = (
+                "needs the CSMS simulator"
+                if do in ("csms_down", "csms_up")
+                else "needs the simulated stations"
+            )
+            return ScenarioError(file, named, f'do = "{do}" {why}; refused with --target')
+    if scenario.gateway:
+        sections = ", ".join(f"[gateway.{s}]" for s in scenario.gateway)
+        return ScenarioError(
+            file, "gateway", f"{sections}: overrides cannot change a running gateway; refused with --target"
+        )
+    if scenario.csms.enabled:
+        return ScenarioError(
+            file, "csms", "the CSMS simulator needs the simulated gateway; refused with --target"
+        )
+    if scenario.cap_invariant.check:
+        return ScenarioError(
+            file, "cap_invariant", "watches the simulated stations' caps; refused with --target"
+        )
+    return None

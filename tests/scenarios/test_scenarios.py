@@ -1,4 +1,7 @@
-"""Every shipped scenario, time-scaled, against the whole gateway on loopback: CI proves T1-T4."""
+"""Every shipped scenario, time-scaled, against the whole gateway on loopback: CI proves T1-T4.
+
+The site variants (``scenarios/site/``) run here too, as a dry run with their stand-in
+stations: what they expect must hold for a gateway that works."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scenarios.runner import ScenarioRun
-from scenarios.spec import load_scenario, shipped_scenarios
+from scenarios.spec import load_scenario, shipped_scenarios, site_scenarios
 
 TIME_SCALE = 60.0  # T2's ten minutes of hold become ten seconds
 
@@ -21,7 +24,7 @@ def _table(result: object) -> str:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("path", shipped_scenarios(), ids=lambda p: Path(p).stem)
+@pytest.mark.parametrize("path", shipped_scenarios() + site_scenarios(), ids=lambda p: Path(p).stem)
 async def test_shipped_scenario_passes(path: Path) -> None:
     scenario = load_scenario(path)
     result = await ScenarioRun(scenario, time_scale=TIME_SCALE).run()

@@ -10,6 +10,8 @@ import pytest
 from gateway.config import Config
 from scenarios.runner import gateway_config
 from scenarios.spec import (
+    SCENARIO_DIR,
+    SITE_SCENARIO_DIR,
     CapInvariant,
     DsoShortSessionStep,
     EvDemandStep,
@@ -17,11 +19,16 @@ from scenarios.spec import (
     Expectation,
     ScenarioError,
     SetpointStep,
+    SiteConfig,
     StationConnectStep,
     StationDisconnectStep,
+    WaitStep,
     load_scenario,
     parse_scenario,
+    scenario_files,
     shipped_scenarios,
+    site_scenarios,
+    target_refusal,
 )
 
 
@@ -231,3 +238,145 @@ def test_v8_to_v11_ship_and_watch_the_cap_invariant() -> None:
     assert any(isinstance(s, StationDisconnectStep) and s.how == "abort" for s in steps)
     assert any(isinstance(s, StationConnectStep) for s in scenarios["V9"].steps)
     assert any(isinstance(s, EvLeavesStep) for s in scenarios["V11"].steps)
+
+
+# -- the site file, configuration references, --target ------------------------------------
+
+
+def site(data: dict[str, Any]) -> SiteConfig:
+    return SiteConfig("site.toml", data, "0" * 64)
+
+
+def test_references_name_the_configuration_in_use_site_file_then_scenario_overrides() -> None:
+    steps = [
+        {"do": "wait", "for_s": "limits.hold_timeout_s * 0.8"},
+        {"do": "setpoint", "value_w": "limits.min_limit_w - 1", "expect_confirm": "negative"},
+        {"expect": "telemetry", "point": "limit_in_force", "equals": "limits.fallback_limit_w"},
+        {"expect": "telemetry", "point": "total_power", "at_least": 0, "at_most": "limits.max_limit_w"},
+        {
+            "expect": "telemetry",
+            "ioa": 200,
+            "at_most": 100000,
+            "max_tag_age_s": "ocpp.meter_sample_interval_s + 10",
+        },
+    ]
+    data = minimal(steps=steps, gateway={"limits": {"fallback_limit_w": 12000}})
+    the_site = site(
+        {
+            "limits": {"hold_timeout_s": 100, "min_limit_w": 8000, "fallback_limit_w": 9000},
+            "iec104": {"points": {"limit_in_force": {"ioa": 2201}, "total_power": {"unit": "kW"}}},
+            "ocpp": {"meter_sample_interval_s": 15},
+        }
+    )
+    wait, setpoint, in_force, total, tagged = parse_scenario(data, "x.toml", the_site).steps
+    assert isinstance(wait, WaitStep) and wait.for_s == 80  # the site's hold time, before scaling
+    assert isinstance(setpoint, SetpointStep) and setpoint.value_w == 7999
+    assert isinstance(in_force, Expectation) and (in_force.ioa, in_force.equals) == (2201, 12000)
+    assert isinstance(total, Expectation) and (total.ioa, total.at_least, total.at_most) == (200, 0, 100000)
+    assert total.describe() == "IOA 200 in [0, 100000] within 5 s"  # a band
+    assert isinstance(tagged, Expectation) and tagged.max_tag_age_s == 25
+    defaults = parse_scenario(data, "x.toml").steps  # no site file: the defaults
+    assert isinstance(defaults[0], WaitStep) and defaults[0].for_s == Config().limits.hold_timeout_s * 0.8
+
+
+@pytest.mark.parametrize(
+    ("step", "key", "reason"),
+    [
+        ({"do": "wait", "for_s": "limits.hold_timeot_s"}, "steps[0].for_s", "names no number"),
+        ({"do": "wait", "for_s": "limits.hold_timeout_s / 2"}, "steps[0].for_s", "neither a number"),
+        ({"do": "wait", "for_s": "iec104.tls"}, "steps[0].for_s", "names no number"),
+        ({"expect": "telemetry", "point": "nowhere", "equals": 1}, "steps[0].point", "unknown point"),
+        (
+            {"expect": "telemetry", "point": "total_power", "ioa": 200, "equals": 1},
+            "steps[0].point",
+            "not both",
+        ),
+        ({"expect": "site_power_w", "at_least": 2, "at_most": 1}, "steps[0]", "band [2, 1] is empty"),
+        ({"do": "setpoint", "value_w": 1, "point": "total_power"}, "steps[0].point", "unknown key"),
+    ],
+)
+def test_reference_mistakes_are_one_error_each(step: dict[str, Any], key: str, reason: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(minimal(steps=[step]), "bad.toml")
+    assert (info.value.key, reason in info.value.reason) == (key, True), info.value
+
+
+def test_an_override_the_site_file_makes_impossible_names_the_site_file() -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(
+            minimal(gateway={"limits": {"min_limit_w": 60000}}),
+            "x.toml",
+            site({"limits": {"max_limit_w": 50000}}),
+        )
+    assert info.value.key.startswith("gateway.limits") and "(with --config site.toml)" in info.value.reason
+
+
+def test_a_simulated_run_takes_the_site_file_but_keeps_to_loopback_and_its_own_peers() -> None:
+    base = {
+        "limits": {"hold_timeout_s": 120, "min_limit_w": 5000},
+        "iec104": {
+            "listen_host": "0.0.0.0",
+            "port": 2404,
+            "allowed_masters": ["10.0.0.1"],
+            "tls": {"enabled": True},
+        },
+        "ocpp": {
+            "port": 9000,
+            "security_profile": 2,
+            "accepted_stations": ["CS-1"],
+            "tls": {"enabled": True},
+        },
+        "upstream": {"csms_url": "wss://csms.example/ocpp", "gateway_id": "gw", "on_outage": "close_station"},
+        "store": {"path": "/var/lib/ocpp809/site.sqlite3", "missing_start": "initial"},
+        "metrics": {"enabled": True, "port": 9108},
+    }
+    config = gateway_config({"ocpp": {"meter_sample_interval_s": 10}}, "s.sqlite3", time_scale=60, base=base)
+    assert config.limits.hold_timeout_s == 2  # the site's 120 s, scaled
+    assert config.limits.min_limit_w == 5000 and config.ocpp.meter_sample_interval_s == 10  # site + scenario
+    assert (config.iec104.listen_host, config.iec104.port, config.ocpp.port) == ("127.0.0.1", 0, 0)
+    assert config.iec104.allowed_masters == ("127.0.0.1",) and not config.iec104.tls.enabled
+    assert (config.ocpp.security_profile, config.ocpp.accepted_stations) == (0, ())
+    assert not config.ocpp.tls.enabled
+    assert (config.upstream.csms_url, config.upstream.gateway_id) == ("", "")  # never the site's CSMS
+    assert config.upstream.on_outage == "close_station"
+    assert (config.store.path, config.store.missing_start) == ("s.sqlite3", "initial")
+    assert not config.metrics.enabled
+    own = gateway_config({"iec104": {"allowed_masters": ["127.0.0.2"]}}, "s.sqlite3", 1.0, base=base)
+    assert own.iec104.allowed_masters == ("127.0.0.2",)  # the scenario's own choice wins over the runner
+
+
+def test_the_site_variants_run_against_a_target_and_the_others_are_refused_naming_a_step() -> None:
+    for path in site_scenarios():
+        assert target_refusal(load_scenario(path)) is None, path
+    names = [load_scenario(path).name for path in site_scenarios()]
+    for prefix in ("T1 site", "T2 site", "T3 site", "T4 site"):
+        assert any(n.startswith(prefix) for n in names), names
+    for path in shipped_scenarios():
+        refusal = target_refusal(load_scenario(path))
+        assert refusal is not None and refusal.key.startswith("steps["), (path, refusal)
+        assert str(refusal).endswith("; refused with --target") and "\n" not in str(refusal)
+    t1 = target_refusal(load_scenario(SCENARIO_DIR / "t1_setpoint_change.toml"))
+    assert t1 is not None and t1.key == "steps[1]"
+    assert t1.reason == 'expect = "site_power_w" needs the simulated stations; refused with --target'
+    steps = [{"do": "setpoint", "value_w": 20000}, {"expect": "mode", "equals": "hold"}]
+    mode = target_refusal(parse_scenario(minimal(steps=steps), "x.toml"))
+    assert mode is not None and mode.key == "steps[1]" and "point = 'fallback_active'" in mode.reason
+    station = [{"do": "station_disconnect", "station": "cs1", "away_s": 1, "name": "unplug"}]
+    refused = target_refusal(parse_scenario(minimal(steps=station), "x.toml"))
+    assert refused is not None and refused.key == "steps[0] (unplug)"
+    with_overrides = minimal(steps=steps[:1], gateway={"limits": {"min_limit_w": 1000}})
+    overrides = target_refusal(parse_scenario(with_overrides, "x.toml"))
+    assert overrides is not None and overrides.key == "gateway"
+
+
+def test_directories_stand_for_their_scenario_files_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "b.toml").write_text("")
+    (tmp_path / "a.toml").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    single = tmp_path / "elsewhere" / "single.toml"
+    assert scenario_files([tmp_path, single]) == [tmp_path / "a.toml", tmp_path / "b.toml", single]
+    assert scenario_files([str(SITE_SCENARIO_DIR)]) == site_scenarios()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ScenarioError, match=r"no scenario files \(\*\.toml\)"):
+        scenario_files([empty])
