@@ -57,8 +57,8 @@ def accept(
         more: list[Decision] = []
         for apply in todo:
             if apply.station_id not in skip:
-                more += step(arbiter, 
-                    ProfileResult(apply.station_id, apply.seq, ProfileOutcome.ACCEPTED), now
+                more += step(
+                    arbiter, ProfileResult(apply.station_id, apply.seq, ProfileOutcome.ACCEPTED), now
                 )
         out += more
         todo = of_type(more, ApplyStationLimit)

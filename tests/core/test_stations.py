@@ -98,12 +98,12 @@ def test_time_from_setpoint_to_all_enforced_is_reported() -> None:
     decisions = step(arbiter, SetpointReceived(20000), T0 + 10)
     assert EnforcementChanged(False) in decisions
     applies = of_type(decisions, ApplyStationLimit)
-    first = step(arbiter, 
-        ProfileResult(applies[0].station_id, applies[0].seq, ProfileOutcome.ACCEPTED), T0 + 10.1
+    first = step(
+        arbiter, ProfileResult(applies[0].station_id, applies[0].seq, ProfileOutcome.ACCEPTED), T0 + 10.1
     )
     assert of_type(first, AllStationsEnforced) == []
-    last = step(arbiter, 
-        ProfileResult(applies[1].station_id, applies[1].seq, ProfileOutcome.ACCEPTED), T0 + 10.4
+    last = step(
+        arbiter, ProfileResult(applies[1].station_id, applies[1].seq, ProfileOutcome.ACCEPTED), T0 + 10.4
     )
     [done] = of_type(last, AllStationsEnforced)
     assert abs(done.elapsed_s - 0.4) < 1e-6

@@ -96,11 +96,17 @@ async def test_a_second_gateway_on_the_same_store_fails_and_touches_nothing(tmp_
     await first.start()
     try:
         assert (await first.runtime.submit_setpoint(SetpointReceived(20000))).accepted
-        files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3") and p.is_file()}
+        files = {
+            p.name: p.read_bytes()
+            for p in tmp_path.iterdir()
+            if p.name.startswith("store.sqlite3") and p.is_file()
+        }
         with pytest.raises(StoreError, match=r"is in use by another ocpp809 \(pid \d+\)"):
             build_gateway(config)
         assert {
-            p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3") and p.is_file()
+            p.name: p.read_bytes()
+            for p in tmp_path.iterdir()
+            if p.name.startswith("store.sqlite3") and p.is_file()
         } == files
         stored = first.runtime.store.load_limit()
         assert stored is not None and (stored.mode, stored.setpoint_w) == (Mode.NORMAL, 20000)

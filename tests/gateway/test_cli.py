@@ -137,7 +137,11 @@ outbox_path = "{tmp_path / "outbox.sqlite3"}"
             if "ocpp809 running" in line:
                 break
         assert any("ocpp809 running" in line for line in seen), "".join(seen)
-        files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3") and p.is_file()}
+        files = {
+            p.name: p.read_bytes()
+            for p in tmp_path.iterdir()
+            if p.name.startswith("store.sqlite3") and p.is_file()
+        }
         assert {"store.sqlite3", "store.sqlite3.lock"} <= files.keys()
 
         second = run_cli("run", "--config", str(config))
@@ -146,7 +150,9 @@ outbox_path = "{tmp_path / "outbox.sqlite3"}"
             f"error: store {store} is in use by another ocpp809 (pid {first.pid})"
         ]
         assert {
-            p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3") and p.is_file()
+            p.name: p.read_bytes()
+            for p in tmp_path.iterdir()
+            if p.name.startswith("store.sqlite3") and p.is_file()
         } == files
         assert first.poll() is None  # the first one runs on
 

@@ -154,10 +154,12 @@ async def test_v201_outage_replays_transaction_events_in_order(make_site: SiteFa
         assert (await site.runtime.submit_setpoint(SetpointReceived(9000.0))).accepted
         # The transaction has ended: the station is idle and keeps its idle share of the 9 kW.
         await site.until(
-            lambda: (v := site.station("CP201")) is not None
-            and v.enforced
-            and v.limit_w == site.config.ocpp.station_min_power_w
-            and site.runtime.view().limit_w == 9000.0
+            lambda: (
+                (v := site.station("CP201")) is not None
+                and v.enforced
+                and v.limit_w == site.config.ocpp.station_min_power_w
+                and site.runtime.view().limit_w == 9000.0
+            )
         )
 
         before = len(site.csms.frames_of("CP201", "in"))
