@@ -22,7 +22,7 @@ class RunInfo:
     config_path: str | None = None  # the site file (--config); None: the built-in defaults
     config_sha256: str | None = None
     target: str | None = None  # HOST:PORT of a running gateway; None: simulated in this process
-    ocpp809_version: str = __version__
+    version: str = __version__
 
     @property
     def mode(self) -> str:
@@ -39,11 +39,11 @@ class RunInfo:
             if self.target is None
             else f"the running gateway at {self.target} and its real stations"
         )
-        return f"ocpp809 {self.ocpp809_version}; configuration {config}; against {against}"
+        return f"ocpp809 {self.version}; configuration {config}; against {against}"
 
     def as_json(self) -> dict[str, object]:
         return {
-            "ocpp809_version": self.ocpp809_version,
+            "version": self.version,
             "mode": self.mode,
             "configuration": None
             if self.config_path is None
@@ -133,7 +133,7 @@ def to_junit(results: Sequence[ScenarioResult], time_scale: float, info: RunInfo
     info = info or RunInfo()
     properties = {
         "time_scale": f"{time_scale:g}",
-        "ocpp809_version": info.ocpp809_version,
+        "version": info.version,
         "mode": info.mode,
         "configuration": info.config_path or "(built-in defaults)",
         "configuration_sha256": info.config_sha256 or "",

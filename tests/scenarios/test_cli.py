@@ -27,7 +27,7 @@ def test_passing_run_prints_the_table_and_writes_both_reports(
     assert "1/1 scenarios passed" in out
     report = json.loads((tmp_path / "scenarios.json").read_text())
     assert report["passed"] is True and report["time_scale"] == 60
-    assert (report["ocpp809_version"], report["configuration"], report["target"]) == (__version__, None, None)
+    assert (report["version"], report["configuration"], report["target"]) == (__version__, None, None)
     rows = report["scenarios"][0]["rows"]
     assert rows[-1]["measured"].startswith("7200.0 W") and rows[-1]["timing_s"] is not None
     suite = ET.parse(tmp_path / "scenarios.junit.xml").getroot().find("testsuite")
@@ -99,7 +99,7 @@ def test_a_directory_with_the_site_file_runs_in_process_and_the_reports_say_so(
     assert "2/2 scenarios passed" in out and "IOA 200 in [0, 80000]" in out  # the site's max_limit_w
     assert out.splitlines()[0].startswith(f"ocpp809 {__version__}; configuration {site.resolve()} (sha256 ")
     report = json.loads((reports / "scenarios.json").read_text())
-    assert report["ocpp809_version"] == __version__
+    assert report["version"] == __version__
     assert (report["mode"], report["target"], report["time_scale"]) == ("simulated", None, 60)
     digest = hashlib.sha256(site.read_bytes()).hexdigest()
     assert report["configuration"] == {"path": str(site.resolve()), "sha256": digest}
@@ -110,7 +110,7 @@ def test_a_directory_with_the_site_file_runs_in_process_and_the_reports_say_so(
     for suite in ET.parse(reports / "scenarios.junit.xml").getroot().iter("testsuite"):
         props = {p.get("name"): p.get("value") for p in suite.iter("property")}
         assert props["configuration_sha256"] == digest and props["mode"] == "simulated"
-        assert props["ocpp809_version"] == __version__ and props["target"] == ""
+        assert props["version"] == __version__ and props["target"] == ""
 
 
 def test_a_wrong_site_file_is_one_line_per_problem_and_exit_2(

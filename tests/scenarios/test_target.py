@@ -151,7 +151,7 @@ def test_target_passes_the_site_variants_of_t1_and_t3_against_a_running_gateway(
 
     report = json.loads((reports / "scenarios.json").read_text())
     assert report["passed"] is True and report["time_scale"] == 1
-    assert report["ocpp809_version"] == __version__ and report["mode"] == "target"
+    assert report["version"] == __version__ and report["mode"] == "target"
     assert report["target"] == f"127.0.0.1:{iec_port}"
     assert report["configuration"] == {
         "path": str(config.resolve()),
@@ -166,7 +166,7 @@ def test_target_passes_the_site_variants_of_t1_and_t3_against_a_running_gateway(
     suite = ET.parse(reports / "scenarios.junit.xml").getroot().find("testsuite")
     assert suite is not None
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
-    assert props["target"] == f"127.0.0.1:{iec_port}" and props["ocpp809_version"] == __version__
+    assert props["target"] == f"127.0.0.1:{iec_port}" and props["version"] == __version__
     assert props["configuration"] == str(config.resolve())
 
 
