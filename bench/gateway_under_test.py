@@ -46,33 +46,55 @@ STATION_MAX_W = 22000.0
 STATION_MIN_W = 4140.0
 
 
-def bench_config(stations: int, store_path: str) -> Config:
-    """Limits wide enough that every setpoint of the benchmark changes every station's share."""
+def bench_config(stations: int, store_path: str, options: dict[str, Any] | None = None) -> Config:
+    """Limits wide enough that every setpoint of the benchmark changes every station's share.
+
+    ``options`` (all optional): ``ocpp_port`` (a fixed port, so that a restarted gateway comes
+    back where the stations look for it), ``iec104`` (True: an outstation on 127.0.0.1, port
+    chosen at start), ``tls`` ({cert_file, key_file, ca_file}: wss, no client certificate),
+    ``security_profile`` and ``passwords`` (station id -> HTTP Basic Auth password),
+    ``csms_url`` (the Local Controller relay toward that CSMS; its outbox next to the store).
+    """
+    opts = options or {}
     site_max_w = max(1e6, stations * STATION_MAX_W * 2)
-    return parse_config(
-        {
-            "limits": {
-                "min_limit_w": 1000.0,
-                "max_limit_w": site_max_w,
-                # Below one station's minimum: every fallback share is 0 W whatever the station count,
-                # so stations connecting do not reshuffle everybody's fallback profile.
-                "fallback_limit_w": 1000.0,
-                "initial_limit_w": site_max_w,
-            },
-            "ocpp": {
-                "listen_host": "127.0.0.1",
-                "port": 0,
-                "station_max_power_w": STATION_MAX_W,
-                "station_min_power_w": STATION_MIN_W,
-            },
-            # The per-station raise rate limit (flash wear, 30 s by default) would hold every
-            # other round (10 -> 11 kW) for up to 30 s by design; the bench measures the fan-out.
-            "sharing": {"raise_interval_s": 0.0},
-            "store": {"path": store_path},
-            "metrics": {"enabled": False},
+    ocpp: dict[str, Any] = {
+        "listen_host": "127.0.0.1",
+        "port": int(opts.get("ocpp_port", 0)),
+        "station_max_power_w": STATION_MAX_W,
+        "station_min_power_w": STATION_MIN_W,
+    }
+    tls = opts.get("tls")
+    if tls:
+        ocpp["tls"] = {"enabled": True, **tls, "require_client_cert": False}
+    if opts.get("security_profile"):
+        ocpp["security_profile"] = int(opts["security_profile"])
+    passwords: dict[str, str] = opts.get("passwords") or {}
+    if passwords:
+        ocpp["stations"] = {station_id: {"password": pw} for station_id, pw in passwords.items()}
+    doc: dict[str, Any] = {
+        "limits": {
+            "min_limit_w": 1000.0,
+            "max_limit_w": site_max_w,
+            # Below one station's minimum: every fallback share is 0 W whatever the station count,
+            # so stations connecting do not reshuffle everybody's fallback profile.
+            "fallback_limit_w": 1000.0,
+            "initial_limit_w": site_max_w,
         },
-        "<bench>",
-    )
+        "ocpp": ocpp,
+        # The per-station raise rate limit (flash wear, 30 s by default) would hold every
+        # other round (10 -> 11 kW) for up to 30 s by design; the bench measures the fan-out.
+        "sharing": {"raise_interval_s": 0.0},
+        "store": {"path": store_path},
+        "metrics": {"enabled": False},
+    }
+    if opts.get("iec104"):
+        doc["iec104"] = {"listen_host": "127.0.0.1", "port": 0, "allowed_masters": ["127.0.0.1"]}
+    if opts.get("csms_url"):
+        doc["upstream"] = {
+            "csms_url": opts["csms_url"],
+            "outbox_path": str(Path(store_path).with_name("outbox.sqlite3")),
+        }
+    return parse_config(doc, "<bench>")
 
 
 def load_station_server() -> type[Any]:
@@ -108,18 +130,44 @@ class _Tracker:
 
 
 class GatewayUnderTest:
-    def __init__(self, stations_hint: int) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="ocpp809-bench-")
-        self.config = bench_config(stations_hint, str(Path(self._tmp.name) / "bench.sqlite3"))
+    def __init__(self, stations_hint: int, options: dict[str, Any] | None = None) -> None:
+        options = options or {}
+        # A store kept by the harness (store_dir) survives this process: a restart resumes it.
+        self._tmp = None if options.get("store_dir") else tempfile.TemporaryDirectory(prefix="ocpp809-bench-")
+        folder = options.get("store_dir") or (self._tmp.name if self._tmp is not None else "")
+        self.config = bench_config(stations_hint, str(Path(folder) / "bench.sqlite3"), options)
         self.runtime: CoreRuntime | None = None
         self.server: Any = None
+        self.outstation: Any = None
         self.meter_samples = 0
         self.last_power_w: dict[str, float] = {}
         self._tracker: _Tracker | None = None
+        # Every setpoint on its way into the core (from the master or the harness):
+        # (perf_counter at arrival, seconds in submit_setpoint, stations awaiting an answer to a
+        # profile at arrival or None, accepted, peer).
+        self.setpoints_seen: list[tuple[float, float, int | None, bool, str]] = []
+        # Every command c104 handed to the outstation, timed on c104's thread: (perf_counter at
+        # entry, seconds until the answer was decided: decoding, the hand-over to the loop, the
+        # core, the way back to the thread).
+        self.commands_seen: list[tuple[float, float]] = []
 
     @property
     def port(self) -> int:
         return int(self.server.port)
+
+    @property
+    def iec104_port(self) -> int | None:
+        return None if self.outstation is None else int(self.outstation.port)
+
+    def _awaiting(self) -> int | None:
+        """Stations with an unanswered profile right now: a fan-out is running (bench-only
+        reading of the core's fleet; O(1), so timing a setpoint does not slow it down)."""
+        assert self.runtime is not None
+        fleet = self.runtime.arbiter.fleet
+        awaiting = getattr(fleet, "_awaiting", None)
+        if awaiting is None:
+            return None
+        return len(awaiting) + len(getattr(fleet, "raises_waiting", ()))
 
     async def start(self) -> None:
         config = self.config
@@ -144,26 +192,56 @@ class GatewayUnderTest:
             return await inner_submit(event)
 
         runtime.submit = submit  # type: ignore[method-assign]
+        inner_setpoint = runtime.submit_setpoint
+
+        async def submit_setpoint(event: SetpointReceived) -> Any:
+            arrived = time.perf_counter()
+            awaiting = self._awaiting()
+            outcome = await inner_setpoint(event)
+            took = time.perf_counter() - arrived
+            self.setpoints_seen.append((arrived, took, awaiting, bool(outcome.accepted), event.peer))
+            return outcome
+
+        runtime.submit_setpoint = submit_setpoint  # type: ignore[method-assign]
         station_server_cls = load_station_server()
         self.server = station_server_cls(config.ocpp, config.upstream, runtime)
         runtime.scheduler.start()
         runtime.start()
         runtime.add_listener(self._on_decisions)
         await self.server.start()
+        if self.config.iec104.listen_host == "127.0.0.1":  # asked for (the default listens on 0.0.0.0)
+            from iec104.outstation import Iec104Outstation  # c104 only where an outstation runs
+
+            outstation = self.outstation = Iec104Outstation(self.config.iec104, runtime)
+            inner_decide = outstation._decide_command  # called on c104's thread for every command
+
+            def decide_command(*args: Any, **kwargs: Any) -> Any:
+                entered = time.perf_counter()
+                try:
+                    return inner_decide(*args, **kwargs)
+                finally:
+                    self.commands_seen.append((entered, time.perf_counter() - entered))
+
+            outstation._decide_command = decide_command  # type: ignore[method-assign]
+            await outstation.start()
 
     def quiet(self) -> None:
         """Teardown: N stations leaving go offline still reserved, one WARNING each; only errors now."""
         logging.getLogger("gateway.runtime").setLevel(logging.ERROR)
+        logging.getLogger("iec104.outstation").setLevel(logging.ERROR)  # the master leaving
 
     async def stop(self) -> None:
         self.quiet()
         try:
+            if self.outstation is not None:
+                await self.outstation.stop()
             if self.server is not None:
                 await self.server.stop()
         finally:
             if self.runtime is not None:
                 await self.runtime.close()
-            self._tmp.cleanup()
+            if self._tmp is not None:
+                self._tmp.cleanup()
 
     def connected(self) -> int:
         """Stations online (the core keeps offline stations that still hold its profiles)."""

@@ -10,12 +10,14 @@ system's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import ctypes
 import gc
 import io
 import logging
 import pstats
+import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 SYSTEMS = ("baseline", "gateway")
 
 
-def _make_system(system: str, stations_hint: int) -> Any:
+def _make_system(system: str, stations_hint: int, options: dict[str, Any] | None) -> Any:
     if system == "baseline":
         from bench.baseline_csms import BaselineCsms
 
@@ -36,7 +38,7 @@ def _make_system(system: str, stations_hint: int) -> Any:
     if system == "gateway":
         from bench.gateway_under_test import GatewayUnderTest
 
-        return GatewayUnderTest(stations_hint)
+        return GatewayUnderTest(stations_hint, options)
     raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
 
 
@@ -64,10 +66,12 @@ class _GcClock:
 
 
 class _Controller:
-    def __init__(self, system: str, stations_hint: int) -> None:
-        self.system = _make_system(system, stations_hint)
+    def __init__(self, system: str, stations_hint: int, options: dict[str, Any] | None = None) -> None:
+        self.system = _make_system(system, stations_hint, options)
         self.profiler: cProfile.Profile | None = None
         self.gc_clock = _GcClock()
+        self._dropping: asyncio.Task[None] | None = None
+        self.drops = 0
 
     def gc_freeze(self) -> int:
         """What-if: move every live object to the permanent generation (``--gc-freeze``)."""
@@ -81,7 +85,42 @@ class _Controller:
 
     async def start(self) -> dict[str, Any]:
         await self.system.start()
-        return {"port": self.system.port}
+        return {"port": self.system.port, "iec104_port": getattr(self.system, "iec104_port", None)}
+
+    def tasks(self) -> int:
+        """asyncio tasks alive in this process (the soak's leak check)."""
+        return len(asyncio.all_tasks())
+
+    def health(self) -> dict[str, int]:
+        """The soak's per-minute reading from inside: asyncio tasks, and the blocks Python's own
+        allocator holds (objects; what is not in it and still grows RSS is native: c104, SQLite)."""
+        return {"tasks": len(asyncio.all_tasks()), "py_blocks": sys.getallocatedblocks()}
+
+    def setpoints_seen(self, since: int = 0) -> list[tuple[float, float, int | None, bool, str]]:
+        """Gateway: the setpoints that reached the core from index ``since`` on (see GatewayUnderTest)."""
+        return list(getattr(self.system, "setpoints_seen", [])[since:])
+
+    def commands_seen(self, since: int = 0) -> list[tuple[float, float]]:
+        """Gateway: the commands the outstation decided on c104's thread, from index ``since`` on."""
+        return list(getattr(self.system, "commands_seen", [])[since:])
+
+    def drop(self, down_s: float) -> bool:
+        """A central system that drops: every connection closed, the listener gone for ``down_s``,
+        then back on the same port. Returns at once; False if the previous drop is still running."""
+        if self._dropping is not None and not self._dropping.done():
+            return False
+        self._dropping = asyncio.get_running_loop().create_task(self._drop(down_s))
+        return True
+
+    async def _drop(self, down_s: float) -> None:
+        port = self.system.port
+        await self.system.stop()
+        await asyncio.sleep(down_s)
+        await self.system.start(port=port)
+        self.drops += 1
+
+    def drop_count(self) -> int:
+        return self.drops
 
     def connected(self) -> int:
         return int(self.system.connected())
@@ -156,16 +195,24 @@ class _Controller:
         return out.getvalue()
 
     async def stop(self) -> None:
+        if self._dropping is not None and not self._dropping.done():
+            self._dropping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dropping
         await self.system.stop()
 
 
-async def _serve_commands(conn: Connection, system: str, stations_hint: int) -> None:
-    controller = _Controller(system, stations_hint)
+async def _serve_commands(
+    conn: Connection, system: str, stations_hint: int, options: dict[str, Any] | None
+) -> None:
+    controller = _Controller(system, stations_hint, options)
     await serve_commands(conn, controller, controller.stop, "server")
 
 
-def run_server(conn: Connection, system: str, stations_hint: int) -> None:
-    """Process entry point for one central system under test."""
+def run_server(
+    conn: Connection, system: str, stations_hint: int, options: dict[str, Any] | None = None
+) -> None:
+    """Process entry point for one central system under test (``options``: GatewayUnderTest's)."""
     logging.basicConfig(level=logging.WARNING)
     raise_fd_limit()
-    asyncio.run(_serve_commands(conn, system, stations_hint))
+    asyncio.run(_serve_commands(conn, system, stations_hint, options))

@@ -12,9 +12,14 @@ multiprocessing pipe; every command is bounded in time.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import itertools
 import logging
+import math
+import random
 import resource
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,10 +178,23 @@ class SimStation:
     server_calls: dict[str, int] = field(default_factory=dict)
     # A joining station logs each SetChargingProfile it answers: (perf_counter, stackLevel, unit, limit).
     profile_log: list[tuple[float, int, str, float | None]] | None = None
+    fleet: Fleet | None = None  # told of every profile accepted and every connection lost
+    url: str = ""  # where it connected, so that it can come back (reconnect storm)
+    password: str | None = None  # HTTP Basic Auth (security profiles 1 and 2)
+    cap_mw: int = 0  # what it is bound by now, in mW (see ``station_cap_mw``), counted in the fleet's sum
+    reconnecting: bool = False
 
     def attach(self) -> None:
-        self.ws.on_text = self.dispatch
-        self.ws.on_lost = self.fail_pending
+        ws = self.ws
+        ws.on_text = self.dispatch
+        ws.on_lost = lambda: self._lost(ws)
+
+    def _lost(self, ws: LeanClientConnection) -> None:
+        if ws is not self.ws:
+            return  # an old connection, already replaced
+        self.fail_pending()
+        if self.fleet is not None:
+            self.fleet.station_lost(self)
 
     def send_call(self, action: str, payload_json: bytes) -> asyncio.Future[Any]:
         """Send a CALL whose payload is already JSON; the future gets the CALLRESULT payload."""
@@ -228,6 +246,8 @@ class SimStation:
             if self.reject_profiles:
                 return [CALLRESULT, unique_id, {"status": "Rejected"}]
             self.profiles[level] = (unit, limit)
+            if self.fleet is not None:
+                self.fleet.profile_accepted(self, level, unit, limit)
             return [CALLRESULT, unique_id, {"status": "Accepted"}]
         handler = _V16_ANSWERS.get(action) if self.version == V16 else _V201_ANSWERS.get(action)
         if handler is None:
@@ -310,12 +330,146 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+STATION_RATING_W = 22000.0  # what a station may draw when no profile binds it (the gateway's bench max)
+_CAP_TOLERANCE_MW = 1000  # 1 W: profile limits are rounded to 0.1 W
+
+
+def station_cap_mw(station: SimStation) -> int:
+    """What ``station`` is bound by now, in mW: the limit at the top of its profile stack (the live
+    profile over the fallback one), at most its rating; 0 while it has never accepted a profile.
+
+    Validity (validTo) is not modelled: the live profiles the bench sends stay valid for minutes.
+    """
+    if not station.profiles:
+        return 0
+    unit, limit = station.profiles[max(station.profiles)]
+    if limit is None:
+        watts = STATION_RATING_W
+    else:
+        watts = limit if unit == "W" else limit * 230.0 * 3  # the gateway's default voltage and phases
+    return round(min(watts, STATION_RATING_W) * 1000)
+
+
+@dataclass(slots=True)
+class CapWatch:
+    """The cap invariant from the stations' side: the sum of what they are bound by, after every
+    profile any of them Accepted, against the site limit in force."""
+
+    limit_mw: int
+    started: float
+    max_mw: int
+    updates: int = 0
+    violations: int = 0  # profile answers after which the sum was above the limit
+    above_since: float | None = None
+    above_s: float = 0.0
+    first_above: float | None = None
+
+    def observe(self, total_mw: int, at: float) -> None:
+        self.updates += 1
+        self.max_mw = max(self.max_mw, total_mw)
+        if total_mw > self.limit_mw + _CAP_TOLERANCE_MW:
+            self.violations += 1
+            if self.above_since is None:
+                self.above_since = at
+                if self.first_above is None:
+                    self.first_above = at
+        elif self.above_since is not None:
+            self.above_s += at - self.above_since
+            self.above_since = None
+
+    def result(self, total_mw: int, now: float) -> dict[str, Any]:
+        above_s = self.above_s + (now - self.above_since if self.above_since is not None else 0.0)
+        return {
+            "limit_w": self.limit_mw / 1000,
+            "max_sum_w": self.max_mw / 1000,
+            "sum_now_w": total_mw / 1000,
+            "updates": self.updates,
+            "violations": self.violations,
+            "above_s": above_s,
+            "first_above_at": self.first_above,  # time.monotonic()
+            "watched_s": now - self.started,
+        }
+
+
+@dataclass(slots=True)
+class StormRecord:
+    """One station through a gateway restart (times: time.monotonic())."""
+
+    lost_at: float | None = None
+    attempts: int = 0
+    opened_at: float | None = None
+    booted_at: float | None = None
+    levels: dict[int, float] = field(default_factory=dict)  # stackLevel -> first Accepted since reopening
+    final_at: float | None = None  # its live level holds the expected share since then
+    error: str = ""
+    failed_at: list[float] = field(default_factory=list)  # each failed attempt (time.monotonic())
+
+    def both_levels_at(self) -> float | None:
+        return sorted(self.levels.values())[1] if len(self.levels) >= 2 else None
+
+    def complete(self) -> bool:
+        return self.booted_at is not None and len(self.levels) >= 2 and self.final_at is not None
+
+    def complete_at(self) -> float | None:
+        """When it was re-profiled: both levels Accepted and the live one on the expected share."""
+        both = self.both_levels_at()
+        if not self.complete() or both is None or self.final_at is None:
+            return None
+        return max(both, self.final_at)
+
+
+@dataclass(slots=True)
+class StormPlan:
+    expected_live_w: float
+    spread_s: float
+    retry_s: float
+    timeout_s: float
+    deadline: float
+    rng: random.Random
+    slots: asyncio.Semaphore | None
+    records: dict[str, StormRecord]
+    failures: dict[str, int] = field(default_factory=dict)  # why attempts failed: exception type -> count
+    released_at: float | None = None  # the gateway listens again: lost stations come back from then on
+    waiting: list[SimStation] = field(default_factory=list)  # lost before the release
+    lag_max_s: float = 0.0  # this process's event loop, late by at most this much during the storm
+    lag_over_50ms: int = 0
+
+
+@dataclass(slots=True)
+class MeterStats:
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    skipped: int = 0  # the station's previous MeterValues was still unanswered when the next was due
+    errors: list[str] = field(default_factory=list)
+
+    def done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self.failed += 1
+            return
+        exc = future.exception()
+        if exc is None:
+            self.answered += 1
+        else:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
 class Fleet:
     """The simulated stations of one process, driven by commands from the harness."""
 
     def __init__(self) -> None:
         self.stations: dict[str, SimStation] = {}
         self._join_started: dict[str, float] = {}
+        self._ssl: dict[str, ssl.SSLContext] = {}
+        self.handshakes = 0  # websocket connections opened
+        self.caps_mw = 0  # sum of every station's cap_mw
+        self._watch: CapWatch | None = None
+        self._storm: StormPlan | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._meter_task: asyncio.Task[None] | None = None
+        self._meter_stats = MeterStats()
 
     async def connect(
         self,
@@ -326,17 +480,26 @@ class Fleet:
         concurrency: int,
         timeout_s: float,
         reject_profiles: bool = False,
+        password_prefix: str | None = None,
+        ca_file: str | None = None,
     ) -> dict[str, Any]:
-        """Open ``count`` connections and boot each; time until the last BootNotification is Accepted."""
+        """Open ``count`` connections and boot each; time until the last BootNotification is Accepted.
+
+        ``wss://`` urls trust ``ca_file``; with ``password_prefix`` each station sends HTTP Basic
+        Auth with the password ``password_prefix + station_id`` (security profiles 1 and 2).
+        """
         handshakes = asyncio.Semaphore(concurrency)
         booted = 0
         failures: list[str] = []
+        if ca_file:
+            self._ssl.setdefault(url, ssl.create_default_context(cafile=ca_file))
 
         async def one(index: int) -> None:
             nonlocal booted
             station_id = f"{prefix}{index:05d}"
+            password = None if password_prefix is None else password_prefix + station_id
             async with handshakes:  # a burst beyond the listen backlog only measures SYN retries
-                station = await self._open(url, version, station_id, timeout_s, reject_profiles)
+                station = await self._open(url, version, station_id, timeout_s, reject_profiles, password)
             await self._boot(station, timeout_s)
             booted += 1
 
@@ -351,9 +514,13 @@ class Fleet:
         elapsed = time.perf_counter() - start
         return {"booted": booted, "failed": len(failures), "errors": failures[:5], "elapsed_s": elapsed}
 
-    async def _open(
-        self, url: str, version: str, station_id: str, timeout_s: float, reject_profiles: bool
-    ) -> SimStation:
+    async def _dial(
+        self, url: str, version: str, station_id: str, timeout_s: float, password: str | None
+    ) -> LeanClientConnection:
+        headers = {}
+        if password is not None:
+            token = base64.b64encode(f"{station_id}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         ws = await connect(
             f"{url}/{station_id}",
             subprotocols=[Subprotocol(version)],
@@ -362,13 +529,28 @@ class Fleet:
             open_timeout=timeout_s,
             close_timeout=2,
             max_size=2**20,
+            ssl=self._ssl.get(url),
+            additional_headers=headers or None,
             create_connection=LeanClientConnection,
         )
         if ws.subprotocol != version:
             await ws.close()
             raise ConnectionError(f"{station_id}: server chose subprotocol {ws.subprotocol!r}")
         assert isinstance(ws, LeanClientConnection)
-        station = SimStation(station_id, version, ws, reject_profiles)
+        self.handshakes += 1
+        return ws
+
+    async def _open(
+        self,
+        url: str,
+        version: str,
+        station_id: str,
+        timeout_s: float,
+        reject_profiles: bool,
+        password: str | None = None,
+    ) -> SimStation:
+        ws = await self._dial(url, version, station_id, timeout_s, password)
+        station = SimStation(station_id, version, ws, reject_profiles, fleet=self, url=url, password=password)
         station.attach()
         self.stations[station_id] = station
         return station
@@ -378,6 +560,205 @@ class Fleet:
         answer = await station.call("BootNotification", boot_payload(station.version), timeout_s)
         if answer.get("status") != "Accepted":
             raise ConnectionError(f"{station.station_id}: BootNotification {answer.get('status')}")
+
+    # -- what the stations are bound by ------------------------------------------
+
+    def profile_accepted(self, station: SimStation, level: int, unit: str, limit: float | None) -> None:
+        """A station Accepted a profile: its cap, the sum, the watch, and the restart's record."""
+        cap = station_cap_mw(station)
+        if cap != station.cap_mw:
+            self.caps_mw += cap - station.cap_mw
+            station.cap_mw = cap
+            if self._watch is not None:
+                self._watch.observe(self.caps_mw, time.monotonic())
+        plan = self._storm
+        if plan is None:
+            return
+        record = plan.records.get(station.station_id)
+        if record is None or record.opened_at is None:
+            return
+        at = time.monotonic()
+        record.levels.setdefault(level, at)
+        if level == max(station.profiles):
+            if unit == "W" and limit is not None and abs(limit - plan.expected_live_w) < 0.05:
+                if record.final_at is None:
+                    record.final_at = at
+            else:
+                record.final_at = None
+
+    def cap_watch_start(self, limit_w: float) -> dict[str, Any]:
+        """Watch the sum of the stations' caps against ``limit_w`` from now on."""
+        now = time.monotonic()
+        self._watch = CapWatch(round(limit_w * 1000), now, self.caps_mw)
+        self._watch.observe(self.caps_mw, now)
+        return {"sum_w": self.caps_mw / 1000, "at": now}
+
+    def cap_watch_stop(self) -> dict[str, Any]:
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return {}
+        return watch.result(self.caps_mw, time.monotonic())
+
+    # -- a gateway restart --------------------------------------------------------
+
+    def storm_arm(
+        self,
+        prefix: str,
+        expected_live_w: float,
+        spread_s: float,
+        retry_s: float,
+        timeout_s: float,
+        concurrency: int = 0,
+        seed: int = 809,
+    ) -> int:
+        """From now on, a station of ``prefix`` that loses its connection comes back once
+        ``storm_release`` says the gateway listens again: after a random delay in [0, spread_s],
+        retrying every ~retry_s (jittered) while refused, until ``timeout_s`` has passed; at most
+        ``concurrency`` handshakes at once (0: no bound). Its record times the reconnection and the
+        profiles it Accepts afterwards (the live one must carry ``expected_live_w``)."""
+        stations = [s for s in self.stations.values() if s.station_id.startswith(prefix)]
+        self._storm = StormPlan(
+            expected_live_w,
+            spread_s,
+            retry_s,
+            timeout_s,
+            time.monotonic() + timeout_s,
+            random.Random(seed),
+            asyncio.Semaphore(concurrency) if concurrency > 0 else None,
+            {s.station_id: StormRecord() for s in stations},
+        )
+        return len(stations)
+
+    def station_lost(self, station: SimStation) -> None:
+        plan = self._storm
+        if plan is None or station.reconnecting or station.station_id not in plan.records:
+            return
+        station.reconnecting = True
+        plan.records[station.station_id].lost_at = time.monotonic()
+        if plan.released_at is None:
+            plan.waiting.append(station)  # nothing listens yet: it comes back once something does
+        else:
+            self._spawn(self._reconnect(station, plan))
+
+    def storm_release(self) -> int:
+        """The gateway listens again: every station that lost its connection comes back, each after
+        a random delay in [0, spread_s] from now (so N arrive within ``spread_s``)."""
+        plan = self._storm
+        if plan is None:
+            raise RuntimeError("storm_arm first")
+        plan.released_at = time.monotonic()
+        waiting, plan.waiting = plan.waiting, []
+        for station in waiting:
+            self._spawn(self._reconnect(station, plan))
+        self._spawn(self._watch_lag(plan))
+        return len(waiting)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_lag(self, plan: StormPlan) -> None:
+        """How late this process's own loop runs during the storm: the stations must not be the bottleneck."""
+        loop = asyncio.get_running_loop()
+        while self._storm is plan:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            late = loop.time() - due
+            plan.lag_max_s = max(plan.lag_max_s, late)
+            plan.lag_over_50ms += late > 0.05
+
+    async def _reconnect(self, station: SimStation, plan: StormPlan) -> None:
+        record = plan.records[station.station_id]
+        try:
+            await asyncio.sleep(plan.rng.uniform(0, plan.spread_s))
+            while True:
+                record.attempts += 1
+                opened: LeanClientConnection | None = None
+                try:
+                    if plan.slots is None:
+                        opened = await self._dial(
+                            station.url, station.version, station.station_id, plan.timeout_s, station.password
+                        )
+                    else:
+                        async with plan.slots:
+                            opened = await self._dial(
+                                station.url,
+                                station.version,
+                                station.station_id,
+                                plan.timeout_s,
+                                station.password,
+                            )
+                    station.ws = opened
+                    station.attach()
+                    record.opened_at = time.monotonic()
+                    record.levels.clear()
+                    record.final_at = None
+                    await self._boot(station, plan.timeout_s)
+                    record.booted_at = time.monotonic()
+                    return
+                except Exception as exc:  # noqa: BLE001 - refused, reset, timed out: a station retries
+                    record.error = f"{type(exc).__name__}: {exc}"
+                    record.failed_at.append(time.monotonic())
+                    kind = type(exc).__name__
+                    plan.failures[kind] = plan.failures.get(kind, 0) + 1
+                    if opened is not None:
+                        opened.transport.abort()
+                    if time.monotonic() > plan.deadline:
+                        return
+                    await asyncio.sleep(plan.retry_s * plan.rng.uniform(0.5, 1.5))
+        finally:
+            station.reconnecting = False
+
+    async def storm_wait(self, timeout_s: float) -> dict[str, Any]:
+        """Until every station of the restart is back, booted and re-profiled at both levels with
+        its live profile on the expected share (bounded); then each one's times."""
+        plan = self._storm
+        if plan is None:
+            raise RuntimeError("storm_arm first")
+        deadline = time.monotonic() + timeout_s
+        records = plan.records
+        while time.monotonic() < deadline:
+            if all(r.complete() for r in records.values()):
+                break
+            await asyncio.sleep(0.05)
+        values = list(records.values())
+        incomplete = [i for i, r in records.items() if not r.complete()]
+        return {
+            "stations": len(values),
+            "completed": len(values) - len(incomplete),
+            "lost": [r.lost_at for r in values if r.lost_at is not None],
+            "opened": [r.opened_at for r in values if r.opened_at is not None],
+            "booted": [r.booted_at for r in values if r.booted_at is not None],
+            "both_levels": [t for r in values if (t := r.both_levels_at()) is not None],
+            "final": [r.final_at for r in values if r.final_at is not None],
+            "complete": [t for r in values if (t := r.complete_at()) is not None],
+            # each station's own wait: its reconnection -> its re-profiling
+            "own": [t - r.opened_at for r in values if (t := r.complete_at()) is not None and r.opened_at],
+            "attempts": sum(r.attempts for r in values),
+            "failures": dict(plan.failures),
+            "last_failure": max((t for r in values for t in r.failed_at), default=None),
+            "released_at": plan.released_at,
+            "lag_max_s": plan.lag_max_s,
+            "lag_over_50ms": plan.lag_over_50ms,
+            "handshakes": self.handshakes,
+            "examples_incomplete": [
+                {
+                    "id": i,
+                    "attempts": records[i].attempts,
+                    "booted": records[i].booted_at is not None,
+                    "levels": sorted(records[i].levels),
+                    "holds": self.stations[i].profiles.get(max(self.stations[i].profiles, default=-1)),
+                    "error": records[i].error,
+                }
+                for i in incomplete[:3]
+            ],
+        }
+
+    def storm_disarm(self) -> None:
+        self._storm = None
+
+    # -- joins, MeterValues, summaries --------------------------------------------
 
     async def join(self, url: str, version: str, station_id: str, timeout_s: float) -> dict[str, Any]:
         """One station joins (websocket open + BootNotification) and logs the profiles it answers.
@@ -427,28 +808,97 @@ class Fleet:
         elapsed = time.perf_counter() - start
         return {"answered": answered, "failed": len(failures), "errors": failures[:5], "elapsed_s": elapsed}
 
+    def meter_periodic_start(self, prefix: str, every_s: float) -> int:
+        """Each station of ``prefix`` sends MeterValues every ``every_s``, the stations spread evenly
+        over the interval (a steady N / every_s messages a second), until ``meter_periodic_stop``."""
+        stations = [s for s in self.stations.values() if s.station_id.startswith(prefix)]
+        self._meter_stats = MeterStats()
+        self._meter_task = asyncio.get_running_loop().create_task(self._meter_loop(stations, every_s))
+        return len(stations)
+
+    async def _meter_loop(self, stations: list[SimStation], every_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        stats, n = self._meter_stats, len(stations)
+        outstanding: dict[str, asyncio.Future[Any]] = {}
+        start = loop.time()
+        payload_at = -math.inf
+        payload_json: dict[str, bytes] = {}
+        sent = 0
+        tick = min(0.1, every_s / 10)
+        while n:
+            now = loop.time()
+            if now - payload_at >= 1.0:  # a fresh timestamp every second: readings must be topical
+                payload_at = now
+                payload_json = {v: orjson.dumps(meter_payload(v, sent)) for v in (V16, V201)}
+            while start + (sent // n) * every_s + (sent % n) / n * every_s <= now:
+                station = stations[sent % n]
+                sent += 1
+                previous = outstanding.get(station.station_id)
+                if previous is not None and not previous.done():
+                    stats.skipped += 1
+                    continue
+                future = station.send_call("MeterValues", payload_json[station.version])
+                future.add_done_callback(stats.done)
+                outstanding[station.station_id] = future
+                stats.sent += 1
+            await asyncio.sleep(tick)
+
+    def meter_periodic_stats(self) -> dict[str, Any]:
+        s = self._meter_stats
+        return {
+            "sent": s.sent,
+            "answered": s.answered,
+            "failed": s.failed,
+            "skipped": s.skipped,
+            "errors": s.errors,
+        }
+
+    async def meter_periodic_stop(self) -> dict[str, Any]:
+        task, self._meter_task = self._meter_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return self.meter_periodic_stats()
+
     def profile_summary(self, prefix: str) -> dict[str, Any]:
         """What the stations hold: profiles received, and the limits installed per stack level."""
         stations = [s for s in self.stations.values() if s.station_id.startswith(prefix)]
         top_limits: dict[str, int] = {}
+        levels: dict[str, int] = {}  # "stackLevel: limit unit" -> stations
         for s in stations:
             if s.profiles:
                 unit, limit = s.profiles[max(s.profiles)]
                 key = f"{limit:g} {unit}" if limit is not None else "?"
                 top_limits[key] = top_limits.get(key, 0) + 1
+            for level, (unit, limit) in s.profiles.items():
+                key = f"{level}: {limit:g} {unit}" if limit is not None else f"{level}: ?"
+                levels[key] = levels.get(key, 0) + 1
         calls: dict[str, int] = {}
         for s in stations:
             for action, n in s.server_calls.items():
                 calls[action] = calls.get(action, 0) + n
         return {
             "stations": len(stations),
+            "connected": sum(1 for s in stations if s.ws.protocol.state is State.OPEN),
             "profiles_received": sum(s.profiles_received for s in stations),
             "top_level_limits": top_limits,
+            "levels": levels,
             "server_calls": calls,
+            "caps_sum_w": self.caps_mw / 1000,
         }
 
     async def close(self, prefix: str = "") -> int:
+        if self._meter_task is not None:
+            await self.meter_periodic_stop()
+        if not prefix:
+            self._storm = None
+            for task in list(self._tasks):
+                task.cancel()
         doomed = [s for s in self.stations.values() if s.station_id.startswith(prefix)]
+        for s in doomed:
+            s.fleet = None  # leaving on purpose: no reconnection, and out of the sum
+            self.caps_mw -= s.cap_mw
         await asyncio.gather(*(s.ws.close() for s in doomed), return_exceptions=True)
         for s in doomed:
             del self.stations[s.station_id]
