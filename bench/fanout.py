@@ -1,4 +1,9 @@
-"""OCPP fan-out benchmark: ``python -m bench.fanout`` prints one table.
+"""OCPP fan-out benchmark: ``python -m bench.fanout`` prints one report per mode.
+
+Modes (``--modes``): ``fanout`` (below), ``actcon`` (ACT_CON from the IEC 104 wire while
+fan-outs run, ``bench.actcon``), ``reconnect`` (a gateway restart under N connected
+stations, plain and TLS, ``bench.restart``) and ``soak`` (``--soak-minutes N``,
+``bench.soak``). The fanout mode:
 
 For each number of simulated stations and each central system under test (the
 plain ``ocpp``-library baseline and the ocpp809 gateway's station server), in
@@ -31,7 +36,6 @@ import argparse
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import platform
 import statistics
@@ -40,10 +44,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.actcon import ActconOptions, ActconResult, render_actcon, run_actcon_case
+from bench.harness import BenchError, Child, cpu_s, percentile, rss_kb
+from bench.restart import TRANSPORTS, RestartOptions, RestartResult, render_restart, run_restart_case
 from bench.server_process import SYSTEMS, run_server
+from bench.soak import SoakOptions, SoakResult, render_soak, run_soak
 from bench.stations import POWER_W, V16, V201, run_simulator
 
 SHARES_W = (10000.0, 11000.0)  # per-station shares the rounds alternate between
@@ -64,10 +71,6 @@ TARGET_RSS_KB = 40.0  # per connected station
 RSS_MIN_STATIONS = 1000  # below this, heap freed at start-up and reused makes RSS/station read low
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 @dataclass
 class Options:
     stations: tuple[int, ...] = (100, 1000, 5000)
@@ -81,6 +84,12 @@ class Options:
     profile: bool = False  # cProfile the server during fan-out and ingestion
     gc_freeze: bool = False  # what-if: gc.freeze() in the server once the stations are connected
     joins: int = 20  # stations joining one at a time after the other phases (gateway only)
+    modes: tuple[str, ...] = ("fanout",)  # what runs: fanout, actcon, reconnect, soak
+    mode_stations: tuple[int, ...] = (1000, 5000)  # station counts of the actcon and reconnect modes
+    transports: tuple[str, ...] = TRANSPORTS  # reconnect: ws (plain), wss (TLS, security profile 2)
+    actcon: ActconOptions = field(default_factory=ActconOptions)
+    restart: RestartOptions = field(default_factory=RestartOptions)
+    soak: SoakOptions = field(default_factory=SoakOptions)
 
 
 @dataclass
@@ -122,74 +131,6 @@ class CaseResult:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-class Child:
-    """A child process answering (command, kwargs) on a pipe; always stopped by ``close``."""
-
-    def __init__(self, name: str, target: Any, *args: Any) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.name = name
-        self.conn: Connection
-        self.conn, child_end = ctx.Pipe()
-        self.proc = ctx.Process(target=target, args=(child_end, *args), name=name, daemon=True)
-        self.proc.start()
-        child_end.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def request(self, command: str, wait_s: float, /, **kwargs: Any) -> Any:
-        try:
-            self.conn.send((command, kwargs))
-            if not self.conn.poll(wait_s):
-                raise BenchError(f"{self.name}: no answer to {command} within {wait_s:g} s")
-            reply = self.conn.recv()
-        except (OSError, EOFError) as exc:
-            raise BenchError(f"{self.name}: process gone ({type(exc).__name__}: {exc})") from None
-        if not reply["ok"]:
-            raise BenchError(f"{self.name}: {command} failed: {reply['error']}")
-        return reply.get("result")
-
-    def close(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.conn.send(("exit", {}))
-                if self.conn.poll(15):
-                    self.conn.recv()
-            except (OSError, EOFError):
-                pass
-            self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self.conn.close()
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def run_case(system: str, stations: int, opts: Options, version: str = V16) -> CaseResult:
@@ -594,7 +535,17 @@ def render_targets(results: list[CaseResult]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stations", default="100,1000,5000", help="comma-separated station counts")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="what to run, comma-separated: fanout, actcon, reconnect, soak (default fanout,actcon,reconnect;"
+        " with --soak-minutes alone: soak)",
+    )
+    parser.add_argument(
+        "--stations",
+        default=None,
+        help="comma-separated station counts (default 100,1000,5000 for fanout, 1000,5000 for actcon and reconnect)",
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="baseline,gateway (either or both)")
     parser.add_argument(
         "--versions", default="1.6", help="1.6, 2.0.1 or 1.6,2.0.1 (2.0.1 cases run the gateway only)"
@@ -620,17 +571,79 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         action="store_true",
         help="what-if: gc.freeze() in the server once the stations are connected (not the product as shipped)",
     )
+    parser.add_argument(
+        "--actcon-setpoints",
+        type=int,
+        default=None,
+        help="actcon: setpoints in the stream, 100-200 ms apart (default 200, quick 60)",
+    )
+    parser.add_argument(
+        "--actcon-pairs",
+        type=int,
+        default=None,
+        help="actcon: a setpoint starting a fan-out + one inside it, settled between pairs (default 40, quick 15)",
+    )
+    parser.add_argument(
+        "--actcon-rest", type=int, default=None, help="actcon: setpoints at rest (default 50, quick 20)"
+    )
+    parser.add_argument(
+        "--transports", default="ws,wss", help="reconnect: ws (plain), wss (TLS, security profile 2), or both"
+    )
+    parser.add_argument(
+        "--reconnect-spread-s",
+        type=float,
+        default=3.0,
+        help="reconnect: a station comes back within this many seconds of losing its connection (default 3)",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0.0,
+        help="soak: run the gateway this long under a steady load, RSS/FDs/tasks per minute (default off)",
+    )
+    parser.add_argument("--soak-stations", type=int, default=1000, help="soak: stations (default 1000)")
+    parser.add_argument(
+        "--soak-csms-drop-s",
+        type=float,
+        default=120.0,
+        help="soak: the CSMS drops this often (default 120 s)",
+    )
+    parser.add_argument(
+        "--soak-master-reconnect-s",
+        type=float,
+        default=90.0,
+        help="soak: the IEC 104 master reconnects this often (default 90 s)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument(
-        "--record", metavar="FILE", help="write the report into FILE's results block (bench/README.md)"
+        "--record",
+        metavar="FILE",
+        help="write each mode's report into its block of FILE (bench/README.md): results, actcon, reconnect, soak",
     )
     args = parser.parse_args(argv)
-    try:
-        stations = tuple(int(n) for n in args.stations.split(",") if n.strip())
-    except ValueError:
-        parser.error(f"--stations: not a list of integers: {args.stations!r}")
-    if not stations or min(stations) < 1:
-        parser.error("--stations: give at least one count >= 1")
+    if args.modes is None:
+        modes: tuple[str, ...] = ("soak",) if args.soak_minutes > 0 else ("fanout", "actcon", "reconnect")
+    else:
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        for mode in modes:
+            if mode not in MODES:
+                parser.error(f"--modes: unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if args.soak_minutes > 0 and "soak" not in modes:
+            modes += ("soak",)
+    if "soak" in modes and not args.soak_minutes > 0:
+        parser.error("the soak needs --soak-minutes N (N > 0)")
+    stations: tuple[int, ...] = (100, 1000, 5000)
+    mode_stations: tuple[int, ...] = (1000, 5000)
+    if args.stations is not None:
+        try:
+            stations = mode_stations = tuple(int(n) for n in args.stations.split(",") if n.strip())
+        except ValueError:
+            parser.error(f"--stations: not a list of integers: {args.stations!r}")
+        if not stations or min(stations) < 1:
+            parser.error("--stations: give at least one count >= 1")
+    transports = tuple(t.strip() for t in args.transports.split(",") if t.strip())
+    if not transports or any(t not in TRANSPORTS for t in transports):
+        parser.error(f"--transports: give ws, wss or both, not {args.transports!r}")
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     for system in systems:
         if system not in SYSTEMS:
@@ -650,8 +663,79 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         profile=args.profile,
         gc_freeze=args.gc_freeze,
         joins=(5 if args.quick else 20) if args.joins is None else args.joins,
+        modes=modes,
+        mode_stations=mode_stations,
+        transports=transports,
+        actcon=ActconOptions(
+            at_rest=(20 if args.quick else 50) if args.actcon_rest is None else args.actcon_rest,
+            pairs=(15 if args.quick else 40) if args.actcon_pairs is None else args.actcon_pairs,
+            stream=(60 if args.quick else 200) if args.actcon_setpoints is None else args.actcon_setpoints,
+        ),
+        restart=RestartOptions(spread_s=args.reconnect_spread_s),
+        soak=SoakOptions(
+            minutes=args.soak_minutes,
+            stations=args.soak_stations,
+            csms_drop_every_s=args.soak_csms_drop_s,
+            master_reconnect_every_s=args.soak_master_reconnect_s,
+        ),
     )
     return opts, args
+
+
+@dataclass
+class Report:
+    """Everything one invocation measured, mode by mode."""
+
+    fanout: list[CaseResult] = field(default_factory=list)
+    actcon: list[ActconResult] = field(default_factory=list)
+    reconnect: list[RestartResult] = field(default_factory=list)
+    soak: SoakResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        cases: list[Any] = [*self.fanout, *self.actcon, *self.reconnect]
+        if self.soak is not None:
+            cases.append(self.soak)
+        return all(c.ok for c in cases)
+
+
+def _timed(progress: Any, label: str, work: Any) -> Any:
+    if progress is not None:
+        progress(f"{label} ... (load {os.getloadavg()[0]:.1f})")
+    started = time.monotonic()
+    result = work()
+    if progress is not None:
+        state = "ok" if result.ok else f"FAILED: {result.errors}"
+        progress(f"  done in {time.monotonic() - started:.0f} s, {state}")
+    return result
+
+
+def run_modes(opts: Options, progress: Any = None) -> Report:
+    report = Report()
+    if "fanout" in opts.modes:
+        report.fanout = run(opts, progress)
+    if "actcon" in opts.modes:
+        for n in opts.mode_stations:
+            report.actcon.append(
+                _timed(progress, f"actcon: {n} stations", lambda n=n: run_actcon_case(n, opts.actcon))
+            )
+    if "reconnect" in opts.modes:
+        for n in opts.mode_stations:
+            for transport in opts.transports:
+                report.reconnect.append(
+                    _timed(
+                        progress,
+                        f"reconnect: {n} stations, {transport}",
+                        lambda n=n, transport=transport: run_restart_case(n, transport, opts.restart),
+                    )
+                )
+    if "soak" in opts.modes:
+        report.soak = _timed(
+            progress,
+            f"soak: {opts.soak.minutes:g} min, {opts.soak.stations} stations",
+            lambda: run_soak(opts.soak),
+        )
+    return report
 
 
 def run(opts: Options, progress: Any = None) -> list[CaseResult]:
@@ -692,12 +776,17 @@ def code_state() -> str:
     return f"code: commit {head} plus uncommitted changes in {', '.join(changed)}"
 
 
+def run_line() -> str:
+    """When, where, and which code: the first line of every recorded block."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"Run {when} on {machine_description()}; {code_state()}."
+
+
 def render_report(opts: Options, results: list[CaseResult]) -> str:
     """Machine, settings, the table, the targets and the notes, as Markdown."""
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     systems = "both systems" if len(opts.systems) > 1 else "the system"
     parts = [
-        f"Run {when} on {machine_description()}; {code_state()}.",
+        run_line(),
         (
             f"{opts.rounds} setpoint rounds per case (medians shown), the larger of {opts.meter_messages:,} "
             f"and {MIN_METER_PER_STATION} × N MeterValues per case, {opts.joins} joins per gateway case, "
@@ -728,18 +817,47 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
 
 
 RECORD_START, RECORD_END = "<!-- results:start -->", "<!-- results:end -->"
+MODES = ("fanout", "actcon", "reconnect", "soak")
+BLOCKS = {"fanout": "results", "actcon": "actcon", "reconnect": "reconnect", "soak": "soak"}
 
 
-def record(path: str, report: str) -> None:
-    """Replace the recorded results between the markers in ``path`` (bench/README.md)."""
+def record(path: str, report: str, block: str = "results") -> None:
+    """Replace the recorded ``block`` between its markers in ``path`` (bench/README.md)."""
+    start_marker, end_marker = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    head, start, rest = text.partition(RECORD_START)
-    _old, end, tail = rest.partition(RECORD_END)
+    head, start, rest = text.partition(start_marker)
+    _old, end, tail = rest.partition(end_marker)
     if not start or not end:
-        raise BenchError(f"{path} has no {RECORD_START} ... {RECORD_END} block")
+        raise BenchError(f"{path} has no {start_marker} ... {end_marker} block")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(f"{head}{RECORD_START}\n{report}\n{RECORD_END}{tail}")
+        handle.write(f"{head}{start_marker}\n{report}\n{end_marker}{tail}")
+
+
+def render_modes(opts: Options, report: Report) -> dict[str, str]:
+    """Each mode's Markdown, keyed by mode."""
+    parts: dict[str, str] = {}
+    if report.fanout:
+        parts["fanout"] = render_report(opts, report.fanout)
+    if report.actcon:
+        a = opts.actcon
+        parts["actcon"] = "\n".join(
+            [
+                run_line(),
+                (
+                    f"IEC 104 master → gateway (c104 outstation, production defaults) with N stations (OCPP 1.6); "
+                    f"{a.at_rest} setpoints at rest, {a.pairs} pairs, a stream of {a.stream}; gaps "
+                    f"{a.gap_min_s * 1000:.0f}–{a.gap_max_s * 1000:.0f} ms; store on disk (fsync in every ACT_CON)."
+                ),
+                "",
+                render_actcon(report.actcon, a),
+            ]
+        )
+    if report.reconnect:
+        parts["reconnect"] = "\n".join([run_line(), "", render_restart(report.reconnect, opts.restart)])
+    if report.soak is not None:
+        parts["soak"] = "\n".join([run_line(), "", render_soak(report.soak, opts.soak)])
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -748,11 +866,13 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    results = run(opts, progress)
-    report = render_report(opts, results)
-    print(report)
+    report = run_modes(opts, progress)
+    results = report.fanout
+    parts = render_modes(opts, report)
+    print("\n\n".join(parts.values()))
     if args.record:
-        record(args.record, report)
+        for mode, text in parts.items():
+            record(args.record, text, BLOCKS[mode])
     if opts.profile:
         for r in results:
             print(f"\n### profile: {r.system}, {r.stations} stations, connect + boot\n{r.profile_connect}")
@@ -761,9 +881,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
-                {"machine": machine_description(), "results": [asdict(r) for r in results]}, out, indent=1
+                {
+                    "machine": machine_description(),
+                    "results": [asdict(r) for r in results],
+                    "actcon": [asdict(r) for r in report.actcon],
+                    "reconnect": [asdict(r) for r in report.reconnect],
+                    "soak": None if report.soak is None else asdict(report.soak),
+                },
+                out,
+                indent=1,
             )
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
