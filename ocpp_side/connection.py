@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.runtime import CoreRuntime
 from ocpp_side.peer_log import PeerLog
 from ocpp_side.relay import StationRelay
-from ocpp_side.session import RelayedAnswered, SessionEvent, StationCalled, StationSession
+from ocpp_side.session import RelayedAnswered, StationCalled, StationSession
 from ocpp_side.wire import send_now
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,17 @@ class StationConnection:
         """The session may have frames to send: let the server's send loop ask it."""
         self._ctx.wake(self)
 
-    async def flush(self) -> None:
+    async def flush(self, now: float | None = None) -> None:
         """Hand the session's events on, then write its frames; set the timer."""
-        session = self.session
-        events = session.events()
-        if events:
-            await self._deliver(events)
-        frames = session.frames_to_send(self._ctx.runtime.clock())
+        session, runtime = self.session, self._ctx.runtime
+        if now is None:
+            now = runtime.clock()
+        for event in session.events():
+            if isinstance(event, StationCalled | RelayedAnswered):
+                self._to_relay(event, now)
+            else:
+                await runtime.submit(event)
+        frames = session.frames_to_send(now)
         if frames:
             await self.write(frames)
         self.arm_timer()
@@ -105,8 +109,9 @@ class StationConnection:
             while True:
                 data = await ws.recv()
                 try:
-                    session.receive_frame(data, ctx.runtime.clock())
-                    await self.flush()
+                    now = ctx.runtime.clock()
+                    session.receive_frame(data, now)
+                    await self.flush(now)
                 except ConnectionClosed:
                     raise
                 except Exception:  # noqa: BLE001 - a bug of ours must not cost the station its connection
@@ -123,8 +128,8 @@ class StationConnection:
             self._timer = self._timer_at = None
         self.session.connection_lost(self._ctx.runtime.clock())
         for event in self.session.events():
-            if type(event) is RelayedAnswered and self.relay is not None:
-                self.relay.station_answered(event.call, event.outcome)
+            if isinstance(event, RelayedAnswered):
+                self._to_relay(event, 0.0)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -141,16 +146,12 @@ class StationConnection:
             self.wake()
         self.arm_timer()
 
-    async def _deliver(self, events: Sequence[SessionEvent]) -> None:
-        runtime, relay = self._ctx.runtime, self.relay
-        for event in events:
-            if isinstance(event, StationCalled):
-                if relay is not None:
-                    relay.station_call(event.call, event.raw)
-                else:  # the relay has gone meanwhile: answer it here
-                    self.session.answer_locally(event.call, runtime.clock())
-            elif isinstance(event, RelayedAnswered):
-                if relay is not None:
-                    relay.station_answered(event.call, event.outcome)
-            else:
-                await runtime.submit(event)
+    def _to_relay(self, event: StationCalled | RelayedAnswered, now: float) -> None:
+        relay = self.relay
+        if isinstance(event, RelayedAnswered):
+            if relay is not None:
+                relay.station_answered(event.call, event.outcome)
+        elif relay is not None:
+            relay.station_call(event.call, event.raw)
+        else:  # the relay has gone meanwhile: answer it here (the frames go out next)
+            self.session.answer_locally(event.call, now)
