@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import BenchError, Child, cpu_s, load_avg_1m, percentile
+from bench.harness import BenchError, Child, cpu_s, folder_bytes, load_avg_1m, percentile
 from bench.master import run_master
 from bench.server_process import run_server
 from bench.stations import V16, run_simulator
@@ -59,6 +60,8 @@ class ActconOptions:
     stream: int = 200
     gap_min_s: float = 0.1
     gap_max_s: float = 0.2
+    pairs_max_s: float = 180.0  # bounds: a gateway answering slowly (2 s timeouts) ends a series early
+    stream_max_s: float = 90.0
     connect_concurrency: int = 100
     timeout_s: float = 120.0
     seed: int = 809
@@ -74,6 +77,7 @@ class ActconResult:
     profiles: dict[str, int] = field(default_factory=dict)  # SetChargingProfile answered per series
     cpu_s: dict[str, float] = field(default_factory=dict)  # gateway CPU per series
     wall_s: dict[str, float] = field(default_factory=dict)
+    store_bytes: dict[str, int] = field(default_factory=dict)  # the store's growth per series (file + WAL)
     load_start: float | None = None
     load_end: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -99,39 +103,50 @@ class ActconResult:
 
 
 class _Run:
-    def __init__(self, result: ActconResult, opts: ActconOptions, server: Child, sim: Child, master: Child):
+    def __init__(
+        self, result: ActconResult, opts: ActconOptions, server: Child, sim: Child, master: Child, store: str
+    ):
         self.result, self.opts, self.server, self.sim, self.master = result, opts, server, sim, master
+        self.store = store
         self.rng = random.Random(opts.seed)
         self.n = result.stations
 
-    def send(self, values_w: list[float], gaps_s: list[float]) -> list[dict[str, Any]]:
-        """Send the setpoints from the master; pair each with what the gateway saw of it (in order)."""
+    def send(
+        self, values_w: list[float], gaps_s: list[float], max_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Send the setpoints from the master; pair each with what the gateway saw of it.
+
+        c104's callback thread and the core record each command; a command the core never took
+        (the outstation gave up after ``iec104.command_timeout_s``) has no core record, so they
+        are paired by time: the core record that arrived while the callback waited.
+        """
         server = self.server
         core_before = len(server.request("setpoints_seen", 30))
         thread_before = len(server.request("commands_seen", 30))
         wait_s = sum(gaps_s) + len(values_w) * 10.0 + 30
-        sent = self.master.request("setpoints", wait_s, values_w=values_w, gaps_s=gaps_s, timeout_s=10.0)
-        core = server.request("setpoints_seen", 30, since=core_before)
+        if max_s is not None:
+            wait_s = min(wait_s, max_s + 60)
+        sent = self.master.request(
+            "setpoints", wait_s, values_w=values_w, gaps_s=gaps_s, timeout_s=10.0, max_s=max_s
+        )
+        core = list(server.request("setpoints_seen", 30, since=core_before))
         thread = server.request("commands_seen", 30, since=thread_before)
-        if not len(sent) == len(core) == len(thread):
+        if not len(sent) == len(thread) >= len(core):
             raise BenchError(
                 f"the master sent {len(sent)} setpoints, c104 handed over {len(thread)}, the core saw {len(core)}"
             )
         rows = []
-        for answer, (_at, core_s, awaiting, accepted, _peer), (_entered, thread_s) in zip(
-            sent, core, thread, strict=True
-        ):
-            rows.append(
-                {
-                    **answer,
-                    "core_s": core_s,
-                    "thread_s": thread_s,
-                    "loop_wait_s": max(0.0, thread_s - core_s),
-                    "c104_wire_s": max(0.0, answer["latency_s"] - thread_s),
-                    "awaiting": awaiting,
-                    "accepted_by_core": accepted,
-                }
-            )
+        for answer, (entered, thread_s) in zip(sent, thread, strict=True):
+            row: dict[str, Any] = {**answer, "thread_s": thread_s, "core_s": None, "awaiting": None}
+            row["accepted_by_core"] = None  # None: the core never took it
+            if core and entered <= core[0][0] <= entered + thread_s:
+                _at, core_s, awaiting, accepted, _peer = core.pop(0)
+                row.update(core_s=core_s, awaiting=awaiting, accepted_by_core=accepted)
+                row["loop_wait_s"] = max(0.0, thread_s - core_s)
+            row["c104_wire_s"] = max(0.0, answer["latency_s"] - thread_s)
+            rows.append(row)
+        if core:
+            raise BenchError(f"{len(core)} setpoints reached the core outside any command c104 handed over")
         return rows
 
     def gaps(self, count: int) -> list[float]:
@@ -151,8 +166,10 @@ class _Run:
     def measured(self, name: str, work: Any) -> Any:
         """Run ``work`` and keep the gateway CPU, wall time and profiles it took under ``name``."""
         received, cpu_before, started = self.profiles_received(), cpu_s(self.server.pid), time.monotonic()
+        stored = folder_bytes(self.store)
         value = work()
         self.result.cpu_s[name] = cpu_s(self.server.pid) - cpu_before
+        self.result.store_bytes[name] = folder_bytes(self.store) - stored
         self.result.wall_s[name] = time.monotonic() - started
         self.result.profiles[name] = self.profiles_received() - received
         return value
@@ -173,28 +190,40 @@ class _Run:
         result.fan_out_s = fan_out_s = time.monotonic() - started
 
         def work() -> None:
+            ends = time.monotonic() + self.opts.pairs_max_s
             for index in range(self.opts.pairs):
+                if time.monotonic() > ends:
+                    result.notes.append(
+                        f"pairs stopped after {index} of {self.opts.pairs}: {self.opts.pairs_max_s:g} s"
+                    )
+                    break
                 offset = self.rng.uniform(0.1, 0.7) * fan_out_s
                 first, second = self.send([n * SHARES_W[index % 2], n * PROBE_SHARE_W], [offset])
                 result.series["start"].append(first)
                 result.series["inside"].append(second)
+                applied.extend((first, second))
                 self.ready()
                 time.sleep(0.2)
 
+        applied: list[dict[str, Any]] = []
         self.measured("pairs", work)
-        return PROBE_SHARE_W
+        return _last_applied(applied, n)
 
     def stream(self) -> float:
         count = self.opts.stream
         values = [self.n * SHARES_W[(i + 1) % 2] for i in range(count)]
 
         def work() -> list[dict[str, Any]]:
-            rows = self.send(values, self.gaps(count))
+            rows = self.send(values, self.gaps(count), max_s=self.opts.stream_max_s)
             self.ready()
             return rows
 
-        self.result.series["stream"] = self.measured("stream", work)
-        return values[-1] / self.n
+        rows = self.result.series["stream"] = self.measured("stream", work)
+        if len(rows) < count:
+            self.result.notes.append(
+                f"stream stopped after {len(rows)} of {count} setpoints: {self.opts.stream_max_s:g} s"
+            )
+        return _last_applied(rows, self.n)
 
     def check_held(self, share_w: float, when: str) -> None:
         held = self.sim.request("profile_summary", 30, prefix="S")["top_level_limits"]
@@ -208,7 +237,10 @@ def run_actcon_case(stations: int, opts: ActconOptions) -> ActconResult:
     result = ActconResult(stations)
     result.load_start = load_avg_1m()
     t = opts.timeout_s
-    server = Child("server-gateway", run_server, "gateway", stations, {"iec104": True})
+    folder = tempfile.TemporaryDirectory(prefix="ocpp809-actcon-")
+    server = Child(
+        "server-gateway", run_server, "gateway", stations, {"iec104": True, "store_dir": folder.name}
+    )
     sim: Child | None = None
     master: Child | None = None
     try:
@@ -229,7 +261,7 @@ def run_actcon_case(stations: int, opts: ActconOptions) -> ActconResult:
         if boot["failed"]:
             raise BenchError(f"{boot['failed']} of {stations} stations did not boot: {boot['errors']}")
         master = Child("master", run_master)
-        run = _Run(result, opts, server, sim, master)
+        run = _Run(result, opts, server, sim, master, folder.name)
         run.ready()
         master.request("connect", 30, host="127.0.0.1", port=started["iec104_port"])
 
@@ -258,14 +290,37 @@ def run_actcon_case(stations: int, opts: ActconOptions) -> ActconResult:
         if sim is not None:
             sim.close()
         server.close()
+        folder.cleanup()
     return result
+
+
+def _last_applied(rows: list[dict[str, Any]], stations: int) -> float:
+    """The share the stations must end on: the last setpoint the core accepted (a setpoint answered
+    negatively may still have been applied: the core's record says)."""
+    for row in reversed(rows):
+        if row["accepted_by_core"]:
+            return float(row["value_w"]) / stations
+    raise BenchError("the core accepted none of the series' setpoints")
 
 
 def _check(result: ActconResult) -> None:
     rows = [r for series in result.series.values() for r in series]
-    negatives = [r for r in rows if not r["positive"]]
-    if negatives:
-        result.errors.append(f"{len(negatives)} setpoints answered negatively, e.g. {negatives[0]}")
+    not_taken = [r for r in rows if not r["positive"] and r["accepted_by_core"] is None]
+    applied = [r for r in rows if not r["positive"] and r["accepted_by_core"]]
+    refused = [r for r in rows if not r["positive"] and r["accepted_by_core"] is False]
+    if not_taken:
+        result.errors.append(
+            f"{len(not_taken)} valid setpoints answered negatively because the core did not take them within "
+            "iec104.command_timeout_s (never applied)"
+        )
+    if applied:
+        result.errors.append(
+            f"{len(applied)} setpoints answered NEGATIVELY although the core accepted, stored and applied them "
+            f"(its answer reached c104's thread after command_timeout_s; c104 thread waited up to "
+            f"{max(r['thread_s'] for r in applied):.2f} s)"
+        )
+    if refused:
+        result.errors.append(f"{len(refused)} setpoints refused by the core, e.g. {refused[0]}")
     if result.profiles.get("rest"):
         result.notes.append(
             f"{result.profiles['rest']} profiles went out during the at-rest series (expected none)"
@@ -297,11 +352,11 @@ def render_actcon(results: list[ActconResult], opts: ActconOptions) -> str:
         "| stations | series | setpoints | ACT_CON p50 / p99 / max (ms) | vs at rest (p50, p99) "
         "| core + store (fsync) p50 / p99 (ms) | waiting for the loop p50 / p99 (ms) "
         "| c104 + wire p50 / p99 (ms) | stations awaiting a profile at arrival (median) "
-        "| gateway CPU (s) / wall (s) | status |"
+        "| negative ACT_CON: not taken / applied | gateway CPU (s) / wall (s) | status |"
     )
-    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        status = "ok" if r.ok else "FAILED: " + "; ".join(r.errors)[:200]
+        status = "ok" if r.ok else "FAILED (notes)"
         rest = r.stats("rest")
         for name in SERIES:
             rows = r.series.get(name, [])
@@ -323,7 +378,8 @@ def render_actcon(results: list[ActconResult], opts: ActconOptions) -> str:
                 f"| {_ms(s['p50'])} / {_ms(s['p99'])} / {_ms(s['max'])} | {ratio} "
                 f"| {_pair(r.stats(name, 'core_s'))} | {_pair(r.stats(name, 'loop_wait_s'))} "
                 f"| {_pair(r.stats(name, 'c104_wire_s'))} "
-                f"| {statistics.median(awaiting) if awaiting else 0:,.0f} | {cpu_text} | {status} |"
+                f"| {statistics.median(awaiting) if awaiting else 0:,.0f} "
+                f"| {_negatives(rows)} | {cpu_text} | {status} |"
             )
     lines += ["", "| target (gateway) | measured | met |", "|---|---:|---|"]
     for r in results:
@@ -355,10 +411,18 @@ def render_actcon(results: list[ActconResult], opts: ActconOptions) -> str:
                 notes.append(
                     f"- {case}: {r.profiles[key]:,} SetChargingProfile answered over {label} "
                     f"({r.profiles[key] / r.stations / max(1, count):.2f} per station and setpoint; "
-                    "below 1: the gateway coalesced setpoints)"
+                    "below 1: the gateway coalesced setpoints); the store (file + WAL) grew "
+                    f"{r.store_bytes.get(key, 0) / 2**20:,.1f} MiB"
                 )
         notes += [f"- note, {case}: {n}" for n in r.notes]
+        notes += [f"- FAILED, {case}: {e}" for e in r.errors]
     return "\n".join(lines + [""] + notes)
+
+
+def _negatives(rows: list[dict[str, Any]]) -> str:
+    not_taken = sum(1 for r in rows if not r["positive"] and r["accepted_by_core"] is None)
+    applied = sum(1 for r in rows if not r["positive"] and r["accepted_by_core"])
+    return f"{not_taken} / {applied}"
 
 
 def _num(value: float | None, unit: str = "") -> str:

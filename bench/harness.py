@@ -86,6 +86,15 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def folder_bytes(folder: str) -> int:
+    """Bytes in the files of ``folder`` (the gateway's store, its WAL and the relay's outbox)."""
+    total = 0
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))

@@ -78,16 +78,24 @@ class MasterDriver:
         return 1 + sum(1 for r in master.received if r.received_at_s <= end)
 
     async def setpoints(
-        self, values_w: list[float], gaps_s: list[float], timeout_s: float, ioa: int = SETPOINT_IOA
+        self,
+        values_w: list[float],
+        gaps_s: list[float],
+        timeout_s: float,
+        ioa: int = SETPOINT_IOA,
+        max_s: float | None = None,
     ) -> list[dict[str, Any]]:
         """Send ``values_w[i]`` at start + sum(gaps_s[:i]) (or at once if the previous answer came
-        later); each with its ACT_CON latency and whether it was positive."""
+        later); each with its ACT_CON latency and whether it was positive. With ``max_s``, no
+        setpoint is sent once that long has passed (a gateway answering slowly bounds the series)."""
         master = self.master
         if master is None:
             raise RuntimeError("connect first")
         results = []
-        due = time.perf_counter()
+        due = started = time.perf_counter()
         for index, value in enumerate(values_w):
+            if max_s is not None and time.perf_counter() - started > max_s:
+                break
             if index:
                 due += gaps_s[index - 1]
                 delay = due - time.perf_counter()

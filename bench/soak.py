@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import BenchError, Child, cpu_s, fd_count, load_avg_1m, percentile, rss_kb
+from bench.harness import BenchError, Child, cpu_s, fd_count, folder_bytes, load_avg_1m, percentile, rss_kb
 from bench.master import run_master
 from bench.server_process import run_server
 from bench.stations import V16, run_simulator
@@ -121,7 +121,7 @@ def run_soak(opts: SoakOptions) -> SoakResult:
             t1_s=T1_S,
         )
         sim.request("meter_periodic_start", 10, prefix="S", every_s=opts.meter_every_s)
-        _soak_loop(opts, result, csms, gateway, sim, master)
+        _soak_loop(opts, result, csms, gateway, sim, master, folder.name)
         result.master = master.request("soak_stop", 30, t1_s=T1_S)
         result.meter = sim.request("meter_periodic_stop", 30)
         time.sleep(1.0)
@@ -148,7 +148,7 @@ def run_soak(opts: SoakOptions) -> SoakResult:
 
 
 def _soak_loop(
-    opts: SoakOptions, result: SoakResult, csms: Child, gateway: Child, sim: Child, master: Child
+    opts: SoakOptions, result: SoakResult, csms: Child, gateway: Child, sim: Child, master: Child, store: str
 ) -> None:
     start = time.monotonic()
     end = start + opts.minutes * 60
@@ -157,7 +157,7 @@ def _soak_loop(
     while True:
         now = time.monotonic()
         if now >= next_sample:
-            result.samples.append(_sample(now - start, csms, gateway, sim, master))
+            result.samples.append(_sample(now - start, csms, gateway, sim, master, store))
             next_sample += opts.sample_every_s
         if now >= next_drop and now < end:
             if not csms.request("drop", 10, down_s=opts.csms_down_s):
@@ -167,12 +167,12 @@ def _soak_loop(
             next_drop += opts.csms_drop_every_s
         if now >= end:
             if result.samples and result.samples[-1]["t_s"] < now - start - 1:
-                result.samples.append(_sample(now - start, csms, gateway, sim, master))
+                result.samples.append(_sample(now - start, csms, gateway, sim, master, store))
             return
         time.sleep(max(0.01, min(next_sample, next_drop, end) - time.monotonic()))
 
 
-def _sample(t_s: float, csms: Child, gateway: Child, sim: Child, master: Child) -> dict[str, Any]:
+def _sample(t_s: float, csms: Child, gateway: Child, sim: Child, master: Child, store: str) -> dict[str, Any]:
     pid = gateway.pid
     health = gateway.request("health", 30)
     meter = sim.request("meter_periodic_stats", 30)
@@ -184,6 +184,7 @@ def _sample(t_s: float, csms: Child, gateway: Child, sim: Child, master: Child) 
         "tasks": health["tasks"],
         "py_blocks": health["py_blocks"],
         "cpu_s": cpu_s(pid),
+        "store_bytes": folder_bytes(store),  # the store, its WAL and the relay's outbox
         "meter_values": gateway.request("ingestion", 30)["meter_values"],
         "meter_sent": meter["sent"],
         "meter_failed": meter["failed"],
@@ -272,15 +273,15 @@ def render_soak(result: SoakResult, opts: SoakOptions) -> str:
         ),
         "",
         (
-            "| t (min) | RSS (MiB) | open FDs | asyncio tasks | Python blocks (k) | CPU (s) "
+            "| t (min) | RSS (MiB) | open FDs | asyncio tasks | Python blocks (k) | CPU (s) | store + WAL + outbox (MiB) "
             "| MeterValues counted | setpoints confirmed | master reconnects | CSMS drops | load |"
         ),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in result.samples:
         lines.append(
             f"| {s['t_s'] / 60:.1f} | {s['rss_kb'] / 1024:.1f} | {s['fds']:,} | {s['tasks']:,} "
-            f"| {s['py_blocks'] / 1000:,.0f} | {s['cpu_s']:.1f} | {s['meter_values']:,} "
+            f"| {s['py_blocks'] / 1000:,.0f} | {s['cpu_s']:.1f} | {s['store_bytes'] / 2**20:,.1f} | {s['meter_values']:,} "
             f"| {s['setpoints_positive']:,} | {s['master_reconnects']} | {s['csms_drops']} | {s['load']:.1f} |"
         )
     v = result.verdict
