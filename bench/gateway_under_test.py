@@ -150,6 +150,9 @@ class GatewayUnderTest:
         # entry, seconds until the answer was decided: decoding, the hand-over to the loop, the
         # core, the way back to the thread).
         self.commands_seen: list[tuple[float, float]] = []
+        self._lag_task: asyncio.Task[None] | None = None
+        self.lag_max_s = 0.0  # how late the event loop ran at most, since the last loop_lag()
+        self.lag_over_100ms = 0
 
     @property
     def port(self) -> int:
@@ -209,6 +212,7 @@ class GatewayUnderTest:
         runtime.start()
         runtime.add_listener(self._on_decisions)
         await self.server.start()
+        self._lag_task = asyncio.get_running_loop().create_task(self._watch_lag())
         if self.config.iec104.listen_host == "127.0.0.1":  # asked for (the default listens on 0.0.0.0)
             from iec104.outstation import Iec104Outstation  # c104 only where an outstation runs
 
@@ -230,8 +234,27 @@ class GatewayUnderTest:
         logging.getLogger("gateway.runtime").setLevel(logging.ERROR)
         logging.getLogger("iec104.outstation").setLevel(logging.ERROR)  # the master leaving
 
+    async def _watch_lag(self) -> None:
+        """Bench-only: how late the loop runs a 20 ms timer (a setpoint's hand-over waits as long)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.02
+            await asyncio.sleep(0.02)
+            late = loop.time() - due
+            self.lag_max_s = max(self.lag_max_s, late)
+            if late > 0.1:
+                self.lag_over_100ms += 1
+
+    def loop_lag(self) -> dict[str, Any]:
+        """The loop's worst lateness and the 20 ms ticks more than 100 ms late since the last call."""
+        taken = {"max_s": self.lag_max_s, "over_100ms": self.lag_over_100ms}
+        self.lag_max_s, self.lag_over_100ms = 0.0, 0
+        return taken
+
     async def stop(self) -> None:
         self.quiet()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         try:
             if self.outstation is not None:
                 await self.outstation.stop()

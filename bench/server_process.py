@@ -100,6 +100,11 @@ class _Controller:
         """Gateway: the setpoints that reached the core from index ``since`` on (see GatewayUnderTest)."""
         return list(getattr(self.system, "setpoints_seen", [])[since:])
 
+    def loop_lag(self) -> dict[str, Any]:
+        """Gateway: the event loop's worst lateness since the last call."""
+        lag = getattr(self.system, "loop_lag", None)
+        return {} if lag is None else dict(lag())
+
     def commands_seen(self, since: int = 0) -> list[tuple[float, float]]:
         """Gateway: the commands the outstation decided on c104's thread, from index ``since`` on."""
         return list(getattr(self.system, "commands_seen", [])[since:])
