@@ -262,6 +262,13 @@ any_values = st.one_of(
     st.floats(0.0, 200.0, width=32).map(lambda v: struct.pack("<f", v)),  # kW by mistake
     st.binary(min_size=4, max_size=4),
 )
+# Invalid values where a missing or off-by-some check would hide: just out of range, not
+# finite (every kind of NaN, both infinities), zero, subnormal.
+bad_values = st.one_of(
+    st.floats(MAX_W, 4 * MAX_W, width=32, exclude_min=True).map(_f32),
+    st.floats(-MIN_W, MIN_W, width=32, exclude_max=True).map(_f32),
+    st.sampled_from([v for v in SPECIAL_VALUES if not MIN_W <= struct.unpack("<f", v)[0] <= MAX_W]),
+)
 
 valid_tags = st.builds(TimeTag, offset_s=st.floats(-10.0, 1.0), su=st.booleans())
 any_tags = st.one_of(
@@ -430,9 +437,13 @@ def crashes_c104(command: Command) -> bool:
 
 
 def commands() -> st.SearchStrategy[Command]:
-    """Valid, near-valid and hostile commands, roughly a third each (some valid ones with T set)."""
+    """Valid, near-valid and hostile commands, about a fifth each; valid ones with T set, and
+    valid ones with a bad value (out of range, not finite), make the rest."""
     tests = valid_setpoints().map(lambda c: replace(c, test=True))
-    return st.one_of(valid_setpoints(), near_valid_setpoints(), hostile_asdus(), tests).filter(
+    out_of_range = st.tuples(valid_setpoints(), bad_values).map(
+        lambda cv: replace(cv[0], objects=(replace(cv[0].objects[0], value=cv[1]),))
+    )
+    return st.one_of(valid_setpoints(), near_valid_setpoints(), hostile_asdus(), tests, out_of_range).filter(
         lambda c: 0 < len(c.asdu(0.0)) <= MAX_ASDU
     )
 

@@ -482,7 +482,7 @@ def hostile_frames(draw: st.DrawFn, version: OcppVersion) -> Frame:
 
 @st.composite
 def replies_to_nothing(draw: st.DrawFn) -> Frame:
-    """Well-formed CALLRESULTs and CALLERRORs for calls that were never made."""
+    """CALLRESULTs and CALLERRORs for calls that were never made (one nested too deep to read)."""
     unique_id = draw(_IDS)
     frame = draw(
         st.sampled_from(
@@ -491,6 +491,8 @@ def replies_to_nothing(draw: st.DrawFn) -> Frame:
                 [3, unique_id, {"status": "Accepted"}],
                 [4, unique_id, "GenericError", "", {}],
                 [4, unique_id, "NotSupported", "x" * 300, {"a": [1]}],
+                [3, unique_id, {"a": nested(100)}],  # too deep: refused like any unreadable frame
+                [3, unique_id, {"a": nested(30)}],
             ]
         )
     )

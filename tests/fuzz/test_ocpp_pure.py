@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import arbiter_settings
@@ -32,6 +33,7 @@ from ocpp_side.codec import Call, CallError, CallResult, FrameError, parse_frame
 from ocpp_side.limit_slot import ProfileBook
 from ocpp_side.peer_log import PeerLog
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
+from ocpp_side.server import _ID_FORBIDDEN, parse_station_id
 from ocpp_side.session import SessionContext, StationSession
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import rules_for
@@ -50,6 +52,9 @@ from tests.fuzz.ocpp_cases import (
 
 NOW = 1_790_000_000.0
 STATION_MAX_W = 22000.0
+# Streams are not shrunk: a failure names the offending frame or command already, and
+# shrinking a stream of big frames can outlast the test timeout.
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
@@ -91,11 +96,15 @@ _ANY_TEXT = st.one_of(
     st.text(max_size=200),
     st.binary(max_size=200),
     st.integers(0, 5000).map(lambda n: "[" * n + "]" * n),
+    # Lone surrogates: no websocket delivers them (it checks UTF-8), a str may still hold them.
+    st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3).map(
+        lambda s: '[2,"a","Heartbeat",{"x":"' + s + '"}]'
+    ),
     st.integers(0, 5000).map(lambda n: '[2,"a","Heartbeat",' + '{"a":' * n + "1" + "}" * n + "]"),
 )
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=200)
 @given(data=st.one_of(_ANY_TEXT, VERSIONS.flatmap(frames).map(lambda f: f.data)))
 def test_parse_frame_reads_anything(data: str | bytes) -> None:
     frame = parse_frame(data)
@@ -104,7 +113,7 @@ def test_parse_frame_reads_anything(data: str | bytes) -> None:
         assert isinstance(frame.unique_id, str) and len(frame.unique_id) <= 36
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=25)
 @given(version=VERSIONS, data=st.data())
 def test_generated_valid_calls_are_schema_valid(version: OcppVersion, data: st.DataObject) -> None:
     """The generator itself: its "valid" calls mostly are (else the suite tests little)."""
@@ -190,7 +199,7 @@ class Harness:
                         self.totals.append(decision.power_w)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, phases=NO_SHRINK, max_examples=100)
 @given(version=VERSIONS, data=st.data())
 def test_session_answers_every_frame_as_ocpp_j_requires(version: OcppVersion, data: st.DataObject) -> None:
     harness = Harness(version)
@@ -232,7 +241,7 @@ _METER_VALUES = {
 }
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=100)
 @given(
     version=VERSIONS,
     readings=st.lists(
@@ -266,6 +275,35 @@ def test_no_reading_poisons_the_site_total(
             harness.send(frame)
     assert not harness.problems, "\n".join(harness.problems)
     assert all(math.isfinite(w) and 0.0 <= w <= 1.5 * STATION_MAX_W for w in harness.totals), harness.totals
+
+
+# -- station ids at the handshake --------------------------------------------------------------
+
+_ID_CHARS = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in _ID_FORBIDDEN)
+
+
+@settings(FUZZ, max_examples=200)
+@given(
+    path=st.one_of(
+        st.text(max_size=80),
+        st.text(max_size=60).map(lambda s: "/" + quote(s, safe="")),
+        st.text(max_size=60).map(lambda s: "/ocpp/" + quote(s, safe="/%")),
+        st.sampled_from(["/CP1%0D%0A2026 INFO forged", "/CP%00", "/..%2F..%2Fetc", "/%2E%2E", "/", ""]),
+    )
+)
+def test_a_station_id_is_printable_without_separators_or_refused(path: str) -> None:
+    """Issue 13: ids that forge log lines (CR LF), NUL or path tricks are refused at the
+    handshake; whatever is taken fits in a log line, a path and a URL."""
+    station_id = parse_station_id(path)
+    if isinstance(station_id, str):
+        assert 1 <= len(station_id) <= 48 and all(c in _ID_CHARS for c in station_id), station_id
+        assert station_id not in (".", ".."), station_id
+
+
+@settings(FUZZ, max_examples=100)
+@given(station_id=st.text(alphabet=_ID_CHARS, min_size=1, max_size=48).filter(lambda s: s not in (".", "..")))
+def test_every_acceptable_station_id_is_taken(station_id: str) -> None:
+    assert parse_station_id("/" + quote(station_id, safe="")) == station_id
 
 
 @pytest.mark.parametrize("version", [V16, V201])
