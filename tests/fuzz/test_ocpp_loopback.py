@@ -11,6 +11,7 @@ About 350 frames in all, on one running server. Then:
   and kind OCPP-J requires (a CALLERROR for every malformed CALL, with its fixed code where
   OCPP fixes one; a CALLRESULT for every valid CALL), and replies to nothing got none;
 - the connections that had to close did, with the right code;
+- station ids that could forge log lines or paths are refused at the handshake (400);
 - a well-behaved station is served afterwards (BootNotification accepted);
 - the site total the core publishes is finite; no ERROR record with a traceback was logged.
 """
@@ -31,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from gateway.model import OcppVersion
 from ocpp_side.server import StationServer
@@ -127,6 +128,31 @@ async def _close_with(run: Run, ws: ClientConnection, station_id: str, closer: s
     run.closed[closer] = run.closed.get(closer, 0) + 1
 
 
+HOSTILE_IDS = [
+    "CP1%0D%0A2026%20INFO%20forged",  # a forged log line
+    "CP%00",
+    "..%2F..%2Fetc",
+    "%2E%2E",
+    "x" * 49,
+    "CP%20A",
+    "CP%E2%80%AE",
+]
+
+
+async def _hostile_handshakes(run: Run) -> None:
+    """Station ids that could forge log lines or paths are refused at the handshake (400)."""
+    for station_id in HOSTILE_IDS:
+        uri = f"ws://127.0.0.1:{run.site.port}/{station_id}"
+        try:
+            async with connect(uri, subprotocols=[V16.value], open_timeout=WAIT_S):  # type: ignore[list-item]
+                run.problems.append(f"station id {station_id!r} was accepted")
+        except InvalidStatus as exc:
+            if exc.response.status_code != 400:
+                run.problems.append(f"station id {station_id!r}: status {exc.response.status_code}, not 400")
+        except (OSError, InvalidMessage) as exc:
+            run.problems.append(f"station id {station_id!r}: no HTTP answer ({type(exc).__name__}: {exc})")
+
+
 async def _well_behaved_station(run: Run, version: OcppVersion) -> None:
     uri = f"ws://127.0.0.1:{run.site.port}/WELL-{version.name}"
     async with connect(uri, subprotocols=[version.value], open_timeout=WAIT_S) as ws:  # type: ignore[list-item]
@@ -175,6 +201,8 @@ def test_ocpp_fuzz_over_websockets(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
         fuzz()
         assert run.frames >= CHUNKS * CHUNK_SIZE[0], run.frames
+        loop.run_until_complete(_hostile_handshakes(run))
+        assert not run.problems, "\n".join(run.problems)
         for version in (V16, V201):
             loop.run_until_complete(_well_behaved_station(run, version))
         view = site.runtime.view()
