@@ -242,14 +242,14 @@ def _from_schema(node: dict[str, Any], root: dict[str, Any], name: str = "") -> 
             text = st.one_of(text, st.text(min_size=longest, max_size=longest, alphabet="aé€𝄞"))
         return text
     if kind == "integer":
-        low, high = node.get("minimum"), node.get("maximum")
-        if low is not None or high is not None:
-            return st.integers(min_value=low, max_value=high)
+        least, most = node.get("minimum"), node.get("maximum")
+        if least is not None or most is not None:
+            return st.integers(min_value=least, max_value=most)
         return _INTEGERS
     if kind == "number":
-        low, high = node.get("minimum"), node.get("maximum")
-        if low is not None or high is not None:
-            return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False)
+        least, most = node.get("minimum"), node.get("maximum")
+        if least is not None or most is not None:
+            return st.floats(min_value=least, max_value=most, allow_nan=False, allow_infinity=False)
         return _NUMBERS
     if kind == "boolean":
         return st.booleans()
@@ -266,7 +266,7 @@ def payloads(version: OcppVersion, action: str) -> st.SearchStrategy[dict[str, A
 # -- mutations (near-valid) -------------------------------------------------------------
 
 Json = Any
-_WRONG = st.one_of(
+_WRONG: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([None, True, False, 0, -1, 1.5, 2**64, "", "x", [], {}, [[[]]], {"a": {"b": {}}}]),
     st.text(max_size=10),
     st.integers(),
@@ -354,7 +354,7 @@ _IDS = st.one_of(
     st.text(min_size=1, max_size=36),
     st.sampled_from(["dup", "dup", "1", "-1"]),  # duplicates
 ).filter(lambda i: not i.startswith(GATEWAY_ID_PREFIX))
-_BAD_IDS = st.one_of(
+_BAD_IDS: st.SearchStrategy[Any] = st.one_of(
     st.text(min_size=37, max_size=80),
     st.sampled_from([None, 7, 1.5, True, [], {}, ["a"]]),
 )
