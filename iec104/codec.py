@@ -201,12 +201,12 @@ def _encode_object(type_id: int, obj: InfoObject) -> bytes:
             assert obj.time_tag is not None
             return (
                 ioa
-                + struct.pack("<fB", float(obj.value or 0.0), int(obj.quality))
+                + struct.pack("<fB", 0.0 if obj.value is None else float(obj.value), int(obj.quality))
                 + encode_cp56(obj.time_tag.timestamp_s, obj.time_tag.invalid)
             )
         case TypeId.C_SE_NC_1 | TypeId.C_SE_TC_1:
             qos = (obj.qualifier & 0x7F) | (0x80 if obj.select else 0)
-            body = ioa + struct.pack("<fB", float(obj.value or 0.0), qos)
+            body = ioa + struct.pack("<fB", 0.0 if obj.value is None else float(obj.value), qos)
             if type_id == TypeId.C_SE_TC_1:
                 assert obj.time_tag is not None
                 body += encode_cp56(obj.time_tag.timestamp_s, obj.time_tag.invalid)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import struct
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -146,9 +145,6 @@ def test_codec_reads_a_setpoint_command_exactly(command: Command) -> None:
         assert encode_asdu(asdu) == octets
 
 
-@pytest.mark.xfail(
-    strict=True, reason="iec104/codec.py _encode_object: float(obj.value or 0.0) turns -0.0 into +0.0"
-)
 def test_encode_asdu_keeps_negative_zero() -> None:
     """Found by the fuzz test above; harmless today (only the test master encodes, and
     -0 W is refused either way), but the codec should write the octets it read."""

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ def running_gateway(config: Path, *options: str) -> Iterator[tuple[subprocess.Po
             if "ocpp809 running" in line:
                 break
         assert any("ocpp809 running" in line for line in seen), "".join(seen)
+        # Keep draining stderr, so a chatty gateway never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
         yield proc, seen
     finally:
         if proc.poll() is None:
