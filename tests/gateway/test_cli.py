@@ -14,6 +14,7 @@ import pytest
 
 from gateway.model import Mode
 from gateway.store import Store
+from tests.support.gateway_process import loopback_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ocpp809.toml"
 OCPP809 = [sys.executable, "-m", "gateway.cli"]
@@ -54,21 +55,7 @@ def test_version() -> None:
 
 @pytest.mark.parametrize("log_format", ["human", "json"])
 def test_run_starts_and_stops_cleanly_on_sigint(tmp_path: Path, log_format: str) -> None:
-    config = tmp_path / "site.toml"
-    config.write_text(
-        f"""
-[iec104]
-listen_host = "127.0.0.1"
-port = 0
-[ocpp]
-listen_host = "127.0.0.1"
-port = 0
-[metrics]
-enabled = false
-[store]
-path = "{tmp_path / "store.sqlite3"}"
-"""
-    )
+    config = loopback_config(tmp_path)
     proc = subprocess.Popen(
         [*OCPP809, "--log-format", log_format, "run", "--config", str(config)],
         stderr=subprocess.PIPE,
@@ -104,23 +91,7 @@ path = "{tmp_path / "store.sqlite3"}"
 
 def test_a_second_run_on_the_same_store_exits_with_one_line_and_touches_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite3"
-    config = tmp_path / "site.toml"
-    config.write_text(
-        f"""
-[iec104]
-listen_host = "127.0.0.1"
-port = 0
-[ocpp]
-listen_host = "127.0.0.1"
-port = 0
-[metrics]
-enabled = false
-[store]
-path = "{store}"
-[upstream]
-outbox_path = "{tmp_path / "outbox.sqlite3"}"
-"""
-    )
+    config = loopback_config(tmp_path)  # its store is tmp_path / "store.sqlite3"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
         [*OCPP809, "run", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env
