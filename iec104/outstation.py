@@ -174,6 +174,11 @@ class _Metrics:
         self.transmit_failures = Counter(
             "ocpp809_iec104_transmit_failures", "Monitored values c104 did not accept", registry=r
         )
+        # Known labels start at zero: a rate over a series that does not exist yet is no rate.
+        for cause in ("internal_error", "timeout"):
+            self.command_failures.labels(cause)
+        for why in ("change", "cyclic", "resync"):
+            self.transmissions.labels(why)
         self.sessions = Counter(
             "ocpp809_iec104_sessions",
             "Master sessions that started data transfer (STARTDT con written)",
