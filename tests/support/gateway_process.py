@@ -45,7 +45,8 @@ def run_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[st
 def running_gateway(config: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``ocpp809 [options] run --config config`` until it logs that it runs; SIGINT and reap on exit.
 
-    Yields the process and the stderr lines read so far (up to the start line).
+    Yields the process and its stderr lines: up to the start line at first, every line once the
+    context has ended.
     """
     proc = subprocess.Popen(
         [*OCPP809, *options, "run", "--config", str(config)],
@@ -53,6 +54,7 @@ def running_gateway(config: Path, *options: str) -> Iterator[tuple[subprocess.Po
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    drain: threading.Thread | None = None
     try:
         assert proc.stderr is not None
         seen: list[str] = []
@@ -65,8 +67,11 @@ def running_gateway(config: Path, *options: str) -> Iterator[tuple[subprocess.Po
             if "ocpp809 running" in line:
                 break
         assert any("ocpp809 running" in line for line in seen), "".join(seen)
-        # Keep draining stderr, so a chatty gateway never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
+        # Keep reading stderr into ``seen``, so a chatty gateway never blocks on a full pipe;
+        # once the context ends (the gateway stopped and reaped) ``seen`` holds every line.
+        stream = proc.stderr
+        drain = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
+        drain.start()
         yield proc, seen
     finally:
         if proc.poll() is None:
@@ -76,3 +81,5 @@ def running_gateway(config: Path, *options: str) -> Iterator[tuple[subprocess.Po
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        if drain is not None:
+            drain.join(timeout=10)
