@@ -230,9 +230,12 @@ class StationSession:
     def frames_to_send(self, now: float) -> Sequence[bytes]:
         """Frames to write now, in order: answers and replies, then the next CALL if the
         station may take one (its answer is due ``call_timeout_s`` after ``now``)."""
+        # The session's own lists are kept and emptied, not replaced: thousands of sessions
+        # must not turn out a long-lived list per call for the garbage collector to promote.
         out: list[bytes] | None = None
         if self._out:
-            out, self._out = self._out, []
+            out = self._out.copy()
+            self._out.clear()
         if self._inflight is None and self.opened and not self.closed:
             frame = self._next_call(now)
             if frame is not None:
@@ -245,7 +248,8 @@ class StationSession:
         """Events since the last call, in order."""
         if not self._events:
             return ()
-        events, self._events = self._events, []
+        events = tuple(self._events)
+        self._events.clear()
         return events
 
     def has_events(self) -> bool:

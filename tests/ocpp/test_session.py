@@ -6,7 +6,6 @@ one ``StationSession``; nothing here opens a socket, starts a task or reads a cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -110,8 +109,8 @@ class Station:
         self.send([3, call[1], payload])
         return self.read()
 
-    def events(self) -> Sequence[SessionEvent]:
-        return self.session.events()
+    def events(self) -> list[SessionEvent]:
+        return list(self.session.events())
 
     def at(self, now: float) -> list[list[Any]]:
         """Time passes to ``now``: whatever fell due happens."""
@@ -166,7 +165,7 @@ def test_boot_then_discovery_then_both_levels_then_accepted(version: OcppVersion
     assert live[1].startswith(GATEWAY_ID_PREFIX)
     (fallback,) = st.answer(live, ACCEPTED)
     assert profile_id(fallback) == FALLBACK_ID and profile_limit(fallback) == 4000.0
-    assert st.events() == ()  # not whole yet
+    assert st.events() == []  # not whole yet
     assert st.answer(fallback, ACCEPTED) == []
     assert st.events() == [ProfileResult("CP1", 1, ProfileOutcome.ACCEPTED)]
     assert st.session.next_deadline() is None
@@ -244,7 +243,7 @@ def test_a_refused_profile_is_reported_once_and_retried_with_backoff() -> None:
     (again,) = st.at(NOW + 1.0)
     assert profile_id(again) == LIVE_ID
     assert st.answer(again, REJECTED) == []
-    assert st.events() == ()  # the same outcome for the same allocation: told once
+    assert st.events() == []  # the same outcome for the same allocation: told once
     assert st.session.next_deadline() == NOW + 3.0  # 1 s, then 2 s
     (third,) = st.at(NOW + 3.0)
     (fallback,) = st.answer(third, ACCEPTED)
@@ -269,18 +268,18 @@ def test_a_call_error_and_an_invalid_answer_count_as_refusals() -> None:
     assert st.events() == [ProfileResult("CP1", 1, ProfileOutcome.CALL_ERROR)]
     (again,) = st.at(NOW + 1.0)
     assert st.answer(again, {"status": "Maybe"}) == []  # not in the schema
-    assert st.events() == ()  # CALL_ERROR again, already told
+    assert st.events() == []  # CALL_ERROR again, already told
 
 
 def test_an_unanswered_call_times_out() -> None:
     st = Station()
     live = st.booted(allocation(1))
     assert st.session.next_deadline() == NOW + 10.0
-    assert st.at(NOW + 9.9) == [] and st.events() == ()
+    assert st.at(NOW + 9.9) == [] and st.events() == []
     assert st.at(NOW + 10.0) == []
     assert st.events() == [ProfileResult("CP1", 1, ProfileOutcome.TIMEOUT)]
     st.send([3, live[1], ACCEPTED])  # too late: no call is pending
-    assert st.events() == () and st.read() == []
+    assert st.events() == [] and st.read() == []
     (again,) = st.at(NOW + 11.0)  # retried after 1 s
     assert again[1] != live[1] and profile_id(again) == LIVE_ID
 
@@ -348,7 +347,7 @@ def test_malformed_frames_are_answered_and_change_nothing(
     st.send(data)
     (error,) = st.read()
     assert error[:3] == answer and len(error) == 5
-    assert st.events() == () and not st.session.opened
+    assert st.events() == [] and not st.session.opened
     result, discovery = st.call("BootNotification", BOOT[version])  # the session goes on
     assert result[0] == 3 and discovery[0] == 2
 
@@ -368,9 +367,9 @@ def test_meter_values_and_statuses_become_core_events_v16() -> None:
         "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": TS}
     )
     tx = started[2]["transactionId"]
-    assert st.events() == ()  # already charging
+    assert st.events() == []  # already charging
     st.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Finishing"})
-    assert st.events() == ()  # the transaction still runs
+    assert st.events() == []  # the transaction still runs
     st.call("StopTransaction", {"meterStop": 10, "timestamp": TS, "transactionId": tx})
     assert st.events() == [StationActivity("CP1", False), MeterSampled("CP1", 0.0)]
 
