@@ -2,7 +2,9 @@
 
 It reads the station's frames into the session, hands the session's events to the
 core (``runtime.submit``) and to the relay, writes the frames the session wants sent,
-and keeps one timer at the session's ``next_deadline()``. After a frame the events go
+and sees to the session's ``next_deadline()``: a deadline due before the server's next
+sweep gets a timer of its own; a later one (an answer due in ``call_timeout_s``: one per
+station in a fan-out) waits for a sweep to come near it, so a fan-out sets no timer. After a frame the events go
 first, then the frames: the core may answer an event with a newer allocation for this
 station, and the session then sends that one (its limit slot holds the latest only).
 Allocations from the core go through the server's single send loop instead (``wake``),
@@ -37,6 +39,7 @@ class ShellContext:
     wake: Callable[[StationConnection], None]  # put a connection in the server's send loop
     spawn: Callable[[Coroutine[Any, Any, object]], None]  # run a coroutine as a task the server owns
     peer_log: PeerLog
+    horizon: Callable[[], float]  # when the server next looks at every connection's deadline
 
 
 class StationConnection:
@@ -89,10 +92,12 @@ class StationConnection:
         await self.ws.close(code, reason)
 
     def arm_timer(self) -> None:
-        """One timer at the session's next deadline; a later deadline waits for it to fire
-        (a fan-out then costs no timer per call)."""
+        """A timer at the session's next deadline, if it falls before the server's next sweep
+        (which calls this again) and no earlier timer is set."""
         deadline = self.session.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+        if deadline is None or deadline >= self._ctx.horizon():
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()

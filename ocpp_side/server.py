@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -192,7 +193,13 @@ class StationServer:
             peer_log=self.peer_log,
             metrics=self.metrics,
         )
-        self._shell = ShellContext(runtime, self.wake, self._spawn, self.peer_log)
+        self._shell = ShellContext(runtime, self.wake, self._spawn, self.peer_log, self._horizon)
+        # Every connection's deadline is looked at once per sweep; those due before the next
+        # sweep get a timer each. Answers are due call_timeout_s after a call: in a fan-out
+        # that is thousands of deadlines, and none of them costs a timer.
+        self._sweep_s = config.call_timeout_s / 4
+        self._next_sweep_s = -math.inf
+        self._sweeper: asyncio.TimerHandle | None = None
         self.connections: dict[str, StationConnection] = {}
         self._ready: deque[StationConnection] = deque()
         self._wakeup = asyncio.Event()
@@ -231,6 +238,7 @@ class StationServer:
             max_size=self.config.max_message_bytes,
             open_timeout=self.config.handshake_timeout_s,
         )
+        self._sweep()
         if self.config.gc_freeze:
             self.runtime.scheduler.add_job(
                 self._settle_heap, "interval", seconds=1.0, id="ocpp-gc-freeze", replace_existing=True
@@ -240,6 +248,9 @@ class StationServer:
         log.info("OCPP server on %s://%s:%d/{station_id}", scheme, self.config.listen_host, self.port)
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._jobs_added:
             if self.runtime.scheduler.get_job("ocpp-gc-freeze") is not None:
                 self.runtime.scheduler.remove_job("ocpp-gc-freeze")
@@ -298,6 +309,16 @@ class StationServer:
                 if conn is not None:
                     conn.session.set_limit(decision)
                     self.wake(conn)
+
+    def _horizon(self) -> float:
+        return self._next_sweep_s
+
+    def _sweep(self) -> None:
+        """Give a timer to every deadline due before the next sweep (see ``arm_timer``)."""
+        self._next_sweep_s = self.clock() + self._sweep_s
+        for conn in list(self.connections.values()):
+            conn.arm_timer()
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
 
     # Scheduler jobs are coroutines so that apscheduler runs them on the loop, not in a thread.
     async def _settle_heap(self) -> None:
