@@ -596,6 +596,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         help="reconnect: a station comes back within this many seconds of losing its connection (default 3)",
     )
     parser.add_argument(
+        "--reconnect-timeout-s",
+        type=float,
+        default=120.0,
+        help="reconnect: how long every wait may take, the storm's included (default 120)",
+    )
+    parser.add_argument(
         "--soak-minutes",
         type=float,
         default=0.0,
@@ -671,7 +677,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
             pairs=(15 if args.quick else 40) if args.actcon_pairs is None else args.actcon_pairs,
             stream=(60 if args.quick else 200) if args.actcon_setpoints is None else args.actcon_setpoints,
         ),
-        restart=RestartOptions(spread_s=args.reconnect_spread_s),
+        restart=RestartOptions(spread_s=args.reconnect_spread_s, timeout_s=args.reconnect_timeout_s),
         soak=SoakOptions(
             minutes=args.soak_minutes,
             stations=args.soak_stations,

@@ -331,6 +331,7 @@ def raise_fd_limit() -> int:
 
 
 STATION_RATING_W = 22000.0  # what a station may draw when no profile binds it (the gateway's bench max)
+W_PER_A = 230.0 * 3  # the gateway's default voltage and phases: a limit in A is this many W per A
 _CAP_TOLERANCE_MW = 1000  # 1 W: profile limits are rounded to 0.1 W
 
 
@@ -346,8 +347,18 @@ def station_cap_mw(station: SimStation) -> int:
     if limit is None:
         watts = STATION_RATING_W
     else:
-        watts = limit if unit == "W" else limit * 230.0 * 3  # the gateway's default voltage and phases
+        watts = limit if unit == "W" else limit * W_PER_A
     return round(min(watts, STATION_RATING_W) * 1000)
+
+
+def _same_share(unit: str, limit: float | None, expected_w: float) -> bool:
+    """A live limit carrying ``expected_w``: in W to 0.05 W, or in A as the gateway rounds it down
+    (to 0.1 A) when a station's unit discovery failed and it falls back to current."""
+    if limit is None:
+        return False
+    if unit == "W":
+        return abs(limit - expected_w) < 0.05
+    return unit == "A" and 0 <= expected_w - limit * W_PER_A < 0.1 * W_PER_A + 0.05
 
 
 @dataclass(slots=True)
@@ -403,6 +414,7 @@ class StormRecord:
     final_at: float | None = None  # its live level holds the expected share since then
     error: str = ""
     failed_at: list[float] = field(default_factory=list)  # each failed attempt (time.monotonic())
+    unit: str = ""  # the unit of the live profile that re-profiled it (W, or A after a failed discovery)
 
     def both_levels_at(self) -> float | None:
         return sorted(self.levels.values())[1] if len(self.levels) >= 2 else None
@@ -580,9 +592,10 @@ class Fleet:
         at = time.monotonic()
         record.levels.setdefault(level, at)
         if level == max(station.profiles):
-            if unit == "W" and limit is not None and abs(limit - plan.expected_live_w) < 0.05:
+            if _same_share(unit, limit, plan.expected_live_w):
                 if record.final_at is None:
                     record.final_at = at
+                record.unit = unit
             else:
                 record.final_at = None
 
@@ -736,6 +749,7 @@ class Fleet:
             # each station's own wait: its reconnection -> its re-profiling
             "own": [t - r.opened_at for r in values if (t := r.complete_at()) is not None and r.opened_at],
             "attempts": sum(r.attempts for r in values),
+            "in_amperes": sum(1 for r in values if r.complete() and r.unit == "A"),
             "failures": dict(plan.failures),
             "last_failure": max((t for r in values for t in r.failed_at), default=None),
             "released_at": plan.released_at,
