@@ -3,12 +3,13 @@
 It reads the station's frames into the session, hands the session's events to the
 core (``runtime.submit``) and to the relay, writes the frames the session wants sent,
 and sees to the session's ``next_deadline()``: a deadline due before the server's next
-sweep gets a timer of its own; a later one (an answer due in ``call_timeout_s``: one per
-station in a fan-out) waits for a sweep to come near it, so a fan-out sets no timer. After a frame the events go
-first, then the frames: the core may answer an event with a newer allocation for this
-station, and the session then sends that one (its limit slot holds the latest only).
-Allocations from the core go through the server's single send loop instead (``wake``),
-so a fan-out never writes inside the core's decision listener.
+sweep gets a timer of its own; a later one (an answer due in ``call_timeout_s``, one
+per station in a fan-out) waits for a sweep to come near it, so a fan-out sets none.
+
+After a frame the events go first, then the frames: the core may answer an event with
+a newer allocation for this station, and the session then sends that one (its limit
+slot holds the latest only). Allocations from the core go through the server's single
+send loop instead (``wake``), so a fan-out never writes inside the core's listener.
 """
 
 from __future__ import annotations
