@@ -53,7 +53,7 @@ def _power_of_ten(exponent: Any) -> float | None:
     if isinstance(exponent, bool) or not isinstance(exponent, int):
         return None  # the schema says integer: anything else is an unknown unit
     try:
-        return 10.0**exponent
+        return float(10.0**exponent)
     except OverflowError:
         return math.inf  # times any reading: inf (or NaN for 0), which the core refuses
 
