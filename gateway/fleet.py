@@ -200,9 +200,6 @@ class Fleet:
     def online(self) -> Iterable[Station]:
         return (s for s in self.stations.values() if s.online)
 
-    def offline(self) -> list[Station]:
-        return [s for s in self.stations.values() if not s.online]
-
     # -- sums --------------------------------------------------------------------
 
     def reserve_sum(self, now_s: float) -> float:

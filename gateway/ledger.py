@@ -90,14 +90,6 @@ class StationLedger:
             best = max(best, entry.fallback_w)
         return best
 
-    def reserve_with(self, now_s: float, online: bool, margin_s: float, extra: Profiles) -> float:
-        """``reserve_w`` as it would be once ``extra`` is sent too."""
-        self.pending.append(extra)
-        try:
-            return self.reserve_w(now_s, online, margin_s)
-        finally:
-            self.pending.pop()
-
     def next_change_s(self, now_s: float, margin_s: float) -> float | None:
         """The next instant at which ``reserve_w`` or ``commitment_w`` may change by itself."""
         times = [e.live_until_s for e in self.pending if e.live_until_s > now_s]
