@@ -11,9 +11,11 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import ssl
 import tomllib
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -156,6 +158,12 @@ class OcppConfig:
 @dataclass(frozen=True, config=_STRICT)
 class UpstreamConfig:
     csms_url: str = ""  # empty: standalone, the gateway answers the stations itself
+    # "station": each station relayed verbatim in its own OCPP version; "ocpp2.0.1": the CSMS
+    # speaks 2.0.1 for every station, 1.6 and legacy stations are translated (ocpp_side/translation).
+    csms_protocol: Literal["station", "ocpp2.0.1"] = "station"
+    # A station's DSO cap moving by more than this fraction (of the larger of old and new) is told
+    # to a 2.0.1 CSMS on that station's own connection (NotifyChargingLimit, like LimitChangeSignificance).
+    limit_change_significance: float = 0.1
     notify_v16: Literal["none", "datatransfer"] = "none"
     on_outage: Literal["buffer", "close_station"] = "buffer"
     close_grace_s: float = 60.0
@@ -173,6 +181,18 @@ class UpstreamConfig:
     reconnect_max_s: float = 60.0
     connect_wait_s: float = 5.0  # a station's first calls wait this long for the CSMS link
     call_timeout_s: float = 30.0  # a station call the CSMS leaves unanswered is answered locally
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LegacyConfig:
+    """A second station listener for legacy 1.5-dialect units (one hello line before the upgrade)."""
+
+    enabled: bool = False
+    listen_port: Port = 9001  # on ocpp.listen_host
+    # The unit's hello line; the named group ``serial`` becomes its identity through identity_template.
+    hello_pattern: str = "serial=(?P<serial>[A-Za-z0-9-]+)"
+    identity_template: str = "{serial}"
+    timezone: str = "UTC"  # of the unit's timestamps that carry no zone (an IANA name)
 
 
 MissingStart = Literal["fallback", "initial"]
@@ -216,6 +236,7 @@ class Config:
     iec104: Iec104Config = Iec104Config()
     ocpp: OcppConfig = OcppConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    legacy: LegacyConfig = LegacyConfig()
     store: StoreConfig = StoreConfig()
     sharing: SharingConfig = SharingConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -301,9 +322,13 @@ def check_environment(config: Config, file: str = "<config>") -> None:
 
     listeners = [("iec104", config.iec104.listen_host, config.iec104.port)]
     listeners.append(("ocpp", config.ocpp.listen_host, config.ocpp.port))
+    if config.legacy.enabled:
+        listeners.append(("legacy", config.ocpp.listen_host, config.legacy.listen_port))
     if config.metrics.enabled:
         listeners.append(("metrics", config.metrics.listen_host, config.metrics.port))
     for section, host, _port in listeners:
+        if section == "legacy":
+            continue  # ocpp.listen_host, checked as such
         reason = _host_problem(host)
         if reason is not None:
             fail(f"{section}.listen_host", reason)
@@ -313,7 +338,8 @@ def check_environment(config: Config, file: str = "<config>") -> None:
     for i, (section, host, port) in enumerate(listeners):
         for other, other_host, other_port in listeners[:i]:
             if port != 0 and port == other_port and _hosts_overlap(host, other_host):
-                fail(f"{section}.port", f"{port} is also {other}.port: two listeners cannot share it")
+                key = "legacy.listen_port" if section == "legacy" else f"{section}.port"
+                fail(key, f"{port} is also {other}.port: two listeners cannot share it")
     for key, tls in (("iec104.tls", config.iec104.tls), ("ocpp.tls", config.ocpp.tls)):
         if tls.enabled:
             _check_pem(key, tls.cert_file, tls.key_file, tls.ca_file, fail)
@@ -460,6 +486,7 @@ def _check_values(config: Config, fail: Callable[[str, str], None]) -> None:
     if url and not url.startswith(("ws://", "wss://")):
         fail("upstream.csms_url", "must start with ws:// or wss://")
     _check_upstream(config.upstream, fail)
+    _check_legacy(config.legacy, fail)
 
 
 def _check_metrics(metrics: MetricsConfig, fail: Callable[[str, str], None]) -> None:
@@ -487,6 +514,34 @@ def _check_upstream(up: UpstreamConfig, fail: Callable[[str, str], None]) -> Non
         fail("upstream.cert_file", "cert_file and key_file go together")
     if up.csms_url and not up.outbox_path:
         fail("upstream.outbox_path", "a relay needs an outbox file")
+    if not (math.isfinite(up.limit_change_significance) and 0 <= up.limit_change_significance < 1):
+        fail("upstream.limit_change_significance", "must be a fraction in [0, 1)")
+
+
+def _check_legacy(legacy: LegacyConfig, fail: Callable[[str, str], None]) -> None:
+    try:
+        pattern = re.compile(legacy.hello_pattern)
+    except re.error as exc:
+        fail("legacy.hello_pattern", f"does not compile: {exc}")
+    else:
+        if "serial" not in pattern.groupindex:
+            fail("legacy.hello_pattern", "needs a named group (?P<serial>...)")
+    try:
+        identity = legacy.identity_template.format(serial="VX4-000123")
+    except (KeyError, IndexError, ValueError) as exc:
+        fail("legacy.identity_template", f"may use only {{serial}}: {exc!r}")
+    else:
+        if (
+            not identity
+            or len(identity) > 48
+            or any(c in identity for c in ":/\\%")
+            or not identity.isprintable()
+        ):
+            fail("legacy.identity_template", "must give 1..48 printable characters without : / \\ %")
+    try:
+        zoneinfo.ZoneInfo(legacy.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        fail("legacy.timezone", f"unknown time zone {legacy.timezone!r} (an IANA name such as Europe/Berlin)")
 
 
 def _check_iec104(iec: Iec104Config, fail: Callable[[str, str], None]) -> None:

@@ -93,6 +93,13 @@ def test_example_file_is_valid_and_names_every_key() -> None:
             "above",
         ),
         ({"upstream": {"csms_url": "http://x"}}, "upstream.csms_url", "ws://"),
+        ({"upstream": {"csms_protocol": "ocpp1.6"}}, "upstream.csms_protocol", "Input should be"),
+        ({"upstream": {"limit_change_significance": 1.0}}, "upstream.limit_change_significance", "[0, 1)"),
+        ({"legacy": {"hello_pattern": "serial=(["}}, "legacy.hello_pattern", "does not compile"),
+        ({"legacy": {"hello_pattern": "s=(?P<sn>.+)"}}, "legacy.hello_pattern", "(?P<serial>"),
+        ({"legacy": {"identity_template": "{sn}"}}, "legacy.identity_template", "only {serial}"),
+        ({"legacy": {"identity_template": "x/{serial}"}}, "legacy.identity_template", "printable"),
+        ({"legacy": {"timezone": "Mars/Base"}}, "legacy.timezone", "unknown time zone"),
     ],
 )
 def test_bad_configuration_names_the_key(data: dict[str, object], key: str, reason: str) -> None:
