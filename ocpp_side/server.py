@@ -20,18 +20,17 @@ import math
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from prometheus_client import Counter
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from gateway.config import OcppConfig, UpstreamConfig
+from gateway.config import LegacyConfig, OcppConfig, UpstreamConfig
 from gateway.decisions import ApplyStationLimit, Decision
+from gateway.errors import StartupError
 from gateway.events import StationConnected, StationDisconnected
 from gateway.model import OcppVersion
 from gateway.runtime import CoreRuntime
@@ -39,18 +38,26 @@ from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import ShellContext, StationConnection
 from ocpp_side.gc_tuning import LongLivedObjects
+from ocpp_side.legacy.listener import LegacyListener
 from ocpp_side.limit_slot import ProfileBook
 from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
 from ocpp_side.relay import RelayHub
 from ocpp_side.session import SessionContext, StationSession
+from ocpp_side.station_id import (  # noqa: F401 - the rule's names, as they were found here before
+    _ID_FORBIDDEN,
+    MAX_STATION_ID,
+    STATION_ID_RULE,
+    BadStationId,
+    parse_station_id,
+    station_id_from_path,
+)
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import SUBPROTOCOLS, rules_for
 from ocpp_side.wire import send_now
 
 log = logging.getLogger(__name__)
 
-MAX_STATION_ID = 48
 _HOT_ACTIONS = (
     "BootNotification",
     "Heartbeat",
@@ -101,50 +108,6 @@ class OcppMetrics:
         self.call_errors_sent.labels(code).inc()
 
 
-# The station identity, after URL-decoding: OCPP's identity is at most 48 characters
-# (2.0.1 part 4 section 3.1.1 "identifierString"-like; ':' is Basic Auth's separator, 1.6
-# security whitepaper). What the gateway takes is wider than identifierString, so real
-# serial numbers fit, and narrow enough that an id can never break a log line, a path or
-# a URL: printable ASCII without space and without these separators.
-STATION_ID_RULE = (
-    "a station id is 1..48 printable ASCII characters without space, ':', '/', '\\' or '%',"
-    " and not '.' or '..'"
-)
-_ID_FORBIDDEN = frozenset(":/\\%")
-
-
-@dataclass(frozen=True, slots=True)
-class BadStationId:
-    """Why a handshake's path names no acceptable station: a metric label and a sentence."""
-
-    reason: str
-    text: str
-
-
-def parse_station_id(path: str) -> str | BadStationId:
-    """The station identity: the last path segment, URL-decoded, checked against the rule above."""
-    segment = unquote(urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1])
-    if not segment:
-        return BadStationId("bad_path", f"the path must end in a station id; {STATION_ID_RULE}")
-    if len(segment) > MAX_STATION_ID:
-        return BadStationId("bad_path", f"the station id has {len(segment)} characters; {STATION_ID_RULE}")
-    for position, char in enumerate(segment):
-        if not "!" <= char <= "~" or char in _ID_FORBIDDEN:
-            shown = f"'{char}'" if "!" <= char <= "~" else f"U+{ord(char):04X}"
-            return BadStationId(
-                "bad_station_id", f"the station id has {shown} at position {position}; {STATION_ID_RULE}"
-            )
-    if segment in (".", ".."):
-        return BadStationId("bad_station_id", f"the station id is {segment!r}; {STATION_ID_RULE}")
-    return segment
-
-
-def station_id_from_path(path: str) -> str | None:
-    """The station identity, or None when the path names none (see ``parse_station_id``)."""
-    station_id = parse_station_id(path)
-    return station_id if isinstance(station_id, str) else None
-
-
 def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
     value = headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
@@ -160,7 +123,13 @@ def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
 class StationServer:
     """The OCPP server toward the stations; see the module docstring."""
 
-    def __init__(self, config: OcppConfig, upstream: UpstreamConfig | None, runtime: CoreRuntime) -> None:
+    def __init__(
+        self,
+        config: OcppConfig,
+        upstream: UpstreamConfig | None,
+        runtime: CoreRuntime,
+        legacy: LegacyConfig | None = None,
+    ) -> None:
         self.config = config
         self.upstream = upstream
         self.runtime = runtime
@@ -212,6 +181,11 @@ class StationServer:
         self.relay_hub: RelayHub | None = None  # with a CSMS: the Local Controller relay
         if upstream is not None and upstream.csms_url:
             self.relay_hub = RelayHub(config, upstream, runtime)
+        self.legacy: LegacyListener | None = None  # Series 4 units: a hello line, then 1.6
+        if legacy is not None and legacy.enabled:
+            self.legacy = LegacyListener(
+                legacy, config, self.session_context, runtime.metrics.registry, self.peer_log, self.clock
+            )
 
     # -- public ------------------------------------------------------------------
 
@@ -221,7 +195,22 @@ class StationServer:
         assert self._server is not None, "not started"
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def legacy_port(self) -> int:
+        """The legacy listener's bound port."""
+        assert self.legacy is not None, "no legacy listener"
+        return self.legacy.port
+
     async def start(self) -> None:
+        """Listen; a listener that cannot start stops what did and raises (``StartupError`` for
+        the legacy one, which names itself: the caller names the main one)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         for version in OcppVersion:
             schemas.warm_up(version, tuple(a for a in _HOT_ACTIONS if a in schemas.known_actions(version)))
         if self.relay_hub is not None:
@@ -246,6 +235,11 @@ class StationServer:
         self._jobs_added = True
         scheme = "wss" if self.config.tls.enabled else "ws"
         log.info("OCPP server on %s://%s:%d/{station_id}", scheme, self.config.listen_host, self.port)
+        if self.legacy is not None:
+            try:
+                await self.legacy.start(self._admit, self._serve_station, self._ssl_context())
+            except OSError as exc:
+                raise StartupError(f"{self.legacy.where}: {exc.strerror or exc}") from None
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -255,6 +249,8 @@ class StationServer:
             if self.runtime.scheduler.get_job("ocpp-gc-freeze") is not None:
                 self.runtime.scheduler.remove_job("ocpp-gc-freeze")
             self._jobs_added = False
+        if self.legacy is not None:
+            await self.legacy.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -357,10 +353,16 @@ class StationServer:
         return connection.respond(status, text + "\n")
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        cfg = self.config
         station_id = parse_station_id(request.path)
         if isinstance(station_id, BadStationId):
             return self._refuse(connection, HTTPStatus.BAD_REQUEST, station_id.reason, station_id.text)
+        return self._admit(connection, station_id)
+
+    def _admit(self, connection: ServerConnection, station_id: str) -> Response | None:
+        """Whether ``station_id`` may connect (whichever listener it came through): None if so."""
+        cfg = self.config
+        request = connection.request
+        assert request is not None
         if cfg.accepted_stations and station_id not in cfg.accepted_stations:
             return self._refuse(
                 connection, HTTPStatus.NOT_FOUND, "unknown_station", f"unknown station {station_id}"
@@ -416,6 +418,11 @@ class StationServer:
             return
         version = OcppVersion(ws.subprotocol)
         session = StationSession(self.session_context, rules_for(version), station_id, self.clock())
+        await self._serve_station(ws, station_id, session)
+
+    async def _serve_station(self, ws: ServerConnection, station_id: str, session: StationSession) -> None:
+        """Serve an accepted station until its socket closes (the main and the legacy listener)."""
+        version = session.version
         conn = StationConnection(session, ws, self._shell)
         if self.relay_hub is not None:
             conn.relay = self.relay_hub.attach(conn)
