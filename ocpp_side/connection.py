@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.runtime import CoreRuntime
 from ocpp_side.peer_log import PeerLog
-from ocpp_side.relay import StationRelay
+from ocpp_side.relay_link import UpstreamRelay
 from ocpp_side.session import RelayedAnswered, StationCalled, StationSession
 from ocpp_side.wire import send_now
 
@@ -52,7 +52,7 @@ class StationConnection:
         self.station_id = session.station_id
         self._ctx = ctx
         self.in_ready = False  # queued in the server's send loop
-        self.relay: StationRelay | None = None  # with a CSMS: where the relay events go
+        self.relay: UpstreamRelay | None = None  # with a CSMS: where the relay events go
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None  # the deadline the timer is set for
 

@@ -1,23 +1,31 @@
 """The Local Controller relay: each station's frames to and from the operator's CSMS.
 
-One ``StationRelay`` per station connection, with its own ``UpstreamLink`` to
-``{csms_url}/{station_id}`` in the station's OCPP version.
+One relay per station connection, with its own upstream link to
+``{csms_url}/{station_id}`` (``relay_link.UpstreamRelay``: the worker, the catch-up,
+the boot gate, CSMS maximums and K14 notices). With ``csms_protocol = "station"`` every
+station is relayed verbatim in its own version (``StationRelay``, here); with
+``"ocpp2.0.1"`` a 1.6 station is translated (``translated_relay.TranslatedRelay``) and a
+2.0.1 station still relayed verbatim.
 
-Station → CSMS: the station's CALLs are taken in order by one worker per station (the
-reader never waits for the CSMS). Each is validated, then forwarded as the exact text
-the station sent, and the CSMS's reply goes back to the station as the exact text the
-CSMS sent; meter readings still feed the core. When the link is down (or the CSMS does
-not answer in time) the call is answered locally, as in standalone mode, and what the
-CSMS must see (transactions, meter values, status) goes into the durable outbox. When
-the link comes back the station's BootNotification is repeated on the new connection,
-then the outbox is replayed in order before anything new; 1.6 transaction ids the gateway
-gave the station are mapped onto the ones the CSMS assigns to the replayed StartTransaction.
+Station → CSMS (verbatim): the station's CALLs are taken in order by one worker per
+station (the reader never waits for the CSMS). Each is validated, then forwarded as the
+exact text the station sent, and the CSMS's reply goes back to the station as the exact
+text the CSMS sent; meter readings still feed the core. When the link is down (or the
+CSMS does not answer in time, or has not accepted the station's boot) the call is
+answered locally, as in standalone mode, and what the CSMS must see (transactions, meter
+values, status) goes into the durable, bounded outbox. When the link comes back the
+station's BootNotification is repeated on the new connection, then the outbox is
+replayed in order before anything new; 1.6 transaction ids the gateway gave the station
+are mapped onto the ones the CSMS assigns to the replayed StartTransaction. A station
+that is gone by then has its outbox replayed all the same (``outbox_drain.py``).
 
-CSMS → station: CALLs are validated, judged by ``csms_guard`` (DSO cap, reserved profile
-ids), then queued in the station's session with the CSMS's own message id, so they share
-the one-call-in-flight rule with the gateway's calls; the station's reply goes back to
-the CSMS verbatim. Replies to the gateway's own calls (ids ``ocpp809-…``) are consumed by
-the session and never reach the CSMS.
+CSMS → station (verbatim): CALLs are validated, judged by ``csms_guard`` (DSO cap,
+reserved profile ids), then queued in the station's session with the CSMS's own message
+id, so they share the one-call-in-flight rule with the gateway's calls; the station's
+reply goes back to the CSMS verbatim. The CSMS's 1.6 transaction ids are mapped back to
+the station's (RemoteStopTransaction, and a TxProfile's ``transactionId`` in
+SetChargingProfile; 1.6 GetCompositeSchedule names no transaction). Replies to the
+gateway's own calls (ids ``ocpp809-…``) are consumed by the session and never reach the CSMS.
 
 The relay talks to the station through its session's public methods (``StationEnd``:
 the session, plus the shell's ``wake``, ``flush`` and ``close``); it never imports the
@@ -25,7 +33,8 @@ shell, which hands it the session's relay events (``station_call``, ``station_an
 
 ``GatewayIdentity`` is the gateway's own connection to the CSMS (a charging station
 without EVSEs): BootNotification, then NotifyChargingLimit / ClearedChargingLimit (or a
-1.6 DataTransfer) with the latest DSO limit, resent after every reconnect.
+1.6 DataTransfer) with the latest DSO limit, resent after every reconnect. It is
+optional: with a 2.0.1 CSMS every station's own link hears its own cap (K14).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from prometheus_client import Counter, Gauge
@@ -44,36 +53,24 @@ from prometheus_client import Counter, Gauge
 from gateway.config import OcppConfig, UpstreamConfig
 from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.model import LimitSource, OcppVersion
-from gateway.profile_cap import dso_limit_in_force
+from gateway.profile_cap import DSO_SOURCES, dso_limit_in_force
 from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
-from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
-from ocpp_side.csms_guard import capped_max_profile, judge
+from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolation
+from ocpp_side.csms_guard import judge
 from ocpp_side.limit_notice import boot_notification, limit_notice
 from ocpp_side.outbox import Outbox
-from ocpp_side.session import CallOutcome, StationSession
-from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink, client_ssl_context
+from ocpp_side.outbox_drain import OutboxDrain
+from ocpp_side.relay_link import BOOT, StationEnd, UpstreamRelay
+from ocpp_side.session import CallOutcome
+from ocpp_side.translated_relay import NOT_SUPPORTED_ACTIONS, TranslatedRelay, Translators
+from ocpp_side.translation.api import TranslationState
+from ocpp_side.upstream import LinkSettings, UpstreamLink, client_ssl_context
 from ocpp_side.versions import rules_for
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[CallResult | CallError, str]
-
-
-class StationEnd(Protocol):
-    """The station side as the relay sees it: its session, and the shell's I/O."""
-
-    @property
-    def session(self) -> StationSession: ...
-
-    def wake(self) -> None:
-        """The session has a call to send: the shell will ask it for frames soon."""
-
-    async def flush(self) -> None:
-        """Hand the session's events on and write its frames, now."""
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close the station's socket."""
+__all__ = ["GatewayIdentity", "RelayHub", "StationEnd", "StationRelay"]
 
 
 class RelayMetrics:
@@ -94,16 +91,35 @@ class RelayMetrics:
         self.outbox_replayed = Counter(
             "ocpp809_upstream_outbox_replayed", "Kept messages delivered to the CSMS", registry=r
         )
+        self.outbox_dropped = Counter(
+            "ocpp809_upstream_outbox_dropped",
+            "Kept messages dropped by the outbox's size or age bound, never delivered",
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "ocpp809_upstream_outbox_depth", "Messages waiting in the outbox for the CSMS", registry=r
+        )
         self.guarded = Counter(
             "ocpp809_upstream_csms_calls_guarded",
             "CSMS calls changed or refused to keep the DSO cap",
             ["action", "verdict"],
             registry=r,
         )
+        self.not_supported = Counter(
+            "ocpp809_relay_not_supported",
+            "2.0.1 CSMS calls refused NotSupported for a translated 1.6 station, by action",
+            ["action"],
+            registry=r,
+        )
+        for action in NOT_SUPPORTED_ACTIONS:
+            self.not_supported.labels(action)
+        self.relayed.labels("station_to_csms")
+        self.relayed.labels("csms_to_station")
 
 
 class RelayHub:
-    """Owns the outbox, the gateway identity and one relay per connected station."""
+    """Owns the outbox, the gateway identity, one relay per connected station, and the
+    drains of away stations' outboxes."""
 
     def __init__(self, ocpp: OcppConfig, config: UpstreamConfig, runtime: CoreRuntime) -> None:
         self.ocpp = ocpp
@@ -114,13 +130,27 @@ class RelayHub:
         self.metrics = RelayMetrics(runtime)
         self.outbox = Outbox(config.outbox_path)
         self.ssl_context = client_ssl_context(config) if config.csms_url.startswith("wss://") else None
-        self.relays: dict[str, StationRelay] = {}
+        self.relays: dict[str, UpstreamRelay] = {}
+        self.drains: dict[str, OutboxDrain] = {}
+        self.translate = config.csms_protocol == "ocpp2.0.1"
+        self.translators: Translators | None = None  # loaded with the first translated station
+        self.states: dict[str, TranslationState] = {}  # per translated station, saved in the outbox file
+        self.site_in_force = False  # a DSO limit holds the site below its capacity
         self.identity: GatewayIdentity | None = None
         if config.gateway_id and (
             rules_for(OcppVersion(config.gateway_protocol)).NOTIFIES_LIMIT or config.notify_v16 != "none"
         ):
             self.identity = GatewayIdentity(self)
         runtime.add_listener(self._on_decisions)
+
+    def translation_state(self, station_id: str) -> TranslationState:
+        """The station's translation state, shared by its successive connections."""
+        state = self.states.get(station_id)
+        if state is None:
+            saved = self.outbox.load_state(station_id)
+            state = TranslationState() if saved is None else TranslationState.from_json(saved)
+            self.states[station_id] = state
+        return state
 
     def link_settings(self, identity: str, subprotocol: str, password: str) -> LinkSettings:
         c = self.config
@@ -137,37 +167,69 @@ class RelayHub:
         )
 
     async def start(self) -> None:
+        view = self.runtime.view()
+        self.site_in_force = dso_limit_in_force(view.source, view.limit_w, self.capacity_w)
         if self.identity is not None:
-            view = self.runtime.view()
             self.identity.limit_changed(view.source, view.limit_w)
             self.identity.start()
-        log.info("relaying stations to the CSMS at %s", self.config.csms_url)
+        self.outbox.expire_all(self.runtime.clock())
+        self.metrics.outbox_depth.set(self.outbox.depth)
+        for station_id in self.outbox.stations_pending():  # kept before a restart
+            self._drain(station_id)
+        log.info(
+            "relaying stations to the CSMS at %s (%s)",
+            self.config.csms_url,
+            "1.6 stations translated to 2.0.1" if self.translate else "each in its own version",
+        )
 
     async def stop(self) -> None:
         for relay in list(self.relays.values()):
             await relay.stop()
+        for drain in list(self.drains.values()):
+            await drain.stop()
         if self.identity is not None:
             await self.identity.stop()
         self.outbox.close()
 
-    def attach(self, end: StationEnd) -> StationRelay:
+    def attach(self, end: StationEnd) -> UpstreamRelay:
         """A relay for a new station connection; the shell hands it the session's relay events."""
         station_id = end.session.station_id
         old = self.relays.get(station_id)
         if old is not None:
             old.session.relayed = False  # what the replaced connection still reads is answered there
             asyncio.get_running_loop().create_task(old.stop())
-        relay = StationRelay(self, end)
+        relay: UpstreamRelay
+        if self.translate and end.session.version is OcppVersion.V16:
+            if self.translators is None:
+                self.translators = Translators.load()
+            relay = TranslatedRelay(self, end, self.translators)
+        else:
+            relay = StationRelay(self, end)
         self.relays[station_id] = relay
         end.session.relayed = True
-        relay.start()
+        drain = self.drains.pop(station_id, None)
+        relay.start(after=drain.stop() if drain is not None else None)
         return relay
 
-    async def detach(self, relay: StationRelay) -> None:
+    async def detach(self, relay: UpstreamRelay) -> None:
         """The station connection is gone (a replaced one's relay was stopped by ``attach``)."""
         if self.relays.get(relay.station_id) is relay:
             del self.relays[relay.station_id]
             await relay.stop()
+            if self.outbox.has_pending(relay.station_id):
+                self._drain(relay.station_id)
+
+    def _drain(self, station_id: str) -> None:
+        station_link = self.outbox.link(station_id)
+        if station_link is None or station_id in self.drains or station_id in self.relays:
+            return
+        drain = self.drains[station_id] = OutboxDrain(self, station_id, station_link)
+        drain.start()
+
+    def drained(self, drain: OutboxDrain) -> None:
+        """``drain`` has finished (or failed): forget it."""
+        if self.drains.get(drain.station_id) is drain:
+            del self.drains[drain.station_id]
 
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
         for decision in decisions:
@@ -175,114 +237,40 @@ class RelayHub:
                 relay = self.relays.get(decision.station_id)
                 if relay is not None:
                     relay.recap(decision.limit_w)
-            elif type(decision) is LimitChanged and self.identity is not None:
-                self.identity.limit_changed(decision.source, decision.limit_w)
+                    dso = self.site_in_force and decision.source in DSO_SOURCES
+                    relay.cap_changed(decision.limit_w if dso else None)
+            elif type(decision) is LimitChanged:
+                self._site_limit(decision.source, decision.limit_w)
+
+    def _site_limit(self, source: LimitSource, limit_w: float) -> None:
+        if self.identity is not None:
+            self.identity.limit_changed(source, limit_w)
+        in_force = dso_limit_in_force(source, limit_w, self.capacity_w)
+        if in_force == self.site_in_force:
+            return
+        self.site_in_force = in_force
+        for relay in self.relays.values():
+            relay.cap_changed(relay.session.allocation_w if in_force else None)
 
 
-class StationRelay:
+class StationRelay(UpstreamRelay):
+    """A station relayed verbatim, in its own OCPP version (see the module docstring)."""
+
     def __init__(self, hub: RelayHub, end: StationEnd) -> None:
-        self.hub = hub
-        self.end = end
-        self.session = end.session
-        self.station_id = self.session.station_id
-        self.rules = self.session.rules
-        self.version = self.rules.VERSION
-        password = hub.config.passwords.get(self.station_id, "")
-        self.link = UpstreamLink(
-            hub.link_settings(self.station_id, self.version.value, password),
-            self._on_csms_frame,
-            self._on_up,
-            self._on_down,
-        )
-        self._inbox: asyncio.Queue[tuple[Call, str] | None] = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future[Reply | None]] = {}
-        self._boot_raw: str | None = None  # the station's last BootNotification, repeated after a reconnect
-        self._boot_sent = False  # ... already seen by the CSMS on the current link
-        self._first_wait = True  # the first calls wait (bounded) for the first connection attempt
-        self._tx_map = hub.outbox.tx_map(self.station_id)  # local 1.6 transaction id -> the CSMS's
-        self._csms_max: dict[int, dict[str, Any]] = {}  # CSMS station maximums, as the CSMS sent them
-        self._installed_max: dict[int, dict[str, Any]] = {}  # ... and as installed (capped)
-        self._grace: asyncio.TimerHandle | None = None
-        self._worker: asyncio.Task[None] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"relay {self.station_id}")
-        self.link.start()
-        self._arm_grace()
-
-    async def stop(self) -> None:
-        if self._grace is not None:
-            self._grace.cancel()
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.wait({self._worker}, timeout=STOP_TIMEOUT_S)
-        await self.link.stop()
-
-    def station_call(self, call: Call, raw: str) -> None:
-        """A CALL from the station (the session's ``StationCalled``): handled in order by the worker."""
-        self._inbox.put_nowait((call, raw))
+        super().__init__(hub, end, end.session.version.value)
 
     def station_answered(self, call: Call, outcome: CallOutcome) -> None:
         """What became of a CSMS call (the session's ``RelayedAnswered``): its answer goes back."""
         if outcome.raw:
             self.link.send(outcome.raw)  # the station's answer, verbatim
         else:
-            self._error_upstream(
+            self.error_upstream(
                 call.unique_id, ErrorKind.GENERIC, outcome.detail or "no answer from the station"
             )
 
-    def _on_up(self) -> None:
-        self.hub.metrics.links_up.inc()
-        self._boot_sent = False
-        if self._grace is not None:
-            self._grace.cancel()
-            self._grace = None
-        self._inbox.put_nowait(None)  # catch up: boot, then the outbox, before anything new
-
-    def _on_down(self) -> None:
-        self.hub.metrics.links_up.dec()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_result(None)
-        self._arm_grace()
-
-    def _arm_grace(self) -> None:
-        if self.hub.config.on_outage != "close_station" or self._grace is not None or self.session.closed:
-            return
-        self._grace = asyncio.get_running_loop().call_later(self.hub.config.close_grace_s, self._grace_over)
-
-    def _grace_over(self) -> None:
-        self._grace = None
-        if not self.link.up and not self.session.closed:
-            log.warning(
-                "%s: CSMS away for %gs: closing the station", self.station_id, self.hub.config.close_grace_s
-            )
-            asyncio.get_running_loop().create_task(self.end.close(1001, "CSMS unavailable"))
-
     # -- station -> CSMS ---------------------------------------------------------
 
-    async def _work(self) -> None:
-        while True:
-            item = await self._inbox.get()
-            try:
-                if item is None:
-                    await self._catch_up()
-                else:
-                    await self._handle(*item)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s: relaying failed", self.station_id)
-
-    async def _answer_locally(self, call: Call) -> dict[str, Any] | None:
-        response = self.session.answer_locally(call, self.hub.runtime.clock())
-        await self.end.flush()
-        return response
-
     async def _handle(self, call: Call, raw: str) -> None:
-        link = self.link
         if self.session.closed:
             return
         if call.action in schemas.known_actions(self.version):
@@ -291,22 +279,17 @@ class StationRelay:
             except OcppViolation:
                 await self._answer_locally(call)  # the same CALLERROR as standalone; nothing forwarded
                 return
-        if call.action == "BootNotification":
-            self._boot_raw, self._boot_sent = raw, False
-        if self._first_wait and not link.up:
-            await link.wait_up(self.hub.config.connect_wait_s)
-        self._first_wait = False
-        if link.up and (self.hub.outbox.has_pending(self.station_id) or self._boot_owed(call.action)):
-            await self._catch_up()
-        if link.up:
-            reply = await self._exchange(call.unique_id, self._mapped(call.action, raw))
+        if call.action == BOOT:
+            self.booting(raw)
+        if await self._upstream_ready(call.action):
+            reply = await self.calls.exchange(call.unique_id, self.tx.mapped(call.action, raw))
             if reply is not None:
                 frame, reply_raw = reply
                 self.session.forward_reply(reply_raw)
                 await self.end.flush()
                 self.hub.metrics.relayed.labels("station_to_csms").inc()
-                if call.action == "BootNotification":
-                    self._boot_sent = True
+                if call.action == BOOT:
+                    self.boot_answered(frame, repeated=False)
                 if type(frame) is CallResult:
                     await self._after_relayed(call, frame.payload)
                 return
@@ -314,11 +297,7 @@ class StationRelay:
         response = await self._answer_locally(call)
         if response is not None and call.action in self.rules.DURABLE:
             local_tx = response.get("transactionId") if call.action == "StartTransaction" else None
-            self.hub.outbox.append(self.station_id, call.action, raw, local_tx)
-            self.hub.metrics.outbox_appended.inc()
-
-    def _boot_owed(self, action: str) -> bool:
-        return action != "BootNotification" and self._boot_raw is not None and not self._boot_sent
+            self.keep(call.action, raw, local_tx)
 
     async def _after_relayed(self, call: Call, payload: dict[str, Any]) -> None:
         try:
@@ -329,90 +308,7 @@ class StationRelay:
         self.session.after_relayed(call, payload, self.hub.runtime.clock())
         await self.end.flush()
 
-    async def _catch_up(self) -> None:
-        """After (re)connecting: the station's boot again, then the outbox in order."""
-        if not self.link.up:
-            return
-        if self._boot_raw is not None and not self._boot_sent:
-            boot = codec.parse_frame(self._boot_raw)
-            assert type(boot) is Call
-            if await self._exchange(boot.unique_id, self._boot_raw) is None:
-                return
-            self._boot_sent = True
-        outbox = self.hub.outbox
-        while self.link.up:
-            rows = outbox.pending(self.station_id)
-            if not rows:
-                return
-            for row in rows:
-                frame = codec.parse_frame(row.raw)
-                assert type(frame) is Call
-                reply = await self._exchange(frame.unique_id, self._mapped(row.action, row.raw))
-                if reply is None:
-                    return  # down again: the row stays for the next time
-                answer = reply[0]
-                if row.local_tx is not None and type(answer) is CallResult:
-                    csms_tx = answer.payload.get("transactionId")
-                    if type(csms_tx) is int:
-                        outbox.map_tx(self.station_id, row.local_tx, csms_tx)
-                        self._tx_map[row.local_tx] = csms_tx
-                elif type(answer) is CallError:
-                    log.warning(
-                        "%s: CSMS refused replayed %s: %s", self.station_id, row.action, answer.error_code
-                    )
-                outbox.delete(row.seq)
-                self.hub.metrics.outbox_replayed.inc()
-
-    def _mapped(self, action: str, raw: str) -> str:
-        """``raw`` unchanged, unless it names a 1.6 transaction the CSMS knows by another id."""
-        if not self._tx_map or action not in self.rules.TX_REFERENCES:
-            return raw
-        frame = codec.parse_frame(raw)
-        assert type(frame) is Call
-        csms_tx = self._tx_map.get(frame.payload.get("transactionId"))  # type: ignore[arg-type]
-        if csms_tx is None:
-            return raw
-        payload = {**frame.payload, "transactionId": csms_tx}
-        return codec.encode_call(frame.unique_id, action, payload).decode()
-
-    async def _exchange(self, unique_id: str, text: str) -> Reply | None:
-        """Send one CALL upstream and wait for its reply; None if the link is down or too slow."""
-        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-        self._pending[unique_id] = future
-        try:
-            if not self.link.send(text):
-                return None
-            async with asyncio.timeout(
-                self.hub.config.call_timeout_s
-            ):  # not wait_for: on 3.11 it can lose a racing cancel
-                return await future
-        except TimeoutError:
-            log.warning("%s: no CSMS answer in %gs", self.station_id, self.hub.config.call_timeout_s)
-            return None
-        finally:
-            if self._pending.get(unique_id) is future:
-                del self._pending[unique_id]
-
     # -- CSMS -> station ---------------------------------------------------------
-
-    async def _on_csms_frame(self, text: str) -> None:
-        frame = codec.parse_frame(text)
-        if type(frame) is Call:
-            self._csms_call(frame, text)
-        elif type(frame) is CallResult or type(frame) is CallError:
-            future = self._pending.get(frame.unique_id)
-            if future is not None and not future.done():
-                future.set_result((frame, text))
-            else:
-                log.info(
-                    "%s: CSMS reply to no pending call (id %s) dropped", self.station_id, frame.unique_id
-                )
-        else:
-            assert isinstance(frame, FrameError)
-            self._error_upstream(frame.unique_id, frame.kind, frame.description)
-
-    def _error_upstream(self, unique_id: str, kind: ErrorKind, description: str) -> None:
-        self.link.send(codec.encode_error(unique_id, self.rules.ERROR_CODES[kind], description))
 
     def _csms_call(self, call: Call, text: str) -> None:
         session, version = self.session, self.version
@@ -420,10 +316,10 @@ class StationRelay:
             try:
                 schemas.validate(version, call.action, call.payload, request=True)
             except OcppViolation as exc:
-                self._error_upstream(call.unique_id, exc.kind, exc.description)
+                self.error_upstream(call.unique_id, exc.kind, exc.description)
                 return
         if session.closed:
-            self._error_upstream(call.unique_id, ErrorKind.GENERIC, "the station is not connected")
+            self.error_upstream(call.unique_id, ErrorKind.GENERIC, "the station is not connected")
             return
         cap_w = session.allocation_w
         verdict = judge(self.rules, call.action, call.payload, self.hub.reserved_ids, cap_w, session.caps)
@@ -438,38 +334,34 @@ class StationRelay:
             log.info("%s: CSMS station maximum capped at the DSO allocation %.0f W", self.station_id, cap_w)
             self.hub.metrics.guarded.labels(call.action, "capped").inc()
             payload, raw_frame = verdict.payload, None  # re-encoded (and validated) with the CSMS's id
-        if call.action in self.rules.CSMS_TX_REFERENCES:
-            local = {csms: local for local, csms in self._tx_map.items()}.get(payload["transactionId"])
-            if local is not None:
-                payload, raw_frame = {**payload, "transactionId": local}, None
+        local = self._station_tx(call.action, payload)
+        if local is not None:
+            payload, raw_frame = local, None
         if verdict.max_profile_id is not None:
-            self._csms_max[verdict.max_profile_id] = call.payload
-            self._installed_max[verdict.max_profile_id] = payload
+            self.remember_max(verdict.max_profile_id, call.payload, payload)
         elif call.action == "ClearChargingProfile":
-            self._forget_max(call.payload)
+            self.forget_max(call.payload)
         self.hub.metrics.relayed.labels("csms_to_station").inc()
         # After a clear, the session installs both DSO profiles again (the slot goes first).
         session.send_relayed(call, payload, raw_frame, reapply=verdict.reapply)
         self.end.wake()
 
-    def _forget_max(self, clear: dict[str, Any]) -> None:
-        profile_id, purpose = self.rules.cleared_profile(clear)
-        if profile_id is not None:
-            self._csms_max.pop(profile_id, None)
-            self._installed_max.pop(profile_id, None)
-        elif purpose in (None, self.rules.MAX_PURPOSE):
-            self._csms_max.clear()
-            self._installed_max.clear()
-
-    def recap(self, limit_w: float) -> None:
-        """The station's allocation moved: cap the CSMS's station maximums again."""
-        caps = self.session.caps
-        for profile_id, original in self._csms_max.items():
-            payload = capped_max_profile(self.rules, original, limit_w, caps) or original
-            if payload != self._installed_max.get(profile_id):
-                self._installed_max[profile_id] = payload
-                self.session.call("SetChargingProfile", payload)  # a gateway call: its answer stays here
-                self.end.wake()
+    def _station_tx(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """``payload`` with the CSMS's 1.6 transaction id put back to the station's, or None."""
+        csms_of = self.tx.csms_of
+        if not csms_of:
+            return None
+        local_of = {csms: local for local, csms in csms_of.items()}
+        if action in self.rules.CSMS_TX_REFERENCES:
+            local = local_of.get(payload["transactionId"])
+            return None if local is None else {**payload, "transactionId": local}
+        if action == "SetChargingProfile" and self.version is OcppVersion.V16:  # a TxProfile names one
+            profile = payload["csChargingProfiles"]
+            local = local_of.get(profile.get("transactionId"))
+            if local is None:
+                return None
+            return {**payload, "csChargingProfiles": {**profile, "transactionId": local}}
+        return None
 
 
 class GatewayIdentity:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
+import pytest
+
 from gateway.model import LimitSource, OcppVersion
 from gateway.profile_cap import cap_limit, cap_limits, dso_limit_in_force
+from ocpp_side import outbox as outbox_module
 from ocpp_side import schemas, v16, v201
 from ocpp_side.csms_guard import judge
-from ocpp_side.limit_notice import limit_notice
+from ocpp_side.limit_notice import StationCapNotices, limit_notice, so_limit_call
 from ocpp_side.outbox import Outbox
 from ocpp_side.profiles import RateUnit, StationCaps
 from ocpp_side.upstream import backoff_s
@@ -105,10 +109,75 @@ def test_outbox_keeps_order_and_maps_across_reopen(tmp_path: Path) -> None:
     box = Outbox(path)  # durable
     rows = box.pending("A")
     assert [(r.action, r.local_tx) for r in rows] == [("StartTransaction", 77), ("MeterValues", None)]
-    box.delete(rows[0].seq)
+    box.delete("A", rows[0].seq)
     assert [r.raw for r in box.pending("A")] == ["a2"] and box.has_pending("B")
     assert box.tx_map("A") == {77: 5} and box.tx_map("B") == {}
     box.close()
+
+
+def test_outbox_size_bound_warns_before_it_drops_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(outbox_module, "MAX_ROWS_PER_STATION", 10)
+    box = Outbox(tmp_path / "o.sqlite3")
+    caplog.set_level(logging.WARNING, "ocpp_side.outbox")
+    dropped = [box.append("A", "MeterValues", f"m{i}", None, 1000.0 + i) for i in range(8)]
+    assert dropped == [0] * 8 and box.depth == 8
+    assert [r.message for r in caplog.records] == [
+        "A: outbox holds 8 rows for the CSMS; at 10 the oldest are dropped"
+    ]  # warned at 80 %, nothing lost yet
+    for i in range(8, 12):
+        box.append("A", "MeterValues", f"m{i}", None, 1000.0 + i)
+    box.append("B", "MeterValues", "b0", None, 1000.0)
+    assert [r.raw for r in box.pending("A")] == [f"m{i}" for i in range(2, 12)]
+    assert box.depth == 11 and box.count() == 11
+    assert "dropping the 1 oldest" in caplog.records[-1].message
+    box.close()
+    assert Outbox(tmp_path / "o.sqlite3").depth == 11  # counted again from the file
+
+
+def test_outbox_age_bound_drops_rows_older_than_a_week(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    caplog.set_level(logging.WARNING, "ocpp_side.outbox")
+    week = outbox_module.MAX_AGE_S
+    box.append("A", "StatusNotification", "old", None, 0.0)
+    box.append("A", "StatusNotification", "new", None, 0.5 * week)
+    assert box.expire_all(0.85 * week) == 0 and "old" in [r.raw for r in box.pending("A")]
+    assert "h old; at 168 h they are dropped" in caplog.records[-1].message
+    assert box.expire_all(week + 1.0) == 1
+    assert [r.raw for r in box.pending("A")] == ["new"] and box.depth == 1
+    box.append("A", "StatusNotification", "later", None, 1.6 * week)  # expires "new" on the way
+    assert [r.raw for r in box.pending("A")] == ["later"]
+
+
+def test_outbox_keeps_translation_state_and_the_station_link(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    assert box.load_state("A") is None and box.link("A") is None
+    box.save_state("A", '{"next_tx16":3}')
+    box.save_link("A", "ocpp2.0.1", '[2,"b","BootNotification",{}]')
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite3")
+    assert box.load_state("A") == '{"next_tx16":3}'
+    link = box.link("A")
+    assert link is not None and link.subprotocol == "ocpp2.0.1" and link.boot is not None
+
+
+def test_station_cap_notices_follow_the_significance_threshold() -> None:
+    notices = StationCapNotices(0.1)
+    assert not notices.update(None)  # nothing told, nothing to clear
+    assert notices.update(10000.0)  # first cap: told
+    assert not notices.update(9500.0)  # 5 % of 10 kW: not significant
+    assert not notices.update(9100.0)  # 9 % of the cap last told
+    assert notices.update(8900.0) and notices.told_w == 8900.0  # 11 %
+    assert notices.update(11000.0)  # up: a fraction of the larger one
+    assert notices.update(None) and notices.told_w is None  # lifted: cleared once
+    assert not notices.update(None)
+    assert so_limit_call(None, 0.0) == ("ClearedChargingLimit", {"chargingLimitSource": "SO"})
+    action, payload = so_limit_call(7400.0, 0.0)
+    assert action == "NotifyChargingLimit" and "evseId" not in payload
+    schemas.validate(OcppVersion.V201, action, payload, request=True)
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:
