@@ -29,15 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from bench.baseline_csms import FanOutResult, StormResult
-from gateway.app import arbiter_settings
-from gateway.arbiter import Arbiter
 from gateway.config import Config, parse_config
+from gateway.core_build import build_core
 from gateway.decisions import ApplyStationLimit, Decision
 from gateway.events import Event, MeterSampled, ProfileResult, SetpointReceived, StationReleased
-from gateway.metrics import CoreMetrics
 from gateway.model import ProfileOutcome
 from gateway.runtime import CoreRuntime
 from gateway.store import Store
@@ -174,12 +170,11 @@ class GatewayUnderTest:
 
     async def start(self) -> None:
         config = self.config
-        store = Store(config.store.path)
         # The bench starts on an empty store in INITIAL (initial_limit_w), as the core does when
         # nothing is stored; gateway.app would apply store.missing_start, which the bench skips.
-        arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), time.time())
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, start_reason="bench")
+        runtime = build_core(
+            config, Store(config.store.path), time.time, missing_start=None, start_reason="bench"
+        )
         self.runtime = runtime
         inner_submit = runtime.submit
 

@@ -12,19 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from gateway import __version__
-from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config
-from gateway.demand import DemandSettings
-from gateway.durable import describe_resume, resume
+from gateway.core_build import build_core
 from gateway.errors import Ocpp809Error, StartupError, StoreError
-from gateway.fleet import FleetSettings
-from gateway.metrics import CoreMetrics
 from gateway.operator_requests import RequestSpool
 from gateway.runtime import Clock, CoreRuntime
-from gateway.setpoint_rules import SetpointBounds
 from gateway.status_page import StatusServer
 from gateway.store import Store
 
@@ -37,33 +30,6 @@ class Adapter(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-def arbiter_settings(config: Config) -> ArbiterSettings:
-    lim, sh = config.limits, config.sharing
-    return ArbiterSettings(
-        bounds=SetpointBounds(
-            lim.min_limit_w, lim.max_limit_w, lim.max_command_age_s, lim.future_tolerance_s
-        ),
-        initial_limit_w=lim.initial_limit_w,
-        fallback_limit_w=lim.fallback_limit_w,
-        hold_timeout_s=lim.hold_timeout_s,
-        meter_stale_after_s=config.ocpp.meter_stale_after_s,
-        meter_plausible_factor=config.ocpp.meter_plausible_factor,
-        reallocation_settle_s=lim.reallocation_settle_s,
-        fallback_without_master=lim.fallback_without_master,
-        fleet=FleetSettings(
-            live_validity_s=config.ocpp.profile_validity_s,
-            refresh_s=config.ocpp.profile_refresh_s,
-            raise_interval_s=sh.raise_interval_s,
-            demand=DemandSettings(
-                enabled=sh.follow_demand,
-                idle_share_w=sh.idle_share_w or None,
-                headroom_w=sh.headroom_w,
-                window_s=sh.window_s,
-            ),
-        ),
-    )
 
 
 def _what(adapter: Adapter, config: Config) -> str:
@@ -148,27 +114,7 @@ def build_gateway(config: Config, clock: Clock = time.time) -> Gateway:
     """
     store = Store(config.store.path)
     try:
-        settings = arbiter_settings(config)
-        now = clock()
-        stored = store.load_limit()
-        # Nothing stored: the configured safe side. Anything stored: the core resumes it.
-        if stored is None:
-            resumed = resume(None, settings.hold_timeout_s, now, missing_start=config.store.missing_start)
-        else:
-            resumed = stored
-        arbiter = Arbiter.start(settings, resumed, now)
-        reason = describe_resume(stored, arbiter.durable, now)
-        if stored is None:
-            missing = f"store {store.path} {'did not exist' if store.created else 'holds no limit'}"
-            log.warning(
-                "%s: not a silent fresh start, starting in %s (store.missing_start = %r)",
-                missing,
-                arbiter.mode.value,
-                config.store.missing_start,
-            )
-            reason = f"{missing}: {reason}"
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler, clock, start_reason=reason)
+        runtime = build_core(config, store, clock, missing_start=config.store.missing_start)
         gateway = Gateway(config, runtime)
         gateway.adapters.extend(_build_adapters(config, runtime))
     except BaseException:
@@ -185,7 +131,7 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
     adapters.append(Iec104Outstation(config.iec104, runtime))
     from ocpp_side.server import StationServer
 
-    station_server = StationServer(config.ocpp, config.upstream, runtime)
+    station_server = StationServer(config.ocpp, config.upstream, runtime, config.legacy)
     if station_server.relay_hub is not None:  # a limit at the grid capacity counts as lifted for the CSMS
         station_server.relay_hub.capacity_w = config.limits.max_limit_w
     adapters.append(station_server)

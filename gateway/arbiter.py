@@ -33,6 +33,7 @@ accepted.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.decisions import (
@@ -61,6 +62,7 @@ from gateway.events import (
     Tick,
 )
 from gateway.fleet import Fleet, FleetSettings, Station
+from gateway.ledger import StationLedger
 from gateway.model import MODE_SOURCE, LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
 from gateway.setpoint_rules import Refusal, SetpointBounds, check_setpoint
 
@@ -152,6 +154,14 @@ class Arbiter:
             initial_fallback=settings.fallback_without_master,
         )
         return cls(settings=settings, durable=durable)
+
+    def restore(self, stations: Iterable[tuple[str, OcppVersion, StationLedger]], now_s: float) -> None:
+        """At start-up, before any event: the stations the previous run profiled, offline with
+        what they may still hold (``Fleet.restore``). The limit counts as enforced only if
+        those commitments fit it."""
+        for station_id, version, ledger in stations:
+            self.fleet.restore(station_id, version, ledger, now_s)
+        self._enforced = self.fleet.fits(now_s, self.limit_w, self.settings.fallback_limit_w)
 
     # -- reading ---------------------------------------------------------------
 

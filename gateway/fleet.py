@@ -19,6 +19,11 @@ itself went down, when only cuts go out.
 - A station that goes offline keeps its reserve: it may be charging under what it holds.
   Its live cap lapses at its ``validTo``; from then its fallback cap counts. Only a
   reconnect followed by Accepted profiles, or an operator's release, frees it.
+- Commitments outlive the gateway: every ledger that changed is handed to the shell
+  (``drain_changes``), which stores it before the decisions go out when a profile was
+  sent (a raise must be on disk before a station can hold it), or soon after when only
+  answers arrived (they can only lower a commitment). ``restore`` brings each stored
+  station back at start-up as offline, reserving what it may still hold.
 - The live profile is re-sent every ``refresh_s`` (in batches, so stations share one
   tick) with a new ``validTo`` of ``live_validity_s`` ahead.
 """
@@ -130,6 +135,10 @@ class Fleet:
     _raise_due_s: float | None = None
     _targets_fixed: tuple[float, float] = (0.0, 0.0)  # what fixed stations held when targets were set
     _margin_s: float = 0.0  # settings.margin_s, read on every answer
+    # Ledgers changed since the shell last stored them; a profile sent since then (sync).
+    _changed: set[str] = field(default_factory=set)
+    _removed: set[str] = field(default_factory=set)
+    _sent_since_drain: bool = False
 
     def __post_init__(self) -> None:
         self._margin_s = self.settings.margin_s
@@ -167,6 +176,41 @@ class Fleet:
         self._restate(station, now_s)
         return station
 
+    def restore(self, station_id: str, version: OcppVersion, ledger: StationLedger, now_s: float) -> None:
+        """At start-up: a station the previous run profiled, offline until it reconnects.
+
+        It keeps every cap it may hold (live until its validTo, then its fallback cap), so
+        the stations that connect first share only what it leaves of the limit.
+        """
+        if station_id in self.stations or (ledger.held is None and not ledger.pending):
+            return
+        self._orders += 1
+        station = Station(station_id, version, 0.0, 0.0, 0, 1.0, self._orders, online=False, ledger=ledger)
+        last = ledger.last_sent
+        station.seq = 0 if last is None else last.seq
+        station.accepted_seq = -1 if ledger.held is None else ledger.held.seq
+        self._seq = max(self._seq, station.seq)  # new entries stay newer than every restored one
+        self.stations[station_id] = station
+        self.offline_count += 1
+        self._restate(station, now_s)
+
+    def drain_changes(self) -> tuple[list[Station], list[str], bool]:
+        """(stations whose ledger changed, stations forgotten, whether a profile went out)
+        since the last call; the shell stores them (see the module doc)."""
+        changed = [self.stations[i] for i in self._changed if i in self.stations]
+        removed = [i for i in self._removed if i not in self.stations]
+        sent = self._sent_since_drain
+        self._changed, self._removed, self._sent_since_drain = set(), set(), False
+        return changed, removed, sent
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changed or self._removed)
+
+    @property
+    def sent_since_drain(self) -> bool:
+        return self._sent_since_drain
+
     def leave(self, station_id: str, now_s: float) -> Station | None:
         station = self.stations.get(station_id)
         if station is None or not station.online:
@@ -195,6 +239,9 @@ class Fleet:
         del self.stations[station_id]
         self.offline_count -= 1
         self._unbound.discard(station_id)
+        self._changed.discard(station_id)
+        self._removed.add(station_id)
+        self._sent_since_drain = True  # an operator's release is stored at once
         return None
 
     def online(self) -> Iterable[Station]:
@@ -434,6 +481,7 @@ class Fleet:
         if station is None:
             return None
         if station.ledger.accepted(seq):
+            self._changed.add(station_id)
             station.accepted_seq = max(station.accepted_seq, seq)
             self._unbound.discard(station_id)
             self._restate(station, now_s)
@@ -480,6 +528,8 @@ class Fleet:
         if last is None or live_w != last.live_w:  # a refresh of the same cap leaves the EV's window running
             station.demand.restart_window(now_s)
         self._awaiting.add(station.station_id)
+        self._changed.add(station.station_id)
+        self._sent_since_drain = True
         # The sums move by what the new entry adds (nothing for a cut): O(1), the hot path
         # of a fan-out; the ledger's own reckoning takes over at the next refresh.
         if now_s >= self._cache_until_s:

@@ -99,6 +99,31 @@ class StationLedger:
                     times.append(t)
         return min(times) if times else None
 
+    # -- across a restart --------------------------------------------------------
+
+    def entries(self) -> list[list[float]]:
+        """What must survive a restart: every entry as ``[seq, live_w, live_until_s, fallback_w,
+        held]`` (held 1 or 0), JSON-safe. Restored with ``StationLedger.restored``."""
+        rows = [] if self.held is None else [[self.held.seq, *_values(self.held), 1]]
+        rows.extend([e.seq, *_values(e), 0] for e in self.pending)
+        return rows
+
+    @classmethod
+    def restored(cls, rows: list[list[float]]) -> StationLedger:
+        """The ledger ``entries`` described; every entry counts as answered (the station's
+        answers to the gateway that sent them are lost with it)."""
+        ledger = cls()
+        for seq, live_w, live_until_s, fallback_w, held in sorted(rows, key=lambda r: r[0]):
+            entry = Profiles(int(seq), float(live_w), float(live_until_s), float(fallback_w))
+            if held:
+                ledger.held = entry
+            else:
+                ledger.pending.append(entry)
+            ledger.answered_seq = max(ledger.answered_seq, entry.seq)
+        if ledger.held is not None:  # only entries newer than the held one may still be held
+            ledger.pending = [e for e in ledger.pending if e.seq > ledger.held.seq]
+        return ledger
+
     # -- internals ---------------------------------------------------------------
 
     def bound_w(self, now_s: float, live_certain: bool) -> float:
@@ -127,3 +152,7 @@ class StationLedger:
         )
         keep = [e for e in self.pending if e.live_until_s > now_s]
         self.pending = sorted([merged, *keep], key=lambda e: e.seq)
+
+
+def _values(entry: Profiles) -> tuple[float, float, float]:
+    return entry.live_w, entry.live_until_s, entry.fallback_w

@@ -8,6 +8,7 @@ confirmed), ``view()`` for interrogation, ``add_listener()`` for decisions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,9 @@ _MASTER_SEEN_JOB = "store-master-seen"
 # down), so a restart counts the downtime toward the hold: after a crash the resumed hold
 # ends at most this much early, never late. Two fsyncs per refresh (the checkpoint's).
 MASTER_SEEN_INTERVAL_S = 5.0
+# Ledgers changed only by answers (which can only lower a commitment) are stored this long
+# after the first such change: a fan-out's thousands of answers cost one write, not one each.
+COMMITMENTS_FLUSH_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class CoreRuntime:
         self._link_stored = arbiter.link_up  # the link state whose last-seen time the store has
         self._store_fault_logged: str | None = None
         self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
+        self._commit_flush: asyncio.TimerHandle | None = None
         # Proof of execution (issue 12): compliance records and limit entries, fed from here.
         self.proof = ProofRecorder(store, arbiter.view(), metrics.registry, clock, metrics.store_errors.inc)
 
@@ -114,6 +119,7 @@ class CoreRuntime:
             extra={"source": decision.source.value, "reason": decision.reason, "mode": decision.mode.value},
         )
         self.proof.start([decision], self.clock())  # proof of execution: the limit it starts with
+        self._fleet_gauges(self.clock())  # stations restored from the store are reserved already
         self._dispatch([decision])
         self._arm_deadline()
         self.scheduler.add_job(
@@ -182,6 +188,7 @@ class CoreRuntime:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
+        self._store_commitments(sync=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.arbiter.link_up:  # the master was there until now: the downtime starts here
@@ -198,6 +205,7 @@ class CoreRuntime:
         self._persist_if_changed(before)
         self._count(event)
         self.proof.observe(event, decisions, now)  # proof of execution (issue 12)
+        self._commitments_changed()  # before the decisions go out: a raise is on disk first
         if not isinstance(event, MeterSampled) or decisions and len(decisions) > 1:
             self._observe_fleet(event, decisions, now)
         for decision in decisions:
@@ -238,6 +246,35 @@ class CoreRuntime:
             self.metrics.store_errors.inc()
             log.error("mode %s not stored: %s", self.arbiter.mode, exc)
 
+    def _commitments_changed(self) -> None:
+        fleet = self.arbiter.fleet
+        if not fleet.has_changes:
+            return
+        if fleet.sent_since_drain:
+            self._store_commitments(sync=True)
+        elif self._commit_flush is None:
+            loop = asyncio.get_running_loop()
+            self._commit_flush = loop.call_later(COMMITMENTS_FLUSH_S, self._store_commitments)
+
+    def _store_commitments(self, sync: bool = False) -> None:
+        """Store every station ledger that changed (gateway.fleet: "Commitments outlive the gateway")."""
+        if self._commit_flush is not None:
+            self._commit_flush.cancel()
+            self._commit_flush = None
+        changed, removed, sent = self.arbiter.fleet.drain_changes()
+        if not changed and not removed:
+            return
+        rows = [(s.station_id, s.version.value, json.dumps(s.ledger.entries())) for s in changed]
+        try:
+            self.store.save_commitments(rows, removed, self.clock(), sync=sync or sent)
+        except StoreError as exc:
+            # Profiles still go out: holding back a cut would break the cap now, not after a restart.
+            self.metrics.store_errors.inc()
+            failure = self.store.failure
+            if failure is None or failure != self._store_fault_logged:
+                self._store_fault_logged = failure
+                log.error("station commitments not stored (a restart may not know them): %s", exc)
+
     def _save_master_seen(self, at_s: float, sync: bool) -> None:
         try:
             self.store.save_master_seen(at_s, sync=sync)
@@ -257,12 +294,7 @@ class CoreRuntime:
         """Commitments, offline reserves and waiting raises: metrics, and a log line when they matter."""
         fleet, m = self.arbiter.fleet, self.metrics
         waiting_before, self._raises_waiting = self._raises_waiting, len(fleet.raises_waiting)
-        m.committed_w.set(fleet.reserve_sum(now))
-        m.fallback_committed_w.set(fleet.fallback_sum(now))
-        offline_w, _ = fleet.offline_reserve(now)
-        m.offline_reserved.set(fleet.offline_count)
-        m.offline_reserved_w.set(offline_w)
-        m.raises_waiting.set(len(fleet.raises_waiting))
+        self._fleet_gauges(now)
         if isinstance(event, StationDisconnected):
             station = fleet.stations.get(event.station_id)
             if station is not None and not station.online:
@@ -303,6 +335,15 @@ class CoreRuntime:
             )
         elif waiting_before and not waiting:
             log.info("no raise waits any more")
+
+    def _fleet_gauges(self, now: float) -> None:
+        fleet, m = self.arbiter.fleet, self.metrics
+        m.committed_w.set(fleet.reserve_sum(now))
+        m.fallback_committed_w.set(fleet.fallback_sum(now))
+        offline_w, _ = fleet.offline_reserve(now)
+        m.offline_reserved.set(fleet.offline_count)
+        m.offline_reserved_w.set(offline_w)
+        m.raises_waiting.set(len(fleet.raises_waiting))
 
     def _count(self, event: Event) -> None:
         m = self.metrics

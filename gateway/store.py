@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
-_OUR_TABLES = {"limit_state", "audit", "sqlite_sequence", "audit_head", "compliance_open"}
+_OUR_TABLES = {"limit_state", "audit", "sqlite_sequence", "audit_head", "compliance_open", "commitments"}
 
 
 def _migrate_to_1(db: sqlite3.Connection) -> str:
@@ -125,8 +125,20 @@ def _migrate_to_1(db: sqlite3.Connection) -> str:
     return f"{count} audit row(s) chained"
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> str:
+    """1 -> 2: each station's commitment ledger, so a restart keeps what stations may still hold."""
+    db.execute(
+        "CREATE TABLE commitments (station_id TEXT PRIMARY KEY, version TEXT NOT NULL,"
+        " entries TEXT NOT NULL, updated_at_s REAL NOT NULL)"
+    )
+    return "station commitments kept from now on"
+
+
 # Each step takes the store from the version before it to its own, inside one transaction.
-_MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], str]], ...] = ((1, _migrate_to_1),)
+_MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], str]], ...] = (
+    (1, _migrate_to_1),
+    (2, _migrate_to_2),
+)
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
@@ -732,6 +744,34 @@ class Store:
         may lose the latest refreshes, which only makes a resumed hold end earlier.
         """
         self._write("UPDATE limit_state SET master_seen_at_s = ? WHERE id = 1", (at_s,), "write", sync=sync)
+
+    def save_commitments(
+        self, changed: list[tuple[str, str, str]], removed: list[str], at_s: float, sync: bool
+    ) -> None:
+        """Store station ledgers ``(station_id, version, entries JSON)`` and forget ``removed``,
+        as one transaction. ``sync=False`` when they can only have gone down (answers): a power
+        cut may then lose them, which leaves a restart reserving more, never less."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO commitments (station_id, version, entries, updated_at_s) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (station_id) DO UPDATE SET version = excluded.version,"
+                " entries = excluded.entries, updated_at_s = excluded.updated_at_s",
+                [(station_id, version, entries, at_s) for station_id, version, entries in changed],
+            )
+            db.executemany("DELETE FROM commitments WHERE station_id = ?", [(i,) for i in removed])
+
+        self._transaction(work, "write commitments to", sync=sync)
+
+    def load_commitments(self) -> list[tuple[str, str, str]]:
+        """Every stored ledger as ``(station_id, version, entries JSON)``."""
+        try:
+            rows = self._db.execute(
+                "SELECT station_id, version, entries FROM commitments ORDER BY rowid"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from None
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def append_audit(self, row: AuditRow) -> int:
         """Chain a DSO command (or refusal, or release) onto the audit log; returns its id."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.decisions import ApplyStationLimit, Decision, EnforcementChanged, StationReleaseRefused
@@ -19,6 +23,7 @@ from gateway.events import (
     Tick,
 )
 from gateway.fleet import FleetSettings
+from gateway.ledger import Profiles, StationLedger
 from gateway.model import OcppVersion, ProfileOutcome
 from tests.core.helpers import SETTINGS, T0, of_type, step
 
@@ -296,3 +301,51 @@ def test_a_refresh_does_not_restart_the_ev_limited_window() -> None:
         out += step(arbiter, MeterSampled("cp2", 15000), now + t)
     accept(arbiter, out, now + 200)
     assert shares(arbiter)["cp1"] == 4140.0
+
+
+# -- across a restart -----------------------------------------------------------------------
+
+_entry = st.tuples(st.sampled_from([0.0, 4140.0, 7400.0, 11000.0]), st.sampled_from([0.0, 3000.0, 6000.0]))
+_history = st.lists(
+    st.tuples(st.sampled_from(["send", "accept", "refuse"]), _entry, st.sampled_from([0.0, 100.0, 700.0])),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=_history, probes=st.lists(st.floats(0, 3000), min_size=1, max_size=5))
+def test_a_restored_ledger_binds_an_offline_station_exactly_as_the_original(
+    history: list[tuple[str, tuple[float, float], float]], probes: list[float]
+) -> None:
+    ledger, seq, now = StationLedger(), 0, T0
+    for what, (live_w, fallback_w), dt in history:
+        now += dt
+        if what == "send":
+            seq += 1
+            ledger.sent(Profiles(seq, live_w, now + 600, fallback_w), now)
+        elif ledger.pending:
+            oldest = ledger.pending[0].seq
+            ledger.accepted(oldest) if what == "accept" else ledger.answered(oldest)
+    restored = StationLedger.restored(json.loads(json.dumps(ledger.entries())))
+    assert restored.held == ledger.held and restored.last_sent == ledger.last_sent
+    assert restored.fallback_commitment_w() == ledger.fallback_commitment_w()
+    assert not restored.awaiting  # the answers went with the gateway that sent them
+    for dt in probes:
+        at = now + dt
+        assert restored.reserve_w(at, False, 60.0) == ledger.reserve_w(at, False, 60.0)
+        assert restored.commitment_w(at) == ledger.commitment_w(at)
+
+
+def test_restored_stations_come_back_offline_and_the_first_to_return_shares_the_rest() -> None:
+    arbiter = site(30000)  # cp1..cp3 hold 10 kW each
+    stored = [(s.station_id, s.version, s.ledger.entries()) for s in arbiter.fleet.stations.values()]
+    again = Arbiter.start(dataclasses.replace(SETTINGS, fleet=FLEET), arbiter.durable, T0 + 10)
+    again.restore([(i, v, StationLedger.restored(e)) for i, v, e in stored], T0 + 10)
+    assert again.fleet.offline_count == 3 and again.fleet.reserve_sum(T0 + 10) == 30000
+    assert not again.view(T0 + 10).enforced or again.limit_w >= 30000
+    step(again, DsoLinkUp(), T0 + 10)
+    decisions = join(again, "cp3", T0 + 10)
+    shares = [d.limit_w for d in of_type(decisions, ApplyStationLimit)]
+    assert shares and max(shares) <= 10000  # the absent two may still draw 20 kW
+    # Their live caps lapse at T0 + 600 onto their fallback caps: then cp3 may be raised.
+    assert again.fleet.reserve_sum(T0 + 601) < 30000

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import arbiter_settings
+from gateway.core_build import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.config import parse_config
 from gateway.decisions import PublishTotalPower

@@ -19,6 +19,7 @@ from gateway.audit_cli import REASON_WORDS, iso, parse_time
 from gateway.config import parse_config
 from gateway.events import DsoLinkUp, MeterSampled, ProfileResult, SetpointReceived, StationConnected
 from gateway.model import OcppVersion, ProfileOutcome, RejectReason
+from gateway.store import SCHEMA_VERSION
 from tests.gateway.test_audit_proof import Clock, Stations, make_runtime
 from tests.gateway.test_store import write_release_0_1_store
 
@@ -102,7 +103,7 @@ async def test_export_json_gives_each_command_its_record(history: Path) -> None:
     result = audit("export", "--format", "json", "--store", str(history))
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 1 and doc["chain"]["ok"] and doc["chain"]["entries"] == 6
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["chain"]["ok"] and doc["chain"]["entries"] == 6
     assert doc["open_record"] is None
     commands = {e["id"]: e for e in doc["entries"] if e["kind"] == "C_SE_NC_1"}
     first, refused, raised = commands[2], commands[3], commands[4]

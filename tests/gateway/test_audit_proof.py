@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.app import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.compliance import RecordKind, dumps, record_to_dict
 from gateway.config import parse_config
+from gateway.core_build import arbiter_settings
 from gateway.decisions import ApplyStationLimit
 from gateway.errors import StoreError
 from gateway.events import (

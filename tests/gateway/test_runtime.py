@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.app import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.config import parse_config
+from gateway.core_build import arbiter_settings
 from gateway.decisions import Decision, LimitChanged
 from gateway.errors import StoreError
 from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived

@@ -314,7 +314,9 @@ def test_a_store_written_by_the_previous_release_is_upgraded(
     with caplog.at_level(logging.WARNING, logger="gateway.store"):
         store = Store(path)
     assert store.schema_version == SCHEMA_VERSION
-    assert any("upgraded from schema version 0 to 1" in r.getMessage() for r in caplog.records)
+    assert any(
+        f"upgraded from schema version 0 to {SCHEMA_VERSION}" in r.getMessage() for r in caplog.records
+    )
     assert store.load_limit() == DurableLimit(Mode.NORMAL, 20000.0, 101.0)  # the limit came through
     assert store.audit() == rows  # and the audit log, in order
     report = store.verify_chain()  # chained as it was found
@@ -561,3 +563,18 @@ def test_a_reader_says_why_it_cannot_read(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="is not an ocpp809 store"):
         AuditReader(foreign)
+
+
+def test_commitments_survive_reopen_and_a_release_removes_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    store.save_commitments(
+        [("cp1", "ocpp1.6", "[[1,7400.0,1.0,3000.0,1]]"), ("cp2", "ocpp2.0.1", "[]")], [], 1.0, True
+    )
+    store.save_commitments([("cp1", "ocpp1.6", "[[2,6000.0,2.0,3000.0,1]]")], ["cp2"], 2.0, False)
+    store.close()
+    again = Store(path)
+    try:
+        assert again.load_commitments() == [("cp1", "ocpp1.6", "[[2,6000.0,2.0,3000.0,1]]")]
+    finally:
+        again.close()

@@ -151,6 +151,13 @@ class World:
         ocpp = site.config.ocpp
         self.live_id, self.fallback_id = ocpp.live_profile_id, ocpp.fallback_profile_id
 
+    def moved_to(self, site: Site) -> None:
+        """The gateway restarted as ``site``: the stations connect to it from now on."""
+        self.site = site
+        site.runtime.add_listener(self._on_decisions)
+        if site.runtime.arbiter.limit_w != self.limits[-1][1]:
+            self.limits.append((time.time(), site.runtime.arbiter.limit_w))
+
     def _on_decisions(self, decisions: Iterable[Decision]) -> None:
         for d in decisions:
             if isinstance(d, LimitChanged) and d.limit_w != self.limits[-1][1]:
@@ -287,6 +294,7 @@ async def cap_site(tmp_path: Path) -> AsyncIterator[SiteMaker]:
         ocpp: dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
         sharing: dict[str, Any] | None = None,
+        store: str | None = None,
     ) -> Site:
         config = parse_config(
             {
@@ -294,7 +302,7 @@ async def cap_site(tmp_path: Path) -> AsyncIterator[SiteMaker]:
                 "ocpp": {"listen_host": "127.0.0.1", "port": 0, "boot_wait_s": 2.0, **(ocpp or {})},
                 "sharing": {"raise_interval_s": 0.0, **(sharing or {})},
                 "metrics": {"enabled": False},
-                "store": {"path": str(tmp_path / f"store{len(sites)}.sqlite3")},
+                "store": {"path": str(tmp_path / f"{store or f'store{len(sites)}'}.sqlite3")},
             }
         )
         runtime = start_core(config)
@@ -306,8 +314,9 @@ async def cap_site(tmp_path: Path) -> AsyncIterator[SiteMaker]:
 
     yield make
     for site in sites:
-        await site.server.stop()
-        await site.runtime.close()
+        if not getattr(site, "stopped", False):
+            await site.server.stop()
+            await site.runtime.close()
 
 
 @contextlib.asynccontextmanager
@@ -548,4 +557,40 @@ async def test_a_dso_cut_during_a_join_sends_cuts_first_and_raises_the_joiner_af
             cut = _first(installed(w.log(sid), w.live_id, joined_s), lambda p: p.limit_w == 8000.0)
             assert cut is not None and cut.answered_s is not None
             assert raise_.received_s >= cut.answered_s, (sid, cut, raise_)
+        w.assert_cap()
+
+
+# -- 7. the gateway restarts while stations are away ------------------------------------------
+
+
+async def test_a_restarted_gateway_keeps_what_absent_stations_may_still_hold(cap_site: SiteMaker) -> None:
+    """The previous run's commitments come back from the store: a station that reconnects
+    first shares only what the absent ones leave, until their live caps lapse."""
+    ocpp = {"profile_validity_s": 4.0, "profile_refresh_s": 3.0}
+    site = await cap_site(ocpp, store="restart")
+    async with world_of(site) as w:
+        for sid in ("A", "B", "C"):
+            await w.connect(sid)
+        await w.settled({"A": 10000.0, "B": 10000.0, "C": 10000.0})
+        held = {sid: installed(w.log(sid), w.live_id)[-1] for sid in ("A", "B")}
+
+        await site.server.stop()  # every connection goes with it; the stations keep their profiles
+        await site.runtime.close()
+        site.stopped = True  # type: ignore[attr-defined]
+        again = await cap_site(ocpp, store="restart")
+        w.moved_to(again)
+        for sid in ("A", "B"):
+            reserved = again.reserved(sid)
+            assert reserved is not None and not reserved.online and reserved.committed_w == 10000.0
+        assert w.metric("ocpp809_stations_offline_reserved") == 3  # C has not reconnected yet
+
+        await w.connect("C")
+        await w.until(lambda: (c := again.station("C")) is not None and c.enforced)
+        assert again.station("C").limit_w <= 10000.0 + EPS_W  # type: ignore[union-attr]
+
+        # Once A's and B's live caps lapse onto their fallback caps, C is raised into the room.
+        lapse_s = max(p.valid_to_s or math.inf for p in held.values())
+        await w.until(lambda: (w.live_w("C") or 0.0) > 10500.0, timeout_s=10.0)
+        raised = _first(installed(w.log("C"), w.live_id), lambda p: p.limit_w > 10500.0)
+        assert raised is not None and raised.received_s >= lapse_s, (raised, lapse_s)
         w.assert_cap()

@@ -38,15 +38,15 @@ async def test_t1_fails_when_the_ocpp_side_never_sends_the_limit(monkeypatch: py
 async def test_t2_fails_when_the_core_falls_back_before_the_hold_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import gateway.app
+    import gateway.core_build
 
-    real = gateway.app.arbiter_settings
+    real = gateway.core_build.arbiter_settings
 
     def impatient(config: Config) -> ArbiterSettings:
         settings = real(config)
         return replace(settings, hold_timeout_s=settings.hold_timeout_s / 2)
 
-    monkeypatch.setattr(gateway.app, "arbiter_settings", impatient)
+    monkeypatch.setattr(gateway.core_build, "arbiter_settings", impatient)
     result = await ScenarioRun(load_scenario(SCENARIO_DIR / "t2_link_failure.toml"), time_scale=60).run()
 
     rows = {r.step: r for r in result.rows}

@@ -6,12 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-from gateway.app import arbiter_settings
-from gateway.arbiter import Arbiter, StationView
+from gateway.arbiter import StationView
 from gateway.config import Config
-from gateway.metrics import CoreMetrics
+from gateway.core_build import build_core
 from gateway.runtime import CoreRuntime
 from gateway.store import Store
 from ocpp_side.server import StationServer
@@ -21,11 +18,8 @@ WAIT_S = 5.0
 
 def start_core(config: Config) -> CoreRuntime:
     """A started core (store at ``config.store.path``, scheduler on the running loop); close it when done."""
-    store = Store(config.store.path)
-    arbiter = Arbiter.start(arbiter_settings(config), store.load_limit(), time.time())
-    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-    runtime = CoreRuntime(arbiter, store, CoreMetrics(), scheduler)
-    scheduler.start()
+    runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    runtime.scheduler.start()
     runtime.start()
     return runtime
 
