@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 Payload = dict[str, Any]
@@ -39,6 +40,7 @@ PURPOSE_TO_201 = {v: k for k, v in PURPOSE_TO_16.items()}
 # Larger limits are refused: no charger takes them, and ten times them must stay an exact
 # float for the 1.6 schema's ``multipleOf 0.1``.
 MAX_RATE = 1e12
+_TENTH = Decimal("0.1")
 
 
 class ProfileError(ValueError):
@@ -50,22 +52,23 @@ class ProfileError(ValueError):
         self.text = text
 
 
-def _tenth(value: float, rounding: Callable[[float], int]) -> float:
+def _tenth(value: float, rounding: str) -> float:
     if not math.isfinite(value) or abs(value) > MAX_RATE:
         raise ProfileError("ValueOutOfRange", f"rate {value} is out of range")
-    # The epsilon keeps 16.3 (163.00000000000003 tenths) at 16.3 in both directions.
-    shift = 1e-6 if rounding is math.floor else -1e-6
-    return max(0.0, rounding(value * 10 + shift) / 10)
+    # In decimal, from the float's shortest spelling: 16.3 stays 16.3, and a float rounded
+    # down is never above the value (float arithmetic with an epsilon can be, when large).
+    tenth = Decimal(repr(float(value))).quantize(_TENTH, rounding=rounding)
+    return max(0.0, float(tenth))
 
 
 def limit_to_16(limit: float) -> float:
     """Down to 0.1, never below 0."""
-    return _tenth(float(limit), math.floor)
+    return _tenth(float(limit), ROUND_FLOOR)
 
 
 def min_rate_to_16(rate: float) -> float:
     """Up to 0.1, never below 0."""
-    return _tenth(float(rate), math.ceil)
+    return _tenth(float(rate), ROUND_CEILING)
 
 
 def _periods_to_16(periods: list[Payload]) -> list[Payload]:
