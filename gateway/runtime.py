@@ -139,40 +139,44 @@ class CoreRuntime:
         return self._apply(event)
 
     async def submit_setpoint(self, event: SetpointReceived) -> SetpointOutcome:
-        """Decide a DSO command: accepted only once the store holds it durably."""
+        """Decide a DSO command: accepted only once the store holds it durably.
+
+        An accepted command's limit and its audit row are one transaction, written before
+        the core confirms it: a crash keeps both or neither.
+        """
         now = self.clock()
         refusal = self.arbiter.check_setpoint(event, now)
-        if refusal is None:
-            durable = self.arbiter.durable_after(event, now)
-            try:
-                self.store.save_limit(durable)
-                self._stored = durable
-            except StoreError as exc:
-                log.error(
-                    "setpoint %g W from %s refused, the store cannot keep it: %s",
-                    event.value_w,
-                    event.peer,
-                    exc,
-                )
-                self.metrics.store_errors.inc()
-                self._store_fault_logged = self.store.failure
-                outcome = SetpointOutcome(False, RejectReason.STORE_FAILED, str(exc))
-                self._audit(event, now, outcome)
-                return outcome
+        if refusal is not None:
+            decisions = self._apply(event, now)  # the core refuses it, with the same rule
+            reject = next((d for d in decisions if isinstance(d, RejectSetpoint)), None)
+            detail = refusal.detail if reject is None else reject.detail
+            outcome = SetpointOutcome(False, refusal.reason, detail)
+            log.info("setpoint %r W from %s refused: %s", event.value_w, event.peer, detail)
+            self._audit(event, now, outcome)
+            return outcome
+        durable = self.arbiter.durable_after(event, now)
+        try:
+            audit_id: int | None = self.store.accept_setpoint(
+                durable, self._audit_row(event, now, True, "ok", "")
+            )
+            self._stored = durable
+        except StoreError as exc:
+            log.error(
+                "setpoint %g W from %s refused, the store cannot keep it: %s", event.value_w, event.peer, exc
+            )
+            self.metrics.store_errors.inc()
+            self._store_fault_logged = self.store.failure
+            outcome = SetpointOutcome(False, RejectReason.STORE_FAILED, str(exc))
+            self._audit(event, now, outcome)
+            return outcome
+        self.metrics.setpoints.labels("accepted", "ok").inc()
         decisions = self._apply(event, now)
-        confirm = next((d for d in decisions if isinstance(d, ConfirmSetpoint)), None)
-        reject = next((d for d in decisions if isinstance(d, RejectSetpoint)), None)
-        if confirm is not None:
-            outcome = SetpointOutcome(True)
-        elif reject is not None:
-            outcome = SetpointOutcome(False, reject.reason, reject.detail)
-            log.info("setpoint %r W from %s refused: %s", event.value_w, event.peer, reject.detail)
-        else:  # pragma: no cover - the arbiter answers every setpoint
-            outcome = SetpointOutcome(False, RejectReason.INTERNAL_ERROR, "the core gave no answer")
-        audit_id = self._audit(event, now, outcome)
-        if outcome.accepted:
-            self.proof.command_audited(audit_id)  # proof of execution: the record sits beside this row
-        return outcome
+        if not any(isinstance(d, ConfirmSetpoint) for d in decisions):  # pragma: no cover - same rule
+            log.error(
+                "setpoint %g W from %s: stored, yet the core did not confirm it", event.value_w, event.peer
+            )
+        self.proof.command_audited(audit_id)  # proof of execution: the record sits beside this row
+        return SetpointOutcome(True)
 
     def refuse_command(
         self, peer: str, kind: str, value_w: float | None, reason: RejectReason, detail: str
@@ -369,17 +373,12 @@ class CoreRuntime:
         result = "accepted" if outcome.accepted else "rejected"
         reason = "ok" if outcome.reason is None else outcome.reason.value
         self.metrics.setpoints.labels(result, reason).inc()
-        return self._write_audit(
-            AuditRow(
-                now,
-                event.peer,
-                event.kind.value,
-                event.value_w,
-                event.time_tag_s,
-                outcome.accepted,
-                reason,
-                outcome.detail,
-            )
+        return self._write_audit(self._audit_row(event, now, outcome.accepted, reason, outcome.detail))
+
+    @staticmethod
+    def _audit_row(event: SetpointReceived, now: float, accepted: bool, reason: str, detail: str) -> AuditRow:
+        return AuditRow(
+            now, event.peer, event.kind.value, event.value_w, event.time_tag_s, accepted, reason, detail
         )
 
     def _write_audit(self, row: AuditRow) -> int | None:

@@ -718,22 +718,32 @@ class Store:
 
     def save_limit(self, limit: DurableLimit) -> None:
         """Store ``limit`` durably, or raise StoreError: a caller may confirm only after this."""
+        self._transaction(lambda db: self._put_limit(db, limit), "write")
+
+    def accept_setpoint(self, limit: DurableLimit, row: AuditRow) -> int:
+        """A DSO command accepted: the limit it sets and its audit row, in one transaction
+        (a crash keeps both or neither, so a resumed limit always has its audit row).
+        Returns the row's id; StoreError unless both landed."""
+
+        def work(db: sqlite3.Connection) -> int:
+            self._put_limit(db, limit)
+            return self._append(db, row, None)
+
+        return self._transaction(work, "write")
+
+    def _put_limit(self, db: sqlite3.Connection, limit: DurableLimit) -> None:
         values = (limit.mode.value, limit.setpoint_w, limit.changed_at_s, limit.hold_started_at_s)
-        self._write(
+        db.execute(
             "INSERT INTO limit_state (id, mode, setpoint_w, changed_at_s, hold_started_at_s, master_seen_at_s)"
             " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET mode = excluded.mode,"
             " setpoint_w = excluded.setpoint_w, changed_at_s = excluded.changed_at_s,"
             " hold_started_at_s = excluded.hold_started_at_s,"
             " master_seen_at_s = COALESCE(excluded.master_seen_at_s, master_seen_at_s)",
             (*values, limit.master_seen_at_s),
-            "write",
         )
-        try:
-            row = self._db.execute(
-                "SELECT mode, setpoint_w, changed_at_s, hold_started_at_s FROM limit_state WHERE id = 1"
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read back store {self.path}: {exc}") from None
+        row = db.execute(
+            "SELECT mode, setpoint_w, changed_at_s, hold_started_at_s FROM limit_state WHERE id = 1"
+        ).fetchone()
         if row is None or tuple(row) != values:
             raise self._fail(f"read back {row} after writing {values}")
 

@@ -13,8 +13,8 @@ so after every restart:
 - the audit log holds every confirmed setpoint as accepted, in order (plus at most the
   in-flight ones), and its hash chain is intact.
 
-An in-flight setpoint the store resumed need not be in the audit log here: that gap is
-``test_a_limit_the_store_resumes_has_its_audit_row`` below (strict xfail).
+A limit the store resumes always has its audit row (one transaction):
+``test_a_limit_the_store_resumes_has_its_audit_row`` below.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ async def test_kill_9_mid_stream_loses_no_confirmed_setpoint(tmp_path: Path) -> 
     assert [v for v in accepted if v in acked] == acked, f"audit order differs: {accepted} {why()}"
     extra = [v for v in accepted if v not in acked]
     assert all(v in in_flight for v in extra), f"accepted, never sent: {extra} {why()}"
+    unaudited = [v for v in resumed[1:] if v not in accepted]  # the first start has no setpoint yet
+    assert not unaudited, f"limits resumed without their audit row: {unaudited} {why()}"
     assert len(acked) >= CYCLES * 3, why()
     print(f"kill -9: {len(acked)} confirmed, {len(in_flight)} cut off, resumed {resumed}, seed {seed}")
 
@@ -115,25 +117,20 @@ class _Killed(BaseException):
     """The process ends here, as under SIGKILL: no handler runs."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/runtime.py submit_setpoint: save_limit and the audit row are two transactions",
-)
 async def test_a_limit_the_store_resumes_has_its_audit_row(tmp_path: Path) -> None:
-    """Found by the kill -9 test above (KILL9_SEED=3184276977): a kill between
-    ``store.save_limit`` and ``store.append_audit`` leaves a store that resumes a limit the
-    audit log never accepted. The command was not confirmed, so resuming it is allowed
-    ("durable before confirmed"), but the limit in force then has no audit row: the proof
-    of execution cannot say where it came from. Deterministic here: the process "dies" at
-    the audit write."""
+    """Found by the kill -9 test above (KILL9_SEED=3184276977): a kill between the limit's
+    write and its audit row's left a store that resumed a limit the audit log never
+    accepted (the proof of execution could not say where it came from). Both are one
+    transaction now (``Store.accept_setpoint``). Deterministic here: the process "dies" at
+    the audit write, inside that transaction, which SQLite then never commits."""
     config = site_config(tmp_path)
     runtime = start_core(config)
     store = runtime.store
 
-    def killed(row: object) -> int:
+    def killed(*args: object) -> int:
         raise _Killed
 
-    store.append_audit = killed  # type: ignore[method-assign]
+    store._append = killed  # type: ignore[method-assign]
     with pytest.raises(_Killed):
         await runtime.submit_setpoint(SetpointReceived(20000.0, peer="test"))
     runtime.scheduler.shutdown(wait=False)

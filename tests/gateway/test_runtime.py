@@ -66,10 +66,10 @@ async def test_t3_refused_setpoint_is_audited_and_changes_nothing(runtime: CoreR
 async def test_store_failure_refuses_the_setpoint_and_keeps_the_limit(
     runtime: CoreRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_limit: object) -> None:
+    def broken(_limit: object, _row: object) -> int:
         raise StoreError("disk full")
 
-    monkeypatch.setattr(runtime.store, "save_limit", broken)
+    monkeypatch.setattr(runtime.store, "accept_setpoint", broken)
     seen: list[Sequence[Decision]] = []
     runtime.add_listener(seen.append)
     outcome = await runtime.submit_setpoint(SetpointReceived(20000))
