@@ -19,9 +19,11 @@ takes it back when the station refused: the shell persists the state after both.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
@@ -41,6 +43,8 @@ from ocpp_side.translation.charging_profiles import (
     composite_to_201,
     profile_to_16,
 )
+
+_T = TypeVar("_T")
 
 ID_TAG_MAX = 20  # 1.6 idTag and parentIdTag: CiString20
 CONFIG_VALUE_MAX = 500  # 1.6 ChangeConfiguration value: CiString500
@@ -126,7 +130,8 @@ def _info(reason: str, text: str) -> Payload:
     return {"reasonCode": reason[:20], "additionalInfo": text[:512]}
 
 
-NO_ANSWER = _info("Unspecified", "the OCPP 1.6 station answered with a CALLERROR or not at all")
+def _no_answer() -> Payload:
+    return _info("Unspecified", "the OCPP 1.6 station answered with a CALLERROR or not at all")
 
 
 def _iso(now: datetime) -> str:
@@ -137,7 +142,7 @@ def _iso(now: datetime) -> str:
 
 def local(answer: Payload) -> Translated:
     """Answered without asking the station."""
-    return Translated((), lambda answers: answer)
+    return Translated((), lambda answers: copy.deepcopy(answer))
 
 
 def _refuse(status: str, reason: str, text: str) -> Translated:
@@ -156,7 +161,7 @@ def _status(
     ``renamed``); ``fallback`` with a statusInfo when it did not answer or the status
     has no 2.0.1 counterpart."""
     if answer is None:
-        return {"status": fallback, "statusInfo": NO_ANSWER}
+        return {"status": fallback, "statusInfo": _no_answer()}
     status = answer["status"]
     if renamed is not None and status in renamed:
         return {"status": renamed[status], "statusInfo": _info("UnsupportedRequest", f"OCPP 1.6: {status}")}
@@ -172,9 +177,14 @@ def tx16_of(state: TranslationState, tx201: str) -> int | None:
     return next((tx16 for tx16, tx in state.tx201_of.items() if tx == tx201), None)
 
 
+# 1.6 connector statuses that mean a transaction is under way, should the id maps miss it.
+_IN_TRANSACTION = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE"})
+
+
 def _busy_connectors(state: TranslationState) -> set[int]:
     """Connectors with a transaction ongoing."""
-    return set(state.tx_connector.values())
+    busy = {c for c, status in state.connector_status.items() if status in _IN_TRANSACTION}
+    return busy | set(state.tx_connector.values())
 
 
 # -- transactions -----------------------------------------------------------------------
@@ -353,7 +363,7 @@ def _get_variables(state: TranslationState, payload: Payload, now: datetime) -> 
             elif isinstance(key, config_keys.Unknown):
                 result["attributeStatus"] = key.value
             elif got is None:
-                result.update(attributeStatus="Rejected", attributeStatusInfo=NO_ANSWER)
+                result.update(attributeStatus="Rejected", attributeStatusInfo=_no_answer())
             elif key in known:
                 value = known[key].get("value", "")
                 result.update(attributeStatus="Accepted", attributeValue=config_keys.value_to_201(key, value))
@@ -397,7 +407,11 @@ def _set_variables(state: TranslationState, payload: Payload, now: datetime) -> 
             if result is None:
                 answer = next(station)
                 if answer is None:
-                    result = {**_named(item), "attributeStatus": "Rejected", "attributeStatusInfo": NO_ANSWER}
+                    result = {
+                        **_named(item),
+                        "attributeStatus": "Rejected",
+                        "attributeStatusInfo": _no_answer(),
+                    }
                 else:
                     result = {**_named(item), **_set_status(answer["status"])}
             out.append(result)
@@ -449,7 +463,7 @@ def _base_report(state: TranslationState, payload: Payload, now: datetime) -> Tr
     def build(answers: Answers) -> Payload:
         found = rows(answers)
         if found is None:
-            return {"status": "Rejected", "statusInfo": NO_ANSWER}
+            return {"status": "Rejected", "statusInfo": _no_answer()}
         return {"status": "Accepted" if found else "EmptyResultSet"}
 
     def follow_up(answers: Answers) -> tuple[Out, ...]:
@@ -651,7 +665,7 @@ def _get_log(state: TranslationState, payload: Payload, now: datetime) -> Transl
             return {"status": "Accepted", "filename": answer["fileName"]}
         state.log_request_id = before
         if answer is None:
-            return {"status": "Rejected", "statusInfo": NO_ANSWER}
+            return {"status": "Rejected", "statusInfo": _no_answer()}
         return {
             "status": "Rejected",
             "statusInfo": _info("NotFound", "the station has no diagnostics to upload"),
@@ -694,6 +708,60 @@ def translate(
     how to answer the CSMS; or the CALLERROR when 1.6 has no counterpart."""
     handler = HANDLERS.get(action)
     if handler is not None:
-        return handler(state, payload, now)
+        return _guarded(action, handler(state, payload, now))
     why = NO_COUNTERPART.get(action, "not an OCPP 2.0.1 call a CSMS sends to a station")
     return Refused("NotSupported", f"{action}: {why} (station {station_id} speaks OCPP 1.6)")
+
+
+# The 2.0.1 answer statuses, per action (checked against the schemas by the tests): a
+# station status outside them counts as no answer.
+ANSWER_STATUSES: dict[str, frozenset[str]] = {
+    action: frozenset(statuses.split())
+    for action, statuses in {
+        "RequestStartTransaction": "Accepted Rejected",
+        "RequestStopTransaction": "Accepted Rejected",
+        "Reset": "Accepted Rejected Scheduled",
+        "ChangeAvailability": "Accepted Rejected Scheduled",
+        "UnlockConnector": "Unlocked UnlockFailed OngoingAuthorizedTransaction UnknownConnector",
+        "TriggerMessage": "Accepted Rejected NotImplemented",
+        "ClearCache": "Accepted Rejected",
+        "DataTransfer": "Accepted Rejected UnknownMessageId UnknownVendorId",
+        "GetBaseReport": "Accepted Rejected NotSupported EmptyResultSet",
+        "SetChargingProfile": "Accepted Rejected",
+        "ClearChargingProfile": "Accepted Unknown",
+        "GetCompositeSchedule": "Accepted Rejected",
+        "SendLocalList": "Accepted Failed VersionMismatch",
+        "ReserveNow": "Accepted Faulted Occupied Rejected Unavailable",
+        "CancelReservation": "Accepted Rejected",
+        "UpdateFirmware": "Accepted Rejected AcceptedCanceled InvalidCertificate RevokedCertificate",
+        "GetLog": "Accepted Rejected AcceptedCanceled",
+    }.items()
+}
+
+
+def _guarded(action: str, translation: Translation) -> Translation:
+    """``translation`` whose answer and follow-up survive a station answer they cannot
+    read: one that breaks them, or gives a status the 2.0.1 answer cannot carry, counts
+    as no answer. (The shell passes schema-valid answers; this keeps a station's bad
+    answer, or a bug, from crashing the relay or reaching the CSMS.)"""
+    if isinstance(translation, Refused):
+        return translation
+    answer, follow_up = translation.answer, translation.follow_up
+    statuses = ANSWER_STATUSES.get(action)
+
+    def checked_answer(answers: Answers) -> Payload:
+        result = answer(answers)
+        if statuses is not None and result.get("status") not in statuses:
+            raise ValueError(f"{action} status {result.get('status')!r}")
+        return result
+
+    def safe(build: Callable[[Answers], _T]) -> Callable[[Answers], _T]:
+        def run(answers: Answers) -> _T:
+            try:
+                return build(answers)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return build([None] * len(answers))
+
+        return run
+
+    return Translated(translation.calls, safe(checked_answer), safe(follow_up))

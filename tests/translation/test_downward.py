@@ -7,9 +7,12 @@ answer and follow-up against the 2.0.1 schemas, with the station's answers and w
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import ocpp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +29,7 @@ from ocpp_side.translation.charging_profiles import (
     profile_to_16,
     profile_to_201,
 )
-from ocpp_side.translation.downward import HANDLERS, NO_COUNTERPART, translate
+from ocpp_side.translation.downward import ANSWER_STATUSES, HANDLERS, NO_COUNTERPART, translate
 from ocpp_side.versions import rules_for
 
 NOW = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
@@ -1047,3 +1050,73 @@ def test_violations_are_what_the_schema_checks_raise() -> None:
     # The harness above relies on validate() raising for a bad 1.6 call.
     with pytest.raises(OcppViolation):
         validate(V16, "RemoteStopTransaction", {"transactionId": "tx-7"}, request=True)
+
+
+# One request per translated action (each valid 2.0.1).
+SAMPLES: list[tuple[str, Payload]] = [
+    ("RequestStartTransaction", {"idToken": token(), "remoteStartId": 1, "evseId": 1}),
+    ("RequestStopTransaction", {"transactionId": "tx-7"}),
+    ("GetTransactionStatus", {"transactionId": "tx-7"}),
+    ("Reset", {"type": "Immediate"}),
+    ("ChangeAvailability", {"operationalStatus": "Operative"}),
+    ("UnlockConnector", {"evseId": 1, "connectorId": 1}),
+    ("TriggerMessage", {"requestedMessage": "Heartbeat"}),
+    ("ClearCache", {}),
+    ("DataTransfer", {"vendorId": "acme"}),
+    ("GetVariables", {"getVariableData": [var("OCPPCommCtrlr", "HeartbeatInterval")]}),
+    (
+        "SetVariables",
+        {"setVariableData": [{**var("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "60"}]},
+    ),
+    ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}),
+    ("SetChargingProfile", {"evseId": 1, "chargingProfile": profile_201()}),
+    ("ClearChargingProfile", {}),
+    ("GetCompositeSchedule", {"evseId": 1, "duration": 60}),
+    ("SendLocalList", {"versionNumber": 1, "updateType": "Full"}),
+    ("GetLocalListVersion", {}),
+    ("ReserveNow", {"id": 1, "expiryDateTime": "2026-11-30T11:00:00Z", "idToken": token()}),
+    ("CancelReservation", {"reservationId": 1}),
+    (
+        "UpdateFirmware",
+        {"requestId": 1, "firmware": {"location": "https://x/f", "retrieveDateTime": "2026-11-30T11:00:00Z"}},
+    ),
+    ("GetLog", {"logType": "DiagnosticsLog", "requestId": 1, "log": {"remoteLocation": "https://x/"}}),
+]
+
+
+def test_the_samples_cover_every_translated_action() -> None:
+    assert {action for action, _ in SAMPLES} == set(HANDLERS)
+
+
+@pytest.mark.parametrize(("action", "payload"), SAMPLES, ids=[a for a, _ in SAMPLES])
+@pytest.mark.parametrize("garbage", [{}, {"status": None}, {"configurationKey": [{}]}, {"listVersion": "x"}])
+def test_an_unreadable_station_answer_counts_as_none(action: str, payload: Payload, garbage: Payload) -> None:
+    run = Run(action, payload)
+    translated = run.translated
+    answers = [garbage] * len(translated.calls)
+    answer = translated.answer(answers)
+    validate(V201, action, answer, request=False)
+    for out in translated.follow_up(answers):
+        validate(V201, out.action, out.payload, request=True)
+
+
+def _schema_enum(action: str) -> set[str]:
+    schema = json.loads(
+        (Path(ocpp.__file__).parent / "v201/schemas" / f"{action}Response.json").read_text("utf-8-sig")
+    )
+    status = schema["properties"]["status"]
+    ref = status["$ref"].split("/")[-1]
+    return set(schema["definitions"][ref]["enum"])
+
+
+@pytest.mark.parametrize("action", sorted(ANSWER_STATUSES))
+def test_the_answer_statuses_are_the_schemas(action: str) -> None:
+    assert ANSWER_STATUSES[action] == _schema_enum(action)
+
+
+def test_a_connector_charging_by_its_status_counts_as_busy() -> None:
+    state = TranslationState(connector_status={1: "Charging"})
+    assert Run("UnlockConnector", {"evseId": 1, "connectorId": 1}, state).answer_with([]) == {
+        "status": "OngoingAuthorizedTransaction"
+    }
+    assert Run("Reset", {"type": "OnIdle"}, state).calls == []
