@@ -54,6 +54,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -71,8 +72,10 @@ from gateway.errors import Ocpp809Error, PeerInputError
 from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.model import RejectReason
 from gateway.runtime import CoreRuntime, SetpointOutcome
+from iec104.apdu_guard import Refusal
 from iec104.codec import QualityFlag, TypeId, decode_asdu
 from iec104.connections import ConnectionCache, most_stalled, shut_down
+from iec104.front import BACKEND_HOST, FrontHooks, FrontSettings, Iec104Front
 from iec104.peer_log import PeerLog, bounded
 from iec104.points import (
     CommandIn,
@@ -189,6 +192,14 @@ class _Metrics:
             "Connections dropped to make room for a new master: every slot taken, this one silent for t1",
             registry=r,
         )
+        self.frames_refused = Counter(
+            "ocpp809_iec104_frames_refused",
+            "Connections closed by the front because a frame from the master was not a well-formed APDU",
+            ["reason"],
+            registry=r,
+        )
+        for reason in Refusal:
+            self.frames_refused.labels(reason.value)
         self.refused_full = Counter(
             "ocpp809_iec104_refused_full",
             "Masters refused because every slot was taken and no connection had been silent for t1",
@@ -217,8 +228,9 @@ class Iec104Outstation:
         self._peers_lock = threading.Lock()
         self._peers: list[str] = []  # addresses accepted since the connection count was last zero
         self._jobs: list[str] = []
-        self._port = config.port
+        self._backend_port = 0  # c104's own port on 127.0.0.1, behind the front
         self._peer_log = PeerLog(log)
+        self._front: Iec104Front | None = None  # built by start(): the TLS files are read there
         self._connections: ConnectionCache | None = None  # c104's accepting thread only
         self._send_raw_lock = threading.Lock()
         self._send_raw_until = 0.0  # time.monotonic() until which on_send_raw stays set
@@ -228,8 +240,13 @@ class Iec104Outstation:
 
     @property
     def port(self) -> int:
-        """The port the outstation listens on (the chosen one when the config says 0)."""
-        return self._port
+        """The port the outstation listens on (the front's; the chosen one when the config says 0)."""
+        return self.config.port if self._front is None else self._front.port
+
+    @property
+    def backend_port(self) -> int:
+        """c104's own port on 127.0.0.1, which only the front connects to."""
+        return self._backend_port
 
     @property
     def link_up(self) -> bool:
@@ -240,10 +257,20 @@ class Iec104Outstation:
         cfg = self.config
         if not self._allowed:
             log.warning("iec104.allowed_masters is empty: masters from any address are accepted")
-        # Port 0: c104 would bind a random port but cannot tell which, so pick a free one here.
-        attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
-        for attempt in range(1, attempts + 1):
-            self._port = cfg.port or _free_port(cfg.listen_host)
+        front = self._front = Iec104Front(
+            FrontSettings(
+                cfg.listen_host,
+                cfg.port,
+                self._allowed,
+                self._ssl_context(),
+                handshake_timeout_s=float(cfg.t0_s),
+            ),
+            FrontHooks(self._peer_log, self._metrics.refused_connections.inc, self._frame_refused),
+        )
+        front.bind()  # the public port first: a port in use fails before c104 starts
+        # c104 binds a random port for 0 but cannot tell which, so pick a free one here.
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            self._backend_port = _free_port(BACKEND_HOST)
             server = self._build_server()
             # Points hold the core's current state before any master can interrogate.
             self._update(telemetry_from_view(self.runtime.view(), self.specs, self.runtime.clock()))
@@ -253,11 +280,17 @@ class Iec104Outstation:
                 break
             except RuntimeError as exc:
                 server.stop()
-                if attempt == attempts:
-                    raise Iec104StartError(
-                        f"IEC 104 server on {cfg.listen_host}:{self._port}: {exc}"
-                    ) from None
+                if attempt == _PORT_ATTEMPTS:
+                    await front.stop()
+                    raise Iec104StartError(f"IEC 104 server on {BACKEND_HOST}: {exc}") from None
         self._server = server
+        try:
+            await front.start(self._backend_port)
+        except BaseException:
+            self._server = None
+            await asyncio.to_thread(server.stop)
+            await front.stop()
+            raise
         self.runtime.add_listener(self._on_decisions)
         scheduler = self.runtime.scheduler
         poll = scheduler.add_job(
@@ -273,25 +306,27 @@ class Iec104Outstation:
             )
             self._jobs.append(cyclic.id)
         log.info(
-            "IEC 104 outstation on %s:%d (common address %d, TLS %s)",
+            "IEC 104 outstation on %s:%d (common address %d, TLS %s; c104 behind the APDU guard on %s:%d)",
             cfg.listen_host,
-            self._port,
+            self.port,
             cfg.common_address,
             "on" if cfg.tls.enabled else "off",
+            BACKEND_HOST,
+            self._backend_port,
         )
 
     def _build_server(self) -> c104.Server:
         cfg = self.config
         try:
             server = c104.Server(
-                ip=cfg.listen_host,
-                port=self._port,
+                ip=BACKEND_HOST,
+                port=self._backend_port,
                 tick_rate_ms=cfg.tick_rate_ms,
                 select_timeout_ms=cfg.select_timeout_ms,
                 # One spare slot: lib60870 refuses a connection beyond its limit before on_connect
                 # could see it, so the outstation could never make room (see _make_room).
                 max_connections=cfg.max_connections + 1,
-                transport_security=self._transport_security(),
+                transport_security=None,  # TLS ends in the front (_ssl_context)
             )
         except ValueError as exc:
             raise Iec104StartError(f"IEC 104 settings: {exc}") from None
@@ -333,40 +368,50 @@ class Iec104Outstation:
         for check in checks:
             check.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
+        if self._front is not None:
+            await self._front.stop()  # no master reaches c104 any more; their connections to it close
         if server is not None:
             # stop() joins c104's threads, which may be waiting for the loop in _on_command.
             await asyncio.to_thread(server.stop)
         log.info("IEC 104 outstation stopped")
 
-    def _transport_security(self) -> c104.TransportSecurity | None:
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The front's TLS server (IEC 62351-3), with what c104's ``TransportSecurity`` required before.
+
+        c104 was configured with ``validate=True, only_known=False`` and TLS 1.2 to 1.3: the
+        master's certificate is required and its chain and validity time checked against the
+        CA (any certificate the CA signed, no pinning list). The same here, with Python's ssl.
+        """
         tls = self.config.tls
         if not tls.enabled:
             return None
-        # validate: chain and validity time of the master's certificate against the CA (lib60870
-        # always asks for a client certificate; the config check says so).
-        # only_known=False: any certificate the CA signed is accepted (no pinning list).
-        security = c104.TransportSecurity(validate=True, only_known=False)
-        security.set_certificate(cert=tls.cert_file, key=tls.key_file)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.maximum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(tls.cert_file, tls.key_file)
         if tls.ca_file:
-            security.set_ca_certificate(cert=tls.ca_file)
-        security.set_version(min=c104.TlsVersion.TLS_1_2, max=c104.TlsVersion.TLS_1_3)
-        return security
+            context.load_verify_locations(cafile=tls.ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED  # the config check requires require_client_cert
+        return context
 
     # -- c104 callbacks (c104's threads) -------------------------------------------------
 
+    def _frame_refused(self, reason: Refusal) -> None:
+        self._metrics.frames_refused.labels(reason.value).inc()
+
     def _on_connect(self, server: c104.Server, ip: str) -> bool:
+        """A connection from the front (``ip`` is its loopback source): the master's address
+        was checked against ``iec104.allowed_masters`` there; anything else is refused."""
         try:
-            if self._allowed:
-                try:
-                    allowed = ipaddress.ip_address(ip) in self._allowed
-                except ValueError:
-                    allowed = False
-                if not allowed:
-                    self._peer_log.warning(
-                        ip, f"IEC 104 connection from {bounded(ip)} refused: not in iec104.allowed_masters"
-                    )
-                    self._metrics.refused_connections.inc()
-                    return False
+            front = self._front
+            master = front.claim(ip) if front is not None else None
+            if master is None:
+                self._peer_log.warning(
+                    ip, f"IEC 104 connection to c104 from {bounded(ip)} refused: not opened by the front"
+                )
+                self._metrics.refused_connections.inc()
+                return False
+            ip = master
             if not self._make_room(server, ip):
                 return False
             self._arm_send_raw(server)
@@ -391,8 +436,10 @@ class Iec104Outstation:
         if server.open_connection_count < cfg.max_connections:
             return True
         cache = self._connections
-        if cache is None or cache.port != self._port:
-            cache = self._connections = ConnectionCache(cfg.listen_host, self._port)
+        if cache is None or cache.port != self._backend_port:
+            cache = self._connections = ConnectionCache(BACKEND_HOST, self._backend_port)
+        # c104's side of each master's connection: the front forwards whole APDUs only, so a
+        # master that stalls in the middle of one leaves this side silent too.
         victim = most_stalled(cache.connections(server.open_connection_count), float(cfg.t1_s))
         if victim is None or not shut_down(victim):
             self._metrics.refused_full.inc()
@@ -403,9 +450,10 @@ class Iec104Outstation:
             )
             return False
         self._metrics.stalled_dropped.inc()
+        name = self._front.peer_name(victim.peer) if self._front is not None else victim.name
         self._peer_log.warning(
-            f"{victim.peer[0]} (dropped)",  # its own budget: refusals from the address do not hide it
-            f"IEC 104 connection from {victim.name} dropped, silent for {victim.silent_s:.1f} s:"
+            f"{name.rsplit(':', 1)[0]} (dropped)",  # its own budget: refusals from the address do not hide it
+            f"IEC 104 connection from {name} dropped, silent for {victim.silent_s:.1f} s:"
             f" all {cfg.max_connections} slots were taken and a master from {bounded(ip)} connected",
         )
         return True

@@ -412,30 +412,6 @@ def hostile_asdus(draw: st.DrawFn) -> Command:
     )
 
 
-C_CS_NA_1, C_TS_TA_1 = 103, 107
-_SYSTEM_ELEMENT = {C_CS_NA_1: 7, C_TS_TA_1: 9}  # clock sync: CP56Time2a; test: TSC + CP56Time2a
-
-
-def crashes_c104(command: Command) -> bool:
-    """Whether c104 2.2.1 (with its lib60870) segfaults on this command: ``test_c104_crash.py``.
-
-    - a monitor-direction ASDU (type < 45) with SQ=1 whose octets end before its first
-      element (``CS101_ASDU_getElementEx`` sets the address of an object it could not read);
-    - C_CS_NA_1 or C_TS_TA_1 without a whole object (lib60870 reads object 0 unchecked).
-
-    Over a socket the fuzz keeps clear of these families, more widely than the crashes go
-    (any SQ=1 monitor ASDU; any clock sync or test command not framed exactly), while they
-    kill the process it runs in.
-    """
-    if command.type_id < 45:
-        return command.sequence
-    size = _SYSTEM_ELEMENT.get(command.type_id)
-    if size is None:
-        return False
-    count = len(command.objects) if command.count is None else command.count
-    return command.sequence or count != 1 or len(command.asdu(0.0)) != 6 + 3 + size
-
-
 def commands() -> st.SearchStrategy[Command]:
     """Valid, near-valid and hostile commands, about a fifth each; valid ones with T set, and
     valid ones with a bad value (out of range, not finite), make the rest."""

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from iec104.master import MasterError
 from iec104.outstation import explained_octets
 from iec104.peer_log import PeerLog, bounded
 from iec104.points import CommandRefused, SetpointTest, translate_command
@@ -69,21 +70,24 @@ UNDECODABLE = bytes.fromhex(
 )  # one octet too many
 
 
-async def test_undecodable_commands_give_bounded_warnings_without_traceback(
+async def test_malformed_commands_give_bounded_warnings_without_traceback(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The front refuses the frame and closes the connection (it never reaches c104 or the core):
+    one line per refusal, at most a burst of them per master, and the next master is served."""
     with caplog.at_level(logging.WARNING, "iec104.outstation"):
+        for _ in range(20):
+            async with site.master(answer_timeout_s=2.0) as master:
+                with pytest.raises((MasterError, OSError, TimeoutError)):
+                    await master.raw_command(UNDECODABLE, renumber=True)
         async with site.master() as master:
-            for _ in range(20):
-                con = await master.raw_command(UNDECODABLE, renumber=True)
-                assert not con.positive
             assert (await master.send_setpoint(100, 20000.0)).positive  # still served
-    records = [
-        r
-        for r in caplog.records
-        if r.name == "iec104.outstation" and "could not be decoded" in r.getMessage()
-    ]
+    records = [r for r in caplog.records if "refused (asdu_length" in r.getMessage()]
     assert 1 <= len(records) <= 5
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
-    await site.until(lambda: len(site.runtime.store.audit()) == 21, what="every command audited")
-    assert [r.accepted for r in site.runtime.store.audit()] == [False] * 20 + [True]
+    refused = site.runtime.metrics.registry.get_sample_value(
+        "ocpp809_iec104_frames_refused_total", {"reason": "asdu_length"}
+    )
+    assert refused == 20.0
+    await site.until(lambda: len(site.runtime.store.audit()) == 1, what="the valid command audited")
+    assert [r.accepted for r in site.runtime.store.audit()] == [True]
