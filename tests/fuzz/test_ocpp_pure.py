@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.core_build import arbiter_settings
 from gateway.arbiter import Arbiter
 from gateway.config import parse_config
+from gateway.core_build import arbiter_settings
 from gateway.decisions import PublishTotalPower
 from gateway.events import MeterSampled, StationConnected
 from gateway.model import OcppVersion
