@@ -29,11 +29,13 @@ wire and the master reading it; c104 thread − core + store is time spent waiti
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.harness import BenchError, Child, cpu_s, folder_bytes, load_avg_1m, percentile
@@ -441,3 +443,42 @@ def _negatives(rows: list[dict[str, Any]]) -> str:
 
 def _num(value: float | None, unit: str = "") -> str:
     return "—" if value is None else f"{value:.1f}{unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One size, the four series, the table: ``python -m bench.fanout --modes actcon`` for one N.
+
+    To see what a change to the gateway costs, run the same command in a worktree of each
+    commit, back to back (bench/README.md, "Measuring a commit while others edit the tree").
+    """
+    parser = argparse.ArgumentParser(prog="python -m bench.actcon", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--stations", type=int, default=1000, help="stations behind the gateway (default 1000)"
+    )
+    parser.add_argument("--quick", action="store_true", help="20 at rest, 15 pairs, a stream of 60")
+    parser.add_argument("--rest", type=int, default=None, help="setpoints at rest (default 50, quick 20)")
+    parser.add_argument("--pairs", type=int, default=None, help="pairs (default 40, quick 15)")
+    parser.add_argument(
+        "--setpoints", type=int, default=None, help="setpoints in the stream (default 200, quick 60)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every setpoint's figures to FILE")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    opts = ActconOptions(
+        at_rest=(20 if quick else 50) if args.rest is None else args.rest,
+        pairs=(15 if quick else 40) if args.pairs is None else args.pairs,
+        stream=(60 if quick else 200) if args.setpoints is None else args.setpoints,
+    )
+    from bench.fanout import run_line  # the commit line; fanout imports this module, so not at the top
+
+    result = run_actcon_case(args.stations, opts)
+    print(run_line())
+    print(render_actcon([result], opts))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(asdict(result), handle, indent=1)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
