@@ -60,6 +60,12 @@ MASTER_SEEN_INTERVAL_S = 5.0
 COMMITMENTS_FLUSH_S = 1.0
 
 
+def _fields(decision: str, **fields: object) -> dict[str, object]:
+    """A decision log line's fields of its own in JSON logs (``--log-format json``): what
+    kind of decision (``decision``) and whom it concerns, beside the message."""
+    return {"decision": decision, **fields}
+
+
 @dataclass(frozen=True, slots=True)
 class SetpointOutcome:
     accepted: bool
@@ -151,7 +157,15 @@ class CoreRuntime:
             reject = next((d for d in decisions if isinstance(d, RejectSetpoint)), None)
             detail = refusal.detail if reject is None else reject.detail
             outcome = SetpointOutcome(False, refusal.reason, detail)
-            log.info("setpoint %r W from %s refused: %s", event.value_w, event.peer, detail)
+            log.info(
+                "setpoint %r W from %s refused: %s",
+                event.value_w,
+                event.peer,
+                detail,
+                extra=_fields(
+                    "setpoint_refused", peer=event.peer, value_w=event.value_w, code=refusal.reason.value
+                ),
+            )
             self._audit(event, now, outcome)
             return outcome
         durable = self.arbiter.durable_after(event, now)
@@ -162,7 +176,13 @@ class CoreRuntime:
             self._stored = durable
         except StoreError as exc:
             log.error(
-                "setpoint %g W from %s refused, the store cannot keep it: %s", event.value_w, event.peer, exc
+                "setpoint %g W from %s refused, the store cannot keep it: %s",
+                event.value_w,
+                event.peer,
+                exc,
+                extra=_fields(
+                    "setpoint_refused", peer=event.peer, value_w=event.value_w, code="store_failed"
+                ),
             )
             self.metrics.store_errors.inc()
             self._store_fault_logged = self.store.failure
@@ -214,7 +234,12 @@ class CoreRuntime:
             self._observe_fleet(event, decisions, now)
         for decision in decisions:
             if isinstance(decision, MeterRefused):
-                log.warning("%s: meter reading refused: %s", decision.station_id, decision.detail)
+                log.warning(
+                    "%s: meter reading refused: %s",
+                    decision.station_id,
+                    decision.detail,
+                    extra=_fields("meter_refused", station_id=decision.station_id),
+                )
             if isinstance(decision, LimitChanged):
                 level = logging.WARNING if decision.mode in (Mode.HOLD, Mode.FALLBACK) else logging.INFO
                 log.log(
@@ -311,6 +336,11 @@ class CoreRuntime:
                     "unknown" if held is None else datetime.fromtimestamp(held.live_until_s, UTC).isoformat(),
                     station.ledger.fallback_commitment_w(),
                     fleet.offline_count,
+                    extra=_fields(
+                        "station_offline",
+                        station_id=event.station_id,
+                        reserved_w=station.ledger.reserve_w(now, False, 0.0),
+                    ),
                 )
         elif isinstance(event, StationReleased):
             refused = next((d for d in decisions if isinstance(d, StationReleaseRefused)), None)
@@ -318,7 +348,12 @@ class CoreRuntime:
             m.releases.labels(result).inc()
             detail = event.reason if refused is None else f"{event.reason} (refused: {refused.detail})"
             (log.info if refused is None else log.warning)(
-                "station %s %s by %s: %s", event.station_id, result, event.by, detail
+                "station %s %s by %s: %s",
+                event.station_id,
+                result,
+                event.by,
+                detail,
+                extra=_fields("station_release", station_id=event.station_id, by=event.by, code=result),
             )
             self._write_audit(
                 AuditRow(
@@ -335,10 +370,12 @@ class CoreRuntime:
         waiting = self._raises_waiting
         if waiting and not waiting_before:
             log.info(
-                "%d raise(s) wait until cuts are Accepted or old caps lapse (cuts before raises)", waiting
+                "%d raise(s) wait until cuts are Accepted or old caps lapse (cuts before raises)",
+                waiting,
+                extra=_fields("raises_waiting", count=waiting),
             )
         elif waiting_before and not waiting:
-            log.info("no raise waits any more")
+            log.info("no raise waits any more", extra=_fields("raises_waiting", count=0))
 
     def _fleet_gauges(self, now: float) -> None:
         fleet, m = self.arbiter.fleet, self.metrics

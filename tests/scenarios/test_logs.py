@@ -1,5 +1,6 @@
 """The gateway's logs as an operator reads them: JSON lines carry a limit decision's source,
-reason and mode as fields, and every timestamp (human and JSON) carries its zone."""
+reason and mode as fields (other decisions their ``decision`` kind and whom they concern),
+and every timestamp (human and JSON) carries its zone."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def test_json_logs_carry_source_reason_mode_and_zoned_timestamps(tmp_path: Path)
         port = _iec_port(seen)
         dso = run_cli("sim", "dso", "--port", str(port), "--setpoint", "20000", "--listen", "0.5")
         assert dso.returncode == 0, dso.stderr
+        refused = run_cli("sim", "dso", "--port", str(port), "--setpoint", "0", "--listen", "0.5")
+        assert refused.returncode != 0 or "negative" in refused.stdout.lower(), refused.stdout
     assert proc.stderr is not None
     rest = proc.stderr.read()  # the gateway has stopped: the pipe ends
     records = [json.loads(line) for line in [*seen, *rest.splitlines()] if line.strip()]
@@ -40,15 +43,21 @@ def test_json_logs_carry_source_reason_mode_and_zoned_timestamps(tmp_path: Path)
         assert ISO_UTC.match(record["asctime"]), record
         datetime.fromisoformat(record["asctime"])  # ISO 8601 with its offset
     limits = [r for r in records if r["message"].startswith("limit in force")]
-    # Start (no store: fallback), the setpoint, and the hold if the master's leaving was
-    # noticed before the gateway stopped.
+    # Start (no store: fallback), the setpoint, then holds while no master is connected and
+    # the setpoint again when the second master comes within the hold time.
     assert [r["source"] for r in limits][:2] == ["fallback", "dso_setpoint"], limits
-    start, setpoint, *hold = limits
+    start, setpoint, *later = limits
     assert start["mode"] == "fallback" and "did not exist" in start["reason"]
     assert setpoint["mode"] == "normal" and setpoint["levelname"] == "INFO"
-    assert all(r["mode"] == r["source"] == "hold" and r["levelname"] == "WARNING" for r in hold), hold
+    for r in later:
+        expected = ("hold", "WARNING") if r["mode"] == "hold" else ("dso_setpoint", "INFO")
+        assert (r["source"], r["levelname"]) == expected and r["mode"] in ("hold", "normal"), later
     for record in limits:
         assert record["reason"] and record["message"].endswith(record["reason"])
+    # Other decisions carry their kind and whom they concern as fields too.
+    [refusal] = [r for r in records if r.get("decision") == "setpoint_refused"]
+    assert (refusal["value_w"], refusal["code"], refusal["levelname"]) == (0.0, "below_min", "INFO"), refusal
+    assert refusal["peer"].startswith("127.0.0.1")
 
 
 @pytest.mark.timeout(120)
