@@ -6,6 +6,7 @@ answer and follow-up against the 2.0.1 schemas, with the station's answers and w
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 from datetime import UTC, datetime
@@ -1120,3 +1121,27 @@ def test_a_connector_charging_by_its_status_counts_as_busy() -> None:
         "status": "OngoingAuthorizedTransaction"
     }
     assert Run("Reset", {"type": "OnIdle"}, state).calls == []
+
+
+# -- purity ----------------------------------------------------------------------------
+
+IO = {"asyncio", "socket", "websockets", "ocpp", "time", "os", "threading", "subprocess", "random", "sqlite3"}
+TRANSLATION = Path(__file__).resolve().parents[2] / "ocpp_side" / "translation"
+
+
+@pytest.mark.parametrize("module", ["downward", "config_keys", "charging_profiles"])
+def test_the_downward_core_does_no_io_and_reads_no_clock(module: str) -> None:
+    source = (TRANSLATION / f"{module}.py").read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    assert not {name.split(".")[0] for name in imported} & IO
+    assert {name for name in imported if name.startswith("ocpp_side")} <= {
+        "ocpp_side.translation",
+        "ocpp_side.translation.api",
+        "ocpp_side.translation.charging_profiles",
+    }
+    assert ".now(" not in source and "utcnow" not in source
