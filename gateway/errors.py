@@ -36,12 +36,9 @@ class StartupError(Ocpp809Error):
 
 
 class PeerInputError(Ocpp809Error):
-    """A peer (SCADA master, station, CSMS) sent something invalid: reject it, never crash."""
+    """A peer (SCADA master, station, CSMS) sent something invalid: reject it, never crash.
+    OCPP's ``OcppViolation`` (answered with a CALLERROR of its kind) is one."""
 
 
 class StoreError(Ocpp809Error):
     """The durable store cannot be opened, read or written: never a silent reset."""
-
-
-class InternalError(Ocpp809Error):
-    """A bug in ocpp809 itself."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import PeerInputError
 from ocpp_side.peer_log import brief
 
 MAX_ID_LEN = 36  # OCPP-J: a message id is at most 36 characters
@@ -48,7 +49,7 @@ class ErrorKind(StrEnum):
     MESSAGE_TYPE = "message_type"
 
 
-class OcppViolation(Exception):
+class OcppViolation(PeerInputError):
     """Peer input that breaks OCPP; answered with a CALLERROR of ``kind``."""
 
     def __init__(self, kind: ErrorKind, description: str) -> None:
