@@ -232,25 +232,27 @@ class RelayHub:
             del self.drains[drain.station_id]
 
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
+        # A station's DSO cap is its allocation from a DSO limit in force; the core sends the new
+        # allocations after the LimitChanged (a station the DSO limit leaves unconstrained gets none).
         for decision in decisions:
-            if type(decision) is ApplyStationLimit:
+            if type(decision) is LimitChanged:
+                if self._site_limit(decision.source, decision.limit_w) and not self.site_in_force:
+                    for relay in self.relays.values():
+                        relay.cap_changed(None)  # lifted
+            elif type(decision) is ApplyStationLimit:
                 relay = self.relays.get(decision.station_id)
                 if relay is not None:
                     relay.recap(decision.limit_w)
                     dso = self.site_in_force and decision.source in DSO_SOURCES
                     relay.cap_changed(decision.limit_w if dso else None)
-            elif type(decision) is LimitChanged:
-                self._site_limit(decision.source, decision.limit_w)
 
-    def _site_limit(self, source: LimitSource, limit_w: float) -> None:
+    def _site_limit(self, source: LimitSource, limit_w: float) -> bool:
+        """The site limit moved; True when it became (or stopped being) a DSO restriction."""
         if self.identity is not None:
             self.identity.limit_changed(source, limit_w)
         in_force = dso_limit_in_force(source, limit_w, self.capacity_w)
-        if in_force == self.site_in_force:
-            return
-        self.site_in_force = in_force
-        for relay in self.relays.values():
-            relay.cap_changed(relay.session.allocation_w if in_force else None)
+        moved, self.site_in_force = in_force != self.site_in_force, in_force
+        return moved
 
 
 class StationRelay(UpstreamRelay):

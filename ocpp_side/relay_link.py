@@ -200,6 +200,7 @@ class UpstreamRelay:
         self._boot: str | None = None  # the station's last BootNotification as sent upstream, repeated
         self._boot_status: str | None = None  # the CSMS's answer to it on this link (None: not sent yet)
         self._boot_retry: asyncio.TimerHandle | None = None
+        self.fresh_boot_ids = False  # verbatim: the station's own frame is repeated as it was
         self._first_wait = True  # the first calls wait (bounded) for the first connection attempt
         self._csms_max: dict[int, dict[str, Any]] = {}  # CSMS station maximums, as the CSMS sent them
         self._installed_max: dict[int, dict[str, Any]] = {}  # ... and as installed (capped)
@@ -369,7 +370,11 @@ class UpstreamRelay:
             assert self._boot is not None
             boot = codec.parse_frame(self._boot)
             assert type(boot) is Call
-            reply = await self.calls.exchange(boot.unique_id, self._boot)
+            text = self._boot
+            if self.fresh_boot_ids:  # our own frame: a new message id for each connection
+                boot = Call(gateway_message_id(), boot.action, boot.payload)
+                text = codec.encode_call(boot.unique_id, boot.action, boot.payload).decode()
+            reply = await self.calls.exchange(boot.unique_id, text)
             if reply is None:
                 return False
             self.boot_answered(reply[0], repeated=True)

@@ -30,11 +30,11 @@ restart in the middle of a transaction loses no id and repeats no ``seqNo``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gateway.model import OcppVersion
@@ -43,6 +43,7 @@ from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolatio
 from ocpp_side.csms_guard import judge
 from ocpp_side.relay_link import BOOT, PushJob, StationEnd, UpstreamRelay, gateway_message_id
 from ocpp_side.session import CallOutcome
+from ocpp_side.translation import downward, upward
 from ocpp_side.translation.api import (
     Answers,
     Out,
@@ -59,32 +60,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
-TranslateFn = Callable[[TranslationState, str, str, Payload, float], Translation]
+TranslateFn = Callable[[TranslationState, str, str, Payload, datetime], Translation]
 
 # 2.0.1 CSMS requests with no 1.6 counterpart: their NotSupported counter starts at zero
-# (whatever ``downward`` refuses is counted, listed here or not).
-NOT_SUPPORTED_ACTIONS = (
-    "CertificateSigned",
-    "ClearDisplayMessage",
-    "ClearVariableMonitoring",
-    "CostUpdated",
-    "CustomerInformation",
-    "DeleteCertificate",
-    "GetChargingProfiles",
-    "GetDisplayMessages",
-    "GetInstalledCertificateIds",
-    "GetMonitoringReport",
-    "GetReport",
-    "GetTransactionStatus",
-    "InstallCertificate",
-    "PublishFirmware",
-    "SetDisplayMessage",
-    "SetMonitoringBase",
-    "SetMonitoringLevel",
-    "SetNetworkProfile",
-    "SetVariableMonitoring",
-    "UnpublishFirmware",
-)
+# (whatever ``downward`` refuses is counted, listed there or not).
+NOT_SUPPORTED_ACTIONS = tuple(sorted(downward.NO_COUNTERPART))
 _GUARDED = frozenset({"SetChargingProfile", "ClearChargingProfile"})
 
 
@@ -97,8 +77,6 @@ class Translators:
 
     @staticmethod
     def load() -> Translators:
-        upward = importlib.import_module("ocpp_side.translation.upward")
-        downward = importlib.import_module("ocpp_side.translation.downward")
         return Translators(upward.translate, downward.translate)
 
 
@@ -106,6 +84,7 @@ class TranslatedRelay(UpstreamRelay):
     def __init__(self, hub: RelayHub, end: StationEnd, translators: Translators) -> None:
         super().__init__(hub, end, V201.value)
         self.translators = translators
+        self.fresh_boot_ids = True
         self.state = hub.translation_state(self.station_id)
         self._to_station: dict[str, asyncio.Future[CallOutcome]] = {}
         self._ids = itertools.count(1)
@@ -139,7 +118,9 @@ class TranslatedRelay(UpstreamRelay):
         now = self.hub.runtime.clock()
         before = self.state.to_json()
         try:
-            translation = self.translators.upward(self.state, self.station_id, call.action, call.payload, now)
+            translation = self.translators.upward(
+                self.state, self.station_id, call.action, call.payload, datetime.fromtimestamp(now, UTC)
+            )
         except Exception:
             log.exception("%s: translating the station's %s failed", self.station_id, call.action)
             await self._answer_locally(call)
@@ -256,7 +237,7 @@ class TranslatedRelay(UpstreamRelay):
     async def _serve_csms_call(self, call: Call) -> None:
         before = self.state.to_json()
         try:
-            now = self.hub.runtime.clock()
+            now = datetime.fromtimestamp(self.hub.runtime.clock(), UTC)
             translation = self.translators.downward(
                 self.state, self.station_id, call.action, call.payload, now
             )
@@ -283,7 +264,7 @@ class TranslatedRelay(UpstreamRelay):
             follow_up = translation.follow_up(answers)
         finally:
             self._save(before)
-        schemas.validate(V201, call.action, answer, request=False)  # ours: invalid is a bug (InternalError)
+        schemas.validate(V201, call.action, answer, request=False)  # ours: invalid is a bug
         self.link.send(codec.encode_result(call.unique_id, answer))
         self.hub.metrics.relayed.labels("csms_to_station").inc()
         if follow_up:
