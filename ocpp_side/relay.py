@@ -237,8 +237,8 @@ class RelayHub:
         for decision in decisions:
             if type(decision) is LimitChanged:
                 if self._site_limit(decision.source, decision.limit_w) and not self.site_in_force:
-                    for relay in self.relays.values():
-                        relay.cap_changed(None)  # lifted
+                    for lifted in self.relays.values():
+                        lifted.cap_changed(None)
             elif type(decision) is ApplyStationLimit:
                 relay = self.relays.get(decision.station_id)
                 if relay is not None:
