@@ -118,7 +118,11 @@ class Iec104Front:
         """Open the public listening socket (OSError when the port is taken); returns its port."""
         host = self.settings.listen_host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.create_server((host, self.settings.port), family=family, backlog=64)
+        # "::" takes IPv4 masters too where the system can (they appear as ::ffff:a.b.c.d).
+        dualstack = family == socket.AF_INET6 and _unspecified(host) and socket.has_dualstack_ipv6()
+        listener = socket.create_server(
+            (host, self.settings.port), family=family, backlog=64, dualstack_ipv6=dualstack
+        )
         listener.setblocking(False)
         self._listener = listener
         return self.port
@@ -351,6 +355,13 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError, TimeoutError, ssl.SSLError, asyncio.CancelledError):
         await asyncio.wait_for(writer.wait_closed(), _CLOSE_WAIT_S)
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _in(ip: str, allowed: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
