@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import time
+import zoneinfo
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -136,7 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     stations.add_argument(
-        "--url", default="ws://127.0.0.1:9000", help="the central system's base URL (the id is appended)"
+        "--url",
+        help="the central system's base URL (the id is appended; default ws://127.0.0.1:9000,"
+        " with --legacy ws://127.0.0.1:9001, the legacy listener, upgraded on /)",
     )
     stations.add_argument("--count", type=int, default=1)
     stations.add_argument("--id-prefix", default="sim-cs")
@@ -146,6 +149,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     stations.add_argument("--max-power-w", type=float, default=22000.0)
     stations.add_argument("--ramp-w-per-s", type=float, default=3000.0)
     stations.add_argument("--password", default="")
+    stations.add_argument(
+        "--legacy",
+        action="store_true",
+        help="play Series 4 units: a hello line with serial = the station id before the upgrade,"
+        " subprotocol ocpp1.5, OCPP 1.6 with string numbers, zone-less timestamps, an unknown"
+        " field and BootNotification without a serial (--version is ignored)",
+    )
+    stations.add_argument(
+        "--timezone",
+        default="UTC",
+        help="--legacy: the units' clock, in which they write timestamps without a zone (an IANA name)",
+    )
     stations.add_argument(
         "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: until Ctrl-C)"
     )
@@ -425,6 +440,12 @@ async def _sim_stations(args: argparse.Namespace) -> int:
 
     fleet = Fleet()
     version = OcppVersion.V16 if args.version == "1.6" else OcppVersion.V201
+    url = args.url or ("ws://127.0.0.1:9001" if args.legacy else "ws://127.0.0.1:9000")
+    try:
+        zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        print(f"error: sim stations: --timezone {args.timezone!r} is no IANA time zone", file=sys.stderr)
+        return 2
     for i in range(1, args.count + 1):
         spec = StationSpec(
             f"{args.id_prefix}{i}",
@@ -434,8 +455,10 @@ async def _sim_stations(args: argparse.Namespace) -> int:
             max_power_w=args.max_power_w,
             ramp_w_per_s=args.ramp_w_per_s,
             password=args.password,
+            legacy=args.legacy,
+            timezone=args.timezone,
         )
-        fleet.add(SimStation(spec, args.url))
+        fleet.add(SimStation(spec, url))
     stop = await _until_stopped(args.duration)
     fleet.start()
     try:
@@ -453,7 +476,7 @@ async def _sim_stations(args: argparse.Namespace) -> int:
             )
             print(
                 f"error: sim stations: could not connect {len(missing)}/{len(fleet.stations)} station(s) to"
-                f" {args.url} within {args.connect_timeout:g} s: {first.station_id}: {why}",
+                f" {url} within {args.connect_timeout:g} s: {first.station_id}: {why}",
                 file=sys.stderr,
             )
             return EXIT_COULD_NOT_CONNECT

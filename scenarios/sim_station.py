@@ -7,7 +7,9 @@ charging profiles it is given and draws what their composite allows (see
 ``scenarios.charging``), answers configuration requests from a small device model,
 sends MeterValues at the interval it was configured with and promptly after a
 limit change (once when the limit moves and once when the ramp settles), and
-reconnects with exponential backoff.
+reconnects with exponential backoff. With ``legacy`` it is a Series 4 unit
+(``scenarios.legacy_unit``): a hello line before the upgrade on ``/``, then 1.6 in the
+unit's looser dialect.
 
 The OCPP messages of both versions live in ``scenarios.station_ocpp``. Handlers never
 await a CALL of their own (the library would deadlock): they change the model and wake
@@ -23,11 +25,13 @@ import logging
 import socket
 import struct
 import time
+import zoneinfo
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
+from websockets.asyncio.client import connect
 
 from gateway.model import OcppVersion
 from scenarios.charging import (
@@ -38,6 +42,7 @@ from scenarios.charging import (
     profile_from_ocpp,
     purpose_from_ocpp,
 )
+from scenarios.legacy_unit import SUBPROTOCOL, LooseConnection, hello_connection, hello_line
 from scenarios.station_ocpp import Client16, Client201
 
 log = logging.getLogger(__name__)
@@ -65,9 +70,11 @@ class StationSpec:
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
     heartbeat_s: float = 300.0  # until BootNotification says otherwise
+    legacy: bool = False  # a Series 4 unit: the hello (serial = station_id), then 1.6 loosely
+    timezone: str = "UTC"  # a Series 4 unit's clock: its timestamps carry no zone
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "version", OcppVersion(self.version))
+        object.__setattr__(self, "version", OcppVersion.V16 if self.legacy else OcppVersion(self.version))
         object.__setattr__(self, "rate_units", tuple(RateUnit(u) for u in self.rate_units))
 
 
@@ -91,7 +98,8 @@ class SimStation:
 
     def __init__(self, spec: StationSpec, url: str, clock: Clock = time.time) -> None:
         self.spec = spec
-        self.url = url.rstrip("/") + "/" + spec.station_id
+        # A Series 4 unit names itself in its hello and upgrades on "/".
+        self.url = url.rstrip("/") + "/" + ("" if spec.legacy else spec.station_id)
         self.clock = clock
         now = clock()
         self.model = ChargerModel(
@@ -224,15 +232,8 @@ class SimStation:
                 break
             self.attempts += 1
             try:
-                async with websockets.connect(
-                    self.url,
-                    subprotocols=[websockets.Subprotocol(self.spec.version.value)],
-                    additional_headers=self._auth_headers(),
-                    open_timeout=5,
-                    compression=None,
-                    proxy=None,
-                ) as ws:
-                    if ws.subprotocol != self.spec.version.value:
+                async with self._connect() as ws:
+                    if ws.subprotocol not in self._subprotocols():
                         log.warning("%s: server chose subprotocol %r", self.station_id, ws.subprotocol)
                         continue
                     attempt = 0
@@ -255,6 +256,22 @@ class SimStation:
             attempt += 1
             await asyncio.sleep(delay)
 
+    def _connect(self) -> connect:
+        spec = self.spec
+        return connect(
+            self.url,
+            subprotocols=[SUBPROTOCOL if spec.legacy else websockets.Subprotocol(spec.version.value)],
+            additional_headers=self._auth_headers(),
+            open_timeout=5,
+            compression=None,
+            proxy=None,
+            create_connection=hello_connection(hello_line(self.station_id)) if spec.legacy else None,
+        )
+
+    def _subprotocols(self) -> tuple[str | None, ...]:
+        """What the server may choose: a Series 4 unit also takes none."""
+        return (SUBPROTOCOL, None) if self.spec.legacy else (self.spec.version.value,)
+
     def _auth_headers(self) -> dict[str, str] | None:
         if not self.spec.password:
             return None
@@ -265,7 +282,12 @@ class SimStation:
         self._ws = ws
         self.connections += 1
         cp: Client16 | Client201
-        cp = Client16(self, ws) if self.spec.version is OcppVersion.V16 else Client201(self, ws)
+        if self.spec.legacy:
+            cp = Client16(self, LooseConnection(ws, zoneinfo.ZoneInfo(self.spec.timezone), self.clock))
+        elif self.spec.version is OcppVersion.V16:
+            cp = Client16(self, ws)
+        else:
+            cp = Client201(self, ws)
         self.connected.set()
         self.record("connected")
         reader = asyncio.create_task(cp.start(), name=f"sim-reader-{self.station_id}")
