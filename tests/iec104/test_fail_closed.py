@@ -94,3 +94,28 @@ async def test_blocked_loop_never_lets_an_abandoned_command_reach_the_core(
         row = site.runtime.store.audit()[0]
         assert (row.accepted, row.reason) == (False, "timeout")
         assert (await master.send_setpoint(100, 20000.0)).positive
+
+
+async def test_a_command_the_core_took_in_time_is_confirmed_with_its_decision_even_if_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop takes the command before command_timeout_s but is busy past it (a fan-out to
+    thousands of stations): the core stores and applies it, so the answer is positive, late.
+    Before: a negative ACT_CON for a limit that was in force (27 of them at 5,000 stations)."""
+    config = site_config(tmp_path, command_timeout_s=0.3)
+    async with running_site(config) as site, site.master() as master:
+        real = site.runtime.submit_setpoint
+
+        async def busy(event: SetpointReceived) -> SetpointOutcome:
+            time.sleep(0.6)  # noqa: ASYNC251 - the loop busy while deciding, past the timeout
+            return await real(event)
+
+        monkeypatch.setattr(site.runtime, "submit_setpoint", busy)
+        con = await master.send_setpoint(100, 20000.0, timeout_s=5.0)
+        assert con.positive
+        assert site.runtime.view().limit_w == 20000.0
+        rows = site.runtime.store.audit()
+        assert [(r.accepted, r.reason, r.value_w) for r in rows] == [(True, "ok", 20000.0)]
+        registry = site.runtime.metrics.registry
+        assert registry.get_sample_value("ocpp809_iec104_late_confirmations_total") == 1
+        assert registry.get_sample_value("ocpp809_iec104_command_failures_total", {"cause": "timeout"}) == 0
