@@ -207,8 +207,8 @@ class RelayHub:
             relay = StationRelay(self, end)
         self.relays[station_id] = relay
         end.session.relayed = True
-        drain = self.drains.pop(station_id, None)
-        relay.start(after=drain.stop() if drain is not None else None)
+        drain = self.drains.pop(station_id, None)  # stopped before the relay sends anything
+        relay.start(after=asyncio.get_running_loop().create_task(drain.stop()) if drain is not None else None)
         return relay
 
     async def detach(self, relay: UpstreamRelay) -> None:

@@ -8,7 +8,8 @@ the machinery around it; ``relay.StationRelay`` (frames verbatim) and
   station's K14 notice and other gateway pushes are jobs on one queue, taken one at a
   time: toward the CSMS at most one call is in flight (OCPP-J), and nothing overtakes
   what the outbox still holds.
-- **Catch-up.** After the link comes up: the station's last BootNotification again, then
+- **Catch-up.** After the link comes up: the station's last BootNotification again (kept in
+  the outbox file, so also for a station that reconnects without booting), then
   the outbox in order (``replay``), then the station's cap notice.
 - **Boot gate.** A CSMS that answers a BootNotification Pending or Rejected hears nothing
   else on that link until it accepts one (OCPP 1.6 4.2, 2.0.1 B02/B03): the station got
@@ -197,7 +198,10 @@ class UpstreamRelay:
         self.calls = UpstreamCalls(self.station_id, self.link, hub.config.call_timeout_s)
         self.tx = TxMapper(hub.outbox, self.station_id, self.up_rules)  # verbatim 1.6: outage ids
         self._inbox: asyncio.Queue[Job] = asyncio.Queue()
-        self._boot: str | None = None  # the station's last BootNotification as sent upstream, repeated
+        # The station's last BootNotification as sent upstream, repeated on every new link (also
+        # for a station that reconnects to the gateway without booting: the CSMS link is new).
+        known = hub.outbox.link(self.station_id)
+        self._boot = known.boot if known is not None and known.subprotocol == subprotocol else None
         self._boot_status: str | None = None  # the CSMS's answer to it on this link (None: not sent yet)
         self._boot_retry: asyncio.TimerHandle | None = None
         self.fresh_boot_ids = False  # verbatim: the station's own frame is repeated as it was
@@ -210,11 +214,11 @@ class UpstreamRelay:
         self._notice_sent = True
         self._grace: asyncio.TimerHandle | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._after: Awaitable[object] | None = None  # to finish before the first job (an outbox drain)
+        self._after: asyncio.Task[None] | None = None  # to finish before the first job (a drain stopping)
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, after: Awaitable[object] | None = None) -> None:
+    def start(self, after: asyncio.Task[None] | None = None) -> None:
         self._after = after
         self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"relay {self.station_id}")
         self.link.start()
@@ -268,12 +272,8 @@ class UpstreamRelay:
     # -- the worker --------------------------------------------------------------
 
     async def _work(self) -> None:
-        if self._after is not None:
-            try:
-                async with asyncio.timeout(2 * STOP_TIMEOUT_S):
-                    await self._after
-            except Exception:
-                log.exception("%s: the outbox drain did not stop cleanly", self.station_id)
+        if self._after is not None:  # bounded: a drain's stop is bounded twice over
+            await asyncio.wait({self._after}, timeout=2 * STOP_TIMEOUT_S)
             self._after = None
         while True:
             job = await self._inbox.get()

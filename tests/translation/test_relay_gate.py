@@ -105,3 +105,24 @@ async def test_the_outbox_is_replayed_while_the_station_is_away(site: Site, csms
     ended = [f for f in csms.calls_in("AW", "TransactionEvent") if f.payload["eventType"] == "Ended"]
     assert len(ended) == 1
     assert schema_failures(csms_wire(csms, "AW"), OcppVersion.V201) == []
+
+
+async def test_a_station_back_before_the_csms_takes_its_outbox_over(site: Site, csms: Csms201) -> None:
+    hub = site.server.relay_hub
+    assert hub is not None
+    async with station16(site.port, "BK") as cp:
+        assert (await cp.call(_boot())).status == "Accepted"
+        relay = hub.relays["BK"]
+        await csms.stop()
+        await site.until(lambda: not relay.link.up)
+        await cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Faulted"))
+    await site.until(lambda: "BK" in hub.drains)  # the drain waits for the CSMS ...
+    async with station16(site.port, "BK") as cp:
+        await site.until(lambda: "BK" not in hub.drains)  # ... and gives way to the station's relay
+        before = len(csms.calls_in("BK"))
+        await csms.start()
+        await site.until(lambda: not hub.outbox.has_pending("BK"), 10)
+        await cp.call(call16.Heartbeat())
+        await csms.wait_for(lambda: any(f.action == "Heartbeat" for f in csms.calls_in("BK")[before:]))
+    after = [f.action for f in csms.calls_in("BK")[before:]]
+    assert after.count("StatusNotification") == 1 and after[0] == "BootNotification"
