@@ -440,11 +440,13 @@ async def _sim_stations(args: argparse.Namespace) -> int:
 
     fleet = Fleet()
     version = OcppVersion.V16 if args.version == "1.6" else OcppVersion.V201
-    url = args.url or ("ws://127.0.0.1:9001" if args.legacy else "ws://127.0.0.1:9000")
+    # Namespaces built by hand (the tests, older scripts) may lack the --legacy options.
+    legacy, timezone = getattr(args, "legacy", False), getattr(args, "timezone", "UTC")
+    url = args.url or ("ws://127.0.0.1:9001" if legacy else "ws://127.0.0.1:9000")
     try:
-        zoneinfo.ZoneInfo(args.timezone)
+        zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        print(f"error: sim stations: --timezone {args.timezone!r} is no IANA time zone", file=sys.stderr)
+        print(f"error: sim stations: --timezone {timezone!r} is no IANA time zone", file=sys.stderr)
         return 2
     for i in range(1, args.count + 1):
         spec = StationSpec(
@@ -455,8 +457,8 @@ async def _sim_stations(args: argparse.Namespace) -> int:
             max_power_w=args.max_power_w,
             ramp_w_per_s=args.ramp_w_per_s,
             password=args.password,
-            legacy=args.legacy,
-            timezone=args.timezone,
+            legacy=legacy,
+            timezone=timezone,
         )
         fleet.add(SimStation(spec, url))
     stop = await _until_stopped(args.duration)
