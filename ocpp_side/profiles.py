@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -67,9 +68,17 @@ def stack_levels(settings: ProfileSettings, caps: StationCaps) -> tuple[int, int
     return live, fallback
 
 
+_TENTH = Decimal("0.1")
+
+
 def floor_tenth(value: float) -> float:
-    """Down to the 0.1 resolution OCPP 1.6 accepts, never below 0."""
-    return max(0.0, math.floor(value * 10 + 1e-6) / 10)
+    """Down to the 0.1 resolution OCPP 1.6 accepts, never below 0 and never above ``value``.
+
+    In decimal, from the float's shortest spelling: 16.3 stays 16.3, where float arithmetic
+    needs an epsilon that rounds a large value up (99999.99999999 became 100000.0)."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite limit: {value}")
+    return max(0.0, float(Decimal(repr(float(value))).quantize(_TENTH, rounding=ROUND_FLOOR)))
 
 
 def limit_in_unit(limit_w: float, caps: StationCaps) -> float:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.model import OcppVersion
 from ocpp_side import schemas, v16, v201
@@ -12,6 +16,7 @@ from ocpp_side.profiles import (
     ProfileSettings,
     RateUnit,
     StationCaps,
+    floor_tenth,
     limit_in_unit,
     retry_delay_s,
     stack_levels,
@@ -90,3 +95,11 @@ def test_stack_levels_fit_the_station(max_stack: int | None, levels: tuple[int, 
 def test_backoff() -> None:
     assert [retry_delay_s(n) for n in range(8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     assert retry_delay_s(100, base_s=0.5) == 60.0
+
+
+@given(st.floats(0, 1e7, allow_nan=False))
+def test_floor_tenth_is_never_above_the_value_and_at_most_a_tenth_below(value: float) -> None:
+    tenth = floor_tenth(value)
+    assert tenth <= value
+    assert value - tenth < 0.1 + 1e-9 * max(1.0, value)
+    assert Decimal(repr(tenth)) == Decimal(repr(tenth)).quantize(Decimal("0.1"))  # 1.6's multipleOf 0.1
