@@ -14,25 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from gateway.model import OcppVersion
 from ocpp_side import codec
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind
 from ocpp_side.outbox import StationLink
-from ocpp_side.relay_link import NOT_ACCEPTED, TxMapper, UpstreamCalls, replay
+from ocpp_side.relay_link import NOT_ACCEPTED, Hub, TxMapper, UpstreamCalls, replay
 from ocpp_side.upstream import STOP_TIMEOUT_S, UpstreamLink
 from ocpp_side.versions import rules_for
-
-if TYPE_CHECKING:
-    from ocpp_side.relay import RelayHub
 
 log = logging.getLogger(__name__)
 
 
 class OutboxDrain:
-    def __init__(self, hub: RelayHub, station_id: str, station_link: StationLink) -> None:
+    def __init__(
+        self, hub: Hub, station_id: str, station_link: StationLink, done: Callable[[OutboxDrain], None]
+    ) -> None:
         self.hub = hub
+        self._done = done  # told when the drain ends, however
         self.station_id = station_id
         self.boot = station_link.boot
         self.rules = rules_for(OcppVersion(station_link.subprotocol))
@@ -92,7 +92,7 @@ class OutboxDrain:
         finally:
             with contextlib.suppress(Exception):
                 await self.link.stop()
-            self.hub.drained(self)
+            self._done(self)
 
     async def _drain_once(self) -> float | None:
         """One attempt on the current link: None when done (or down), else seconds to wait."""

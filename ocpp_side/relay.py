@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
-
-from prometheus_client import Counter, Gauge
 
 from gateway.config import OcppConfig, UpstreamConfig
 from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
@@ -61,9 +60,9 @@ from ocpp_side.csms_guard import judge
 from ocpp_side.limit_notice import boot_notification, limit_notice
 from ocpp_side.outbox import Outbox
 from ocpp_side.outbox_drain import OutboxDrain
-from ocpp_side.relay_link import BOOT, StationEnd, UpstreamRelay
+from ocpp_side.relay_link import BOOT, RelayMetrics, StationEnd, UpstreamRelay
 from ocpp_side.session import CallOutcome
-from ocpp_side.translated_relay import NOT_SUPPORTED_ACTIONS, TranslatedRelay, Translators
+from ocpp_side.translated_relay import TranslatedRelay, Translators
 from ocpp_side.translation.api import TranslationState
 from ocpp_side.upstream import LinkSettings, UpstreamLink, client_ssl_context
 from ocpp_side.versions import rules_for
@@ -71,50 +70,6 @@ from ocpp_side.versions import rules_for
 log = logging.getLogger(__name__)
 
 __all__ = ["GatewayIdentity", "RelayHub", "StationEnd", "StationRelay"]
-
-
-class RelayMetrics:
-    def __init__(self, runtime: CoreRuntime) -> None:
-        r = runtime.metrics.registry
-        self.links_up = Gauge(
-            "ocpp809_upstream_links_up", "Station links to the CSMS that are up", registry=r
-        )
-        self.relayed = Counter(
-            "ocpp809_upstream_calls_relayed", "CALLs relayed, by direction", ["direction"], registry=r
-        )
-        self.local = Counter(
-            "ocpp809_upstream_calls_answered_locally", "Station calls answered without the CSMS", registry=r
-        )
-        self.outbox_appended = Counter(
-            "ocpp809_upstream_outbox_appended", "Station messages kept for the CSMS", registry=r
-        )
-        self.outbox_replayed = Counter(
-            "ocpp809_upstream_outbox_replayed", "Kept messages delivered to the CSMS", registry=r
-        )
-        self.outbox_dropped = Counter(
-            "ocpp809_upstream_outbox_dropped",
-            "Kept messages dropped by the outbox's size or age bound, never delivered",
-            registry=r,
-        )
-        self.outbox_depth = Gauge(
-            "ocpp809_upstream_outbox_depth", "Messages waiting in the outbox for the CSMS", registry=r
-        )
-        self.guarded = Counter(
-            "ocpp809_upstream_csms_calls_guarded",
-            "CSMS calls changed or refused to keep the DSO cap",
-            ["action", "verdict"],
-            registry=r,
-        )
-        self.not_supported = Counter(
-            "ocpp809_relay_not_supported",
-            "2.0.1 CSMS calls refused NotSupported for a translated 1.6 station, by action",
-            ["action"],
-            registry=r,
-        )
-        for action in NOT_SUPPORTED_ACTIONS:
-            self.not_supported.labels(action)
-        self.relayed.labels("station_to_csms")
-        self.relayed.labels("csms_to_station")
 
 
 class RelayHub:
@@ -132,7 +87,8 @@ class RelayHub:
         self.ssl_context = client_ssl_context(config) if config.csms_url.startswith("wss://") else None
         self.relays: dict[str, UpstreamRelay] = {}
         self.drains: dict[str, OutboxDrain] = {}
-        self.translate = config.csms_protocol == "ocpp2.0.1"
+        # "station": every station in its own version; else the CSMS's version, others translated.
+        self.csms_version = None if config.csms_protocol == "station" else OcppVersion(config.csms_protocol)
         self.translators: Translators | None = None  # loaded with the first translated station
         self.states: dict[str, TranslationState] = {}  # per translated station, saved in the outbox file
         self.site_in_force = False  # a DSO limit holds the site below its capacity
@@ -179,7 +135,9 @@ class RelayHub:
         log.info(
             "relaying stations to the CSMS at %s (%s)",
             self.config.csms_url,
-            "1.6 stations translated to 2.0.1" if self.translate else "each in its own version",
+            "each station in its own version"
+            if self.csms_version is None
+            else f"every station as {self.csms_version.value}, others translated",
         )
 
     async def stop(self) -> None:
@@ -199,10 +157,10 @@ class RelayHub:
             old.session.relayed = False  # what the replaced connection still reads is answered there
             asyncio.get_running_loop().create_task(old.stop())
         relay: UpstreamRelay
-        if self.translate and end.session.version is OcppVersion.V16:
+        if self.csms_version is not None and end.session.version is not self.csms_version:
             if self.translators is None:
                 self.translators = Translators.load()
-            relay = TranslatedRelay(self, end, self.translators)
+            relay = TranslatedRelay(self, end, self.csms_version, self.translators)
         else:
             relay = StationRelay(self, end)
         self.relays[station_id] = relay
@@ -223,10 +181,10 @@ class RelayHub:
         station_link = self.outbox.link(station_id)
         if station_link is None or station_id in self.drains or station_id in self.relays:
             return
-        drain = self.drains[station_id] = OutboxDrain(self, station_id, station_link)
+        drain = self.drains[station_id] = OutboxDrain(self, station_id, station_link, self._drained)
         drain.start()
 
-    def drained(self, drain: OutboxDrain) -> None:
+    def _drained(self, drain: OutboxDrain) -> None:
         """``drain`` has finished (or failed): forget it."""
         if self.drains.get(drain.station_id) is drain:
             del self.drains[drain.station_id]
@@ -350,19 +308,20 @@ class StationRelay(UpstreamRelay):
 
     def _station_tx(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """``payload`` with the CSMS's 1.6 transaction id put back to the station's, or None."""
-        csms_of = self.tx.csms_of
+        csms_of = self.tx.csms_of  # only ever filled for a version whose central system numbers them
         if not csms_of:
             return None
         local_of = {csms: local for local, csms in csms_of.items()}
         if action in self.rules.CSMS_TX_REFERENCES:
             local = local_of.get(payload["transactionId"])
             return None if local is None else {**payload, "transactionId": local}
-        if action == "SetChargingProfile" and self.version is OcppVersion.V16:  # a TxProfile names one
-            profile = payload["csChargingProfiles"]
-            local = local_of.get(profile.get("transactionId"))
+        if action == "SetChargingProfile":  # a TxProfile names one
+            local = local_of.get(self.rules.profile_of(payload).get("transactionId"))  # type: ignore[arg-type]
             if local is None:
                 return None
-            return {**payload, "csChargingProfiles": {**profile, "transactionId": local}}
+            mapped = copy.deepcopy(payload)
+            self.rules.profile_of(mapped)["transactionId"] = local
+            return mapped
         return None
 
 

@@ -28,20 +28,23 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from prometheus_client import Counter, Gauge
+
+from gateway.config import OcppConfig, UpstreamConfig
 from gateway.model import OcppVersion
+from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError
 from ocpp_side.csms_guard import capped_max_profile
 from ocpp_side.limit_notice import StationCapNotices, so_limit_call
 from ocpp_side.outbox import Outbox
 from ocpp_side.session import CallOutcome, StationSession
-from ocpp_side.upstream import STOP_TIMEOUT_S, UpstreamLink
+from ocpp_side.translation.api import TranslationState
+from ocpp_side.translation.downward import NO_COUNTERPART
+from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink
 from ocpp_side.versions import VersionRules, rules_for
-
-if TYPE_CHECKING:
-    from ocpp_side.relay import RelayHub
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,65 @@ Reply = tuple[CallResult | CallError, str]
 Exchange = Callable[[str, str], Awaitable[Reply | None]]
 BOOT = "BootNotification"
 NOT_ACCEPTED = frozenset({"Pending", "Rejected"})
+
+
+class RelayMetrics:
+    def __init__(self, runtime: CoreRuntime) -> None:
+        r = runtime.metrics.registry
+        self.links_up = Gauge(
+            "ocpp809_upstream_links_up", "Station links to the CSMS that are up", registry=r
+        )
+        self.relayed = Counter(
+            "ocpp809_upstream_calls_relayed", "CALLs relayed, by direction", ["direction"], registry=r
+        )
+        self.local = Counter(
+            "ocpp809_upstream_calls_answered_locally", "Station calls answered without the CSMS", registry=r
+        )
+        self.outbox_appended = Counter(
+            "ocpp809_upstream_outbox_appended", "Station messages kept for the CSMS", registry=r
+        )
+        self.outbox_replayed = Counter(
+            "ocpp809_upstream_outbox_replayed", "Kept messages delivered to the CSMS", registry=r
+        )
+        self.outbox_dropped = Counter(
+            "ocpp809_upstream_outbox_dropped",
+            "Kept messages dropped by the outbox's size or age bound, never delivered",
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "ocpp809_upstream_outbox_depth", "Messages waiting in the outbox for the CSMS", registry=r
+        )
+        self.guarded = Counter(
+            "ocpp809_upstream_csms_calls_guarded",
+            "CSMS calls changed or refused to keep the DSO cap",
+            ["action", "verdict"],
+            registry=r,
+        )
+        self.not_supported = Counter(
+            "ocpp809_relay_not_supported",
+            "2.0.1 CSMS calls refused NotSupported for a translated 1.6 station, by action",
+            ["action"],
+            registry=r,
+        )
+        for action in sorted(NO_COUNTERPART):  # 2.0.1 requests 1.6 has no counterpart of: from zero
+            self.not_supported.labels(action)
+        self.relayed.labels("station_to_csms")
+        self.relayed.labels("csms_to_station")
+
+
+class Hub(Protocol):
+    """What a station relay (and an outbox drain) uses of ``relay.RelayHub``."""
+
+    config: UpstreamConfig
+    ocpp: OcppConfig
+    runtime: CoreRuntime
+    metrics: RelayMetrics
+    outbox: Outbox
+    reserved_ids: frozenset[int]
+
+    def link_settings(self, identity: str, subprotocol: str, password: str) -> LinkSettings: ...
+
+    def translation_state(self, station_id: str) -> TranslationState: ...
 
 
 class StationEnd(Protocol):
@@ -179,7 +241,7 @@ Job = StationJob | PushJob | str
 class UpstreamRelay:
     """One station's link to the CSMS; see the module docstring. Subclasses say how calls cross."""
 
-    def __init__(self, hub: RelayHub, end: StationEnd, subprotocol: str) -> None:
+    def __init__(self, hub: Hub, end: StationEnd, subprotocol: str) -> None:
         self.hub = hub
         self.end = end
         self.session = end.session

@@ -35,13 +35,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from gateway.model import OcppVersion
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolation
 from ocpp_side.csms_guard import judge
-from ocpp_side.relay_link import BOOT, PushJob, StationEnd, UpstreamRelay, gateway_message_id
+from ocpp_side.relay_link import BOOT, Hub, PushJob, StationEnd, UpstreamRelay, gateway_message_id
 from ocpp_side.session import CallOutcome
 from ocpp_side.translation import downward, upward
 from ocpp_side.translation.api import (
@@ -54,17 +53,10 @@ from ocpp_side.translation.api import (
     TranslationState,
 )
 
-if TYPE_CHECKING:
-    from ocpp_side.relay import RelayHub
-
 log = logging.getLogger(__name__)
 
-V16, V201 = OcppVersion.V16, OcppVersion.V201
 TranslateFn = Callable[[TranslationState, str, str, Payload, datetime], Translation]
 
-# 2.0.1 CSMS requests with no 1.6 counterpart: their NotSupported counter starts at zero
-# (whatever ``downward`` refuses is counted, listed there or not).
-NOT_SUPPORTED_ACTIONS = tuple(sorted(downward.NO_COUNTERPART))
 _GUARDED = frozenset({"SetChargingProfile", "ClearChargingProfile"})
 
 
@@ -81,8 +73,10 @@ class Translators:
 
 
 class TranslatedRelay(UpstreamRelay):
-    def __init__(self, hub: RelayHub, end: StationEnd, translators: Translators) -> None:
-        super().__init__(hub, end, V201.value)
+    def __init__(
+        self, hub: Hub, end: StationEnd, csms_version: OcppVersion, translators: Translators
+    ) -> None:
+        super().__init__(hub, end, csms_version.value)
         self.translators = translators
         self.fresh_boot_ids = True
         self.state = hub.translation_state(self.station_id)
@@ -111,7 +105,7 @@ class TranslatedRelay(UpstreamRelay):
         if session.closed:
             return
         try:
-            schemas.validate(V16, call.action, call.payload, request=True)
+            schemas.validate(self.version, call.action, call.payload, request=True)
         except OcppViolation:
             await self._answer_locally(call)  # the same CALLERROR as standalone; nothing forwarded
             return
@@ -166,7 +160,7 @@ class TranslatedRelay(UpstreamRelay):
             return None
         assert type(frame) is CallResult
         try:
-            schemas.validate(V201, action, frame.payload, request=False)
+            schemas.validate(self.up_rules.VERSION, action, frame.payload, request=False)
         except OcppViolation as exc:
             log.warning("%s: the CSMS's %s answer is invalid: %s", self.station_id, action, exc)
             return None
@@ -187,7 +181,7 @@ class TranslatedRelay(UpstreamRelay):
             payload = self._local_answer(call, payload, now)
         if payload is not None:
             try:
-                schemas.validate(V16, call.action, payload, request=False)
+                schemas.validate(self.version, call.action, payload, request=False)
             except OcppViolation as exc:
                 log.error("%s: the translated %s answer is invalid: %s", self.station_id, call.action, exc)
                 payload = None
@@ -214,7 +208,7 @@ class TranslatedRelay(UpstreamRelay):
 
     def _csms_call(self, call: Call, text: str) -> None:
         try:
-            schemas.validate(V201, call.action, call.payload, request=True)
+            schemas.validate(self.up_rules.VERSION, call.action, call.payload, request=True)
         except OcppViolation as exc:
             self.error_upstream(call.unique_id, exc.kind, exc.description)
             return
@@ -264,7 +258,7 @@ class TranslatedRelay(UpstreamRelay):
             follow_up = translation.follow_up(answers)
         finally:
             self._save(before)
-        schemas.validate(V201, call.action, answer, request=False)  # ours: invalid is a bug
+        schemas.validate(self.up_rules.VERSION, call.action, answer, request=False)  # ours: invalid is a bug
         self.link.send(codec.encode_result(call.unique_id, answer))
         self.hub.metrics.relayed.labels("csms_to_station").inc()
         if follow_up:
