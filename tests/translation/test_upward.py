@@ -22,7 +22,7 @@ import ocpp.v16.call_result
 import ocpp.v201.call
 import ocpp.v201.enums as e201
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ocpp.charge_point import camel_to_snake_case
 from ocpp.messages import Call as LibCall
@@ -30,10 +30,12 @@ from ocpp.messages import CallResult as LibCallResult
 from ocpp.messages import _validate_payload
 
 from gateway.model import OcppVersion
+from ocpp_side.codec import OcppViolation
 from ocpp_side.schemas import validate
 from ocpp_side.translation import up_meter, up_status, up_tx, upward
 from ocpp_side.translation.api import Out, Refused, Translated, TranslationState
 from ocpp_side.translation.up_common import CLOSED, OFFLINE_INTERVAL_S, PROBLEMS
+from tests.fuzz import ocpp_cases
 
 Payload = dict[str, Any]
 NOW = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
@@ -49,7 +51,7 @@ def check_call(call: Out) -> None:
     validate(OcppVersion.V201, call.action, call.payload, request=True)
     _validate_payload(LibCall("1", call.action, copy.deepcopy(call.payload)), "2.0.1")
     getattr(ocpp.v201.call, call.action)(**camel_to_snake_case(call.payload))
-    assert json.loads(json.dumps(call.payload)) == call.payload  # plain JSON, no NaN
+    assert json.loads(json.dumps(call.payload, allow_nan=False)) == call.payload  # plain JSON, no NaN or inf
 
 
 def check_answer(action: str, answer: Payload) -> None:
@@ -1109,3 +1111,52 @@ def test_random_sessions_keep_transactions_whole_and_survive_a_json_round_trip(
         assert len(tx201) <= 36
     # One 2.0.1 transaction per 1.6 transaction.
     assert len(set(station.tx201_of.values())) == len(station.tx201_of)
+
+
+# -- properties: any schema-valid 1.6 call -----------------------------------------------
+
+
+def _valid(version: OcppVersion, action: str, payload: Any, request: bool) -> bool:
+    try:
+        validate(version, action, payload, request=request)
+    except OcppViolation:
+        return False
+    return True
+
+
+def _csms_answers(action: str) -> st.SearchStrategy[Any]:
+    path = Path(ocpp.__file__).parent / "v201" / "schemas" / f"{action}Response.json"
+    schema = json.loads(path.read_text(encoding="utf-8-sig"))
+    return ocpp_cases._from_schema(schema, schema)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+@given(st.data())
+def test_any_valid_16_call_gives_valid_201_calls_and_a_valid_16_answer(data: st.DataObject) -> None:
+    """Never raises, never touches its input, and whatever the CSMS answers (or not), the
+    station gets a schema-valid answer; the state stays JSON-clean."""
+    action = data.draw(st.sampled_from(ocpp_cases.station_actions(OcppVersion.V16)), label="action")
+    payload = data.draw(ocpp_cases.payloads(OcppVersion.V16, action), label="payload")
+    assume(_valid(OcppVersion.V16, action, payload, request=True))
+    state = TranslationState()
+    if data.draw(st.booleans(), label="a transaction open"):
+        tx16 = payload.get("transactionId", 1)
+        state.tx201_of[tx16], state.tx_connector[tx16] = "open-before", payload.get("connectorId", 1)
+        state.seq_no["open-before"] = 3
+    original = copy.deepcopy(payload)
+    result = upward.translate(state, STATION, action, payload, NOW)
+    assert payload == original
+    assert isinstance(result, Translated)
+    for call in result.calls:
+        check_call(call)
+    check_answer(action, result.answer([None] * len(result.calls)))
+    answers = [data.draw(_csms_answers(c.action), label=f"{c.action} answer") for c in result.calls]
+    # The shell hands over only schema-valid CSMS answers (None for the others).
+    answers = [
+        a if _valid(OcppVersion.V201, c.action, a, request=False) else None
+        for c, a in zip(result.calls, answers, strict=True)
+    ]
+    check_answer(action, result.answer(answers))
+    assert TranslationState.from_json(state.to_json()).to_json() == state.to_json()
