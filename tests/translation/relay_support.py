@@ -65,6 +65,7 @@ class Wire:
 @dataclass
 class CsmsBehaviour:
     boot_status: list[str] = field(default_factory=list)  # answers to boots, in turn; then Accepted
+    boot_interval_s: int = 300
 
 
 class Central201(ChargePoint201):  # type: ignore[misc]
@@ -77,7 +78,8 @@ class Central201(ChargePoint201):  # type: ignore[misc]
     @on("BootNotification")
     def on_boot(self, **_: Any) -> Any:
         status = self.behaviour.boot_status.pop(0) if self.behaviour.boot_status else "Accepted"
-        return result201.BootNotification(current_time=now_iso(), interval=300, status=status)
+        interval = self.behaviour.boot_interval_s
+        return result201.BootNotification(current_time=now_iso(), interval=interval, status=status)
 
     @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:

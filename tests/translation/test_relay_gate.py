@@ -126,3 +126,20 @@ async def test_a_station_back_before_the_csms_takes_its_outbox_over(site: Site, 
         await csms.wait_for(lambda: any(f.action == "Heartbeat" for f in csms.calls_in("BK")[before:]))
     after = [f.action for f in csms.calls_in("BK")[before:]]
     assert after.count("StatusNotification") == 1 and after[0] == "BootNotification"
+
+
+async def test_a_rejected_repeated_boot_is_tried_again_after_the_interval(site: Site, csms: Csms201) -> None:
+    hub = site.server.relay_hub
+    assert hub is not None
+    async with station16(site.port, "RJ") as cp:
+        assert (await cp.call(_boot())).status == "Accepted"
+        relay = hub.relays["RJ"]
+        await csms.stop()
+        await site.until(lambda: not relay.link.up)
+        await cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Unavailable"))
+        csms.behaviour.boot_status, csms.behaviour.boot_interval_s = ["Rejected"], 1
+        before = len(csms.calls_in("RJ"))
+        await csms.start()
+        await csms.wait_for(lambda: "StatusNotification" in _actions(csms, "RJ")[before:], 10)
+    # The gateway's repeated boot was rejected: nothing else went until it was accepted.
+    assert _actions(csms, "RJ")[before:] == ["BootNotification", "BootNotification", "StatusNotification"]

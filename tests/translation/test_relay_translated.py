@@ -15,6 +15,7 @@ from ocpp.v201 import call as call201
 
 from gateway.events import SetpointReceived
 from gateway.model import OcppVersion
+from tests.relay.conftest import relay_station
 from tests.translation.relay_support import (
     Csms201,
     Site,
@@ -384,3 +385,22 @@ async def test_each_station_hears_its_own_dso_cap(make_site: MakeSite, csms: Csm
         await csms.wait_for(lambda: len(csms.calls_in("CP6", "ClearedChargingLimit")) == 1)
         assert csms.calls_in("CP6", "ClearedChargingLimit")[0].payload == {"chargingLimitSource": "SO"}
     _assert_clean(csms, "CP6", cp)
+
+
+async def test_a_201_station_beside_them_stays_verbatim_and_hears_its_cap(
+    make_site: MakeSite, csms: Csms201
+) -> None:
+    site = await make_site()
+    async with relay_station(site.port, "CP201", "ocpp2.0.1") as cp:
+        await cp.call(
+            call201.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp")
+        )
+        await cp.call(call201.Heartbeat())
+        await site.until(lambda: (v := site.station("CP201")) is not None and v.enforced)
+        assert (await site.runtime.submit_setpoint(SetpointReceived(15000.0))).accepted
+        await csms.wait_for(lambda: len(csms.calls_in("CP201", "NotifyChargingLimit")) == 1)
+    station_calls = [f.raw for f in csms.calls_in("CP201") if f.action != "NotifyChargingLimit"]
+    assert station_calls == cp.wire.calls_sent()  # verbatim, byte for byte
+    notice = csms.calls_in("CP201", "NotifyChargingLimit")[0].payload
+    assert notice["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 15000.0
+    assert schema_failures(csms_wire(csms, "CP201"), OcppVersion.V201) == []
