@@ -38,7 +38,7 @@ from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.connection import ShellContext, StationConnection
 from ocpp_side.gc_tuning import LongLivedObjects
-from ocpp_side.legacy.listener import LegacyListener
+from ocpp_side.legacy.listener import LegacyListener, LegacyMetrics
 from ocpp_side.limit_slot import ProfileBook
 from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
@@ -182,9 +182,10 @@ class StationServer:
         if upstream is not None and upstream.csms_url:
             self.relay_hub = RelayHub(config, upstream, runtime)
         self.legacy: LegacyListener | None = None  # Series 4 units: a hello line, then 1.6
+        legacy_metrics = LegacyMetrics(runtime.metrics.registry)
         if legacy is not None and legacy.enabled:
             self.legacy = LegacyListener(
-                legacy, config, self.session_context, runtime.metrics.registry, self.peer_log, self.clock
+                legacy, config, self.session_context, legacy_metrics, self.peer_log, self.clock
             )
 
     # -- public ------------------------------------------------------------------

@@ -53,6 +53,8 @@ ServeStation = Callable[[ServerConnection, str, StationSession], Awaitable[None]
 
 
 class LegacyMetrics:
+    """Registered with every station server, enabled or not: the families are always there."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.refused = Counter(
             "ocpp809_legacy_refused",
@@ -225,7 +227,7 @@ class LegacyListener:
         legacy: LegacyConfig,
         ocpp: OcppConfig,
         session_context: SessionContext,
-        registry: CollectorRegistry,
+        metrics: LegacyMetrics,
         peer_log: PeerLog,
         clock: Callable[[], float],
     ) -> None:
@@ -234,7 +236,7 @@ class LegacyListener:
         self.session_context = session_context
         self.clock = clock
         self.zone = zoneinfo.ZoneInfo(legacy.timezone)
-        self.metrics = LegacyMetrics(registry)
+        self.metrics = metrics
         self.leniencies = LeniencyLog(self.metrics)
         rules = HelloRules.from_config(legacy.hello_pattern, legacy.identity_template)
         self.gate = HelloGate(rules, ocpp.handshake_timeout_s, self.metrics, peer_log)
