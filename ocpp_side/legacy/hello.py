@@ -9,7 +9,8 @@ the socket and the clock and asks ``receive_eof`` / ``timed_out`` when those hap
 The rules, each once:
 
 - the line ends at ``\\n`` (a ``\\r`` before it is dropped) within ``MAX_HELLO_BYTES``;
-- it is printable ASCII; an HTTP request line instead means the unit sent no hello;
+- it is printable ASCII; an HTTP request line instead means the unit sent no hello, a
+  TLS handshake that the unit speaks TLS where the gateway does not;
 - ``hello_pattern`` (``re.search``) finds the named group ``serial`` in it;
 - the identity is ``identity_template.format(serial=...)``, held to the same station-id
   rule as the main listener's path (``ocpp_side.station_id``).
@@ -26,6 +27,7 @@ from ocpp_side.station_id import BadStationId, check_station_id
 
 MAX_HELLO_BYTES = 512  # the line with its end; a real hello is under 100
 _HTTP_REQUEST = re.compile(rb"^[A-Z]{3,7} \S+ HTTP/\d")
+_TLS_HANDSHAKE = b"\x16\x03"  # a TLS record: handshake, version 3.x
 
 
 class RefusalReason(StrEnum):
@@ -108,6 +110,13 @@ class HelloReader:
         if self.outcome is not None:
             return self.outcome
         self._buffer += data
+        if self._buffer.startswith(_TLS_HANDSHAKE):
+            self.outcome = Refused(
+                RefusalReason.BAD_HELLO,
+                "a TLS handshake instead of a hello line (TLS is on at the unit only)",
+            )
+            self._buffer.clear()
+            return self.outcome
         end = self._buffer.find(b"\n", 0, self.rules.max_bytes)
         if end < 0:
             if len(self._buffer) < self.rules.max_bytes:
