@@ -90,6 +90,8 @@ class RelayHub:
         # "station": every station in its own version; else the CSMS's version, others translated.
         self.csms_version = None if config.csms_protocol == "station" else OcppVersion(config.csms_protocol)
         self.translators: Translators | None = None  # loaded with the first translated station
+        if self.csms_version is not None:
+            self.metrics.translating()
         self.states: dict[str, TranslationState] = {}  # per translated station, saved in the outbox file
         self.site_in_force = False  # a DSO limit holds the site below its capacity
         self.identity: GatewayIdentity | None = None

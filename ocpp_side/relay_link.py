@@ -92,10 +92,13 @@ class RelayMetrics:
             ["action"],
             registry=r,
         )
-        for action in sorted(NO_COUNTERPART):  # 2.0.1 requests 1.6 has no counterpart of: from zero
-            self.not_supported.labels(action)
         self.relayed.labels("station_to_csms")
         self.relayed.labels("csms_to_station")
+
+    def translating(self) -> None:
+        """Stations are translated: the 2.0.1 requests 1.6 has no counterpart of count from zero."""
+        for action in sorted(NO_COUNTERPART):
+            self.not_supported.labels(action)
 
 
 class Hub(Protocol):
