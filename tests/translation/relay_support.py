@@ -5,11 +5,14 @@ both wires recorded so a test can check each against the official schemas."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +151,11 @@ class _Recording:
 class Csms201:
     """Serves ``ws://127.0.0.1:{port}/{station_id}`` in ``ocpp2.0.1`` only; stop and start keep the port."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, password: str | None = None) -> None:
+        self.ssl_context = ssl_context  # wss (security profiles 2 and 3)
+        self.password = password  # Basic Auth required, user = the station id (profiles 1 and 2)
+        self.peers: list[tuple[str | None, list[str]]] = []  # (Basic Auth user, client cert CNs) accepted
+        self.refused: list[int] = []  # HTTP statuses of refused handshakes
         self.port = 0
         self.frames: list[Wire] = []
         self.behaviour = CsmsBehaviour()
@@ -159,7 +166,7 @@ class Csms201:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await websockets.serve(
@@ -168,6 +175,8 @@ class Csms201:
             self.port,
             subprotocols=[websockets.Subprotocol("ocpp2.0.1")],
             compression=None,
+            ssl=self.ssl_context,
+            process_request=self._check,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -199,6 +208,20 @@ class Csms201:
     async def call(self, station_id: str, payload: Any, suppress: bool = True) -> Any:
         """The station's answer; a CALLERROR raises unless ``suppress`` (then None)."""
         return await self.stations[station_id].call(payload, suppress=suppress)
+
+    def _check(self, connection: Any, request: Any) -> Any:
+        station_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        user: str | None = None
+        if self.password is not None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            user, _, password = base64.b64decode(token or "").decode().partition(":")
+            if scheme != "Basic" or user != station_id or password != self.password:
+                self.refused.append(401)
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong credentials\n")
+        peer = connection.transport.get_extra_info("peercert") if self.ssl_context else None
+        names = [v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"]
+        self.peers.append((user, names))
+        return None
 
     async def _handle(self, ws: Any) -> None:
         station_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
