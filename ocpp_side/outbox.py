@@ -88,6 +88,7 @@ class Outbox:
             self._db.execute("SELECT station_id, COUNT(*) FROM outbox GROUP BY station_id").fetchall()
         )
         self._warned: set[tuple[str, str]] = set()  # (station, "size" | "age") already warned of
+        self._depth = sum(self._rows.values())
 
     def close(self) -> None:
         self._db.close()
@@ -95,7 +96,7 @@ class Outbox:
     @property
     def depth(self) -> int:
         """Rows kept, all stations."""
-        return sum(self._rows.values())
+        return self._depth
 
     def append(
         self, station_id: str, action: str, raw: str, local_tx: int | None = None, now_s: float | None = None
@@ -117,6 +118,7 @@ class Outbox:
             (station_id, action, raw, local_tx, now_s),
         )
         rows = self._rows[station_id] = self._rows.get(station_id, 0) + 1
+        self._depth += 1
         if rows >= WARN_FRACTION * MAX_ROWS_PER_STATION and (station_id, "size") not in self._warned:
             self._warned.add((station_id, "size"))
             log.warning(
@@ -173,6 +175,7 @@ class Outbox:
         return dropped
 
     def _counted(self, station_id: str, change: int) -> None:
+        self._depth += change
         rows = self._rows.get(station_id, 0) + change
         if rows > 0:
             self._rows[station_id] = rows
