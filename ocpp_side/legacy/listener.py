@@ -84,6 +84,14 @@ class HelloGate:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.peer_log = peer_log
+        self.connections: set[HelloConnection] = set()  # until their socket closes
+
+    def closing(self) -> None:
+        """The listener stops: connections still before their upgrade request are closed now
+        (websockets closes the open ones), without a refusal line."""
+        for connection in list(self.connections):
+            if connection.request is None:
+                connection.drop()
 
     def read(self, connection: ServerConnection, hello: Hello) -> None:
         log.info(
@@ -129,7 +137,13 @@ class HelloConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.gate.connections.add(self)
         self._deadline = self.loop.call_later(self.gate.timeout_s, self._opening_timed_out)
+
+    def drop(self) -> None:
+        """Close before the upgrade, saying nothing (the listener stops)."""
+        self._refused = True
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.hello is not None:
@@ -156,6 +170,7 @@ class HelloConnection(ServerConnection):
         super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gate.connections.discard(self)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -283,6 +298,7 @@ class LegacyListener:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            self.gate.closing()
             await self._server.wait_closed()
             self._server = None
 

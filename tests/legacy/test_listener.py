@@ -285,3 +285,22 @@ async def test_disabled_means_no_listener(make_site: SiteFactory) -> None:
 def test_the_simulators_unknown_field_is_unknown_to_ocpp16() -> None:
     schemas = Path(ocpp.__file__).parent / "v16" / "schemas"
     assert not [p.name for p in schemas.glob("*.json") if UNKNOWN_FIELD in p.read_text(encoding="utf-8-sig")]
+
+
+async def test_stopping_closes_units_still_before_their_upgrade_at_once(
+    make_site: SiteFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = await make_site(ocpp={"handshake_timeout_s": 60.0})
+    silent = await asyncio.open_connection("127.0.0.1", site.legacy_port)
+    greeted = await asyncio.open_connection("127.0.0.1", site.legacy_port)
+    greeted[1].write(HELLO)
+    await site.until(lambda: len(site.server.legacy.gate.connections) == 2)  # type: ignore[union-attr]
+    async with asyncio.timeout(5.0):  # not the 60 s opening deadline
+        await site.server.stop()
+    for reader, writer in (silent, greeted):
+        try:
+            assert await closed_by_gateway(reader) == b""
+        except ConnectionResetError:
+            pass  # closed as well
+        writer.close()
+    assert not _refusals(caplog)
