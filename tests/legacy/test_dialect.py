@@ -198,8 +198,11 @@ def _instant(value: Any) -> Any:
         return {k: _instant(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_instant(v) for v in value]
-    if isinstance(value, str) and value.endswith("Z") and "T" in value:
-        return datetime.fromisoformat(value).astimezone(UTC)
+    if isinstance(value, str) and value.endswith("Z"):
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            return value  # a string that merely ends in Z
     return value
 
 
