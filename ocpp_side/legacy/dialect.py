@@ -179,9 +179,7 @@ class UnitDialect:
 
     def sent(self, frame: bytes) -> None:
         """A frame on its way to the unit: a CALL's answer will be mended along its action."""
-        if not frame.startswith(b"[2"):
-            return
-        parsed = codec.parse_frame(frame)
+        parsed = codec.parse_frame(frame)  # a relayed CSMS call is its own text: no prefix test
         if type(parsed) is Call:
             if len(self._pending) >= MAX_PENDING:
                 del self._pending[next(iter(self._pending))]

@@ -255,3 +255,11 @@ def test_valid_16_goes_through_untouched(data: st.DataObject) -> None:
     if action == "BootNotification":
         payload.setdefault("chargePointSerialNumber", "OWN-1")
     assert _mend(action, payload, BERLIN) == (payload, frozenset())
+
+
+def test_a_relayed_csms_call_written_with_spaces_is_watched_too() -> None:
+    dialect = UnitDialect(DialectSettings(UTC_ZONE, SERIAL))
+    dialect.sent(b' [ 2 , "csms-7" , "GetConfiguration" , {} ]')
+    assert dialect.received('[3,"csms-7",{"configurationKey":[],"s4Uptime":"1"}]').leniencies == {
+        Leniency.UNKNOWN_FIELD
+    }
