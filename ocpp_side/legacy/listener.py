@@ -10,6 +10,7 @@ HTTP on (handshake, ping, limits, close), exactly as on the main listener.
 - **Opening deadline.** The hello and the upgrade request must both arrive within
   ``ocpp.handshake_timeout_s`` of the connection; websockets' own open timeout is a
   backstop behind it (twice as long), so the refusal is always ours and always logged.
+  When the listener stops, connections still before their upgrade are closed at once.
 - **Refusals** (no hello, garbage, too long, a bad identity, no upgrade after the hello):
   one WARNING line naming the address and why (rate-limited per address by ``PeerLog``),
   ``ocpp809_legacy_refused_total{reason}``, and the connection is closed.
@@ -36,6 +37,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway.config import LegacyConfig, OcppConfig
+from ocpp_side import v16
 from ocpp_side.legacy.dialect import DialectSettings, Leniency, UnitDialect
 from ocpp_side.legacy.hello import Hello, HelloReader, HelloRules, RefusalReason, Refused
 from ocpp_side.legacy.session import LegacySession
@@ -45,7 +47,7 @@ from ocpp_side.session import SessionContext, StationSession
 log = logging.getLogger(__name__)
 
 # What a Series 4 unit may offer, in the order taken; none offered is taken too.
-LEGACY_SUBPROTOCOLS = (Subprotocol("ocpp1.5"), Subprotocol("ocpp1.6"))
+LEGACY_SUBPROTOCOLS = (Subprotocol("ocpp1.5"), Subprotocol(v16.VERSION.value))
 MAX_STATIONS_REMEMBERED = 10_000  # for "once per station"; past this the memory starts again
 
 Admit = Callable[[ServerConnection, str], Response | None]  # (connection, station id) -> refusal
