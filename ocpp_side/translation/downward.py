@@ -7,7 +7,7 @@ with no 1.6 counterpart) or ``Translated``: the 1.6 calls for the station, in or
 call, None for a CALLERROR or no answer: the CSMS then gets a negative status, with
 ``statusInfo`` where the schema has one). Some calls are answered without asking the
 station at all (``calls`` is empty): an unknown transaction, a variable with no 1.6 key,
-a profile 1.6 cannot express. ``docs/translation/downward.md`` has the table.
+a profile 1.6 cannot express. The README's "Translation table: CSMS (2.0.1) → station (1.6)" has the table.
 
 EVSEs and connectors: 2.0.1 EVSE *n* with its connector 1 is 1.6 connector *n*; EVSE 0 (or
 none, where the message allows it) is the 1.6 connector 0, the whole station.

@@ -5,7 +5,7 @@ and returns ``Translated`` (the 2.0.1 calls, in order, and how to build the 1.6 
 from their answers) or ``Refused``. It may update ``state``; the shell persists it. No
 I/O, no clock (``now`` is the only time), no logging: the result is all there is.
 
-Rows (``docs/translation/upward.md`` has the field-level table):
+Rows (the README's "Translation table: station (1.6) → CSMS (2.0.1)" has the field-level table):
 
 =============================  ===============================================  ==========
 1.6 call                       2.0.1 calls                                      1.6 answer
