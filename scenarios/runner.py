@@ -144,13 +144,15 @@ def gateway_config(
     time_scale: float,
     csms_url: str | None = None,
     base: dict[str, Any] | None = None,
+    legacy_units: bool = False,
 ) -> Config:
     """The configuration of a simulated run; later layers win:
 
     1. the built-in defaults;
     2. ``base``, the site file (``scenario run --config``);
     3. the scenario's ``[gateway.*]`` overrides;
-    4. always the runner: both listeners on 127.0.0.1 with OS-chosen ports, the store and
+    4. always the runner: the listeners on 127.0.0.1 with OS-chosen ports (the legacy one
+       enabled when ``legacy_units`` are in the scenario), the store and
        outbox in the run's temporary folder (``store.missing_start`` is kept), no metrics
        listener, no upstream CSMS link but the scenario's simulator (the site's
        ``csms_url``, ``gateway_id`` and their credentials are dropped);
@@ -172,6 +174,10 @@ def gateway_config(
     iec.update(listen_host="127.0.0.1", port=0)
     iec.setdefault("allowed_masters", ["127.0.0.1"])
     data.setdefault("ocpp", {}).update(listen_host="127.0.0.1", port=0)
+    legacy = data.setdefault("legacy", {})
+    legacy["listen_port"] = 0
+    if legacy_units:
+        legacy["enabled"] = True
     store = data.get("store", {})
     data["store"] = {"path": store_path}
     if "missing_start" in store:
@@ -287,18 +293,21 @@ class ScenarioRun:
             self.time_scale,
             csms_url,
             base=None if self.site is None else self.site.data,
+            legacy_units=any(group.version == "legacy" for group in self.scenario.stations),
         )
         self.gateway = build_gateway(self.config)
         t0 = time.monotonic()
         await self.gateway.start()
         self.iec_port, self.ocpp_port = self._listening_ports()
+        legacy_port = self._legacy_port()
         if self.scenario.dso.connect_at_start:
             await self._connect_master()
         for group in self.scenario.stations:
             for sid in group.ids():
+                legacy = group.version == "legacy"
                 spec = StationSpec(
                     station_id=sid,
-                    version=OcppVersion.V16 if group.version == "1.6" else OcppVersion.V201,
+                    version=OcppVersion.V201 if group.version == "2.0.1" else OcppVersion.V16,
                     demand_w=group.demand_w,
                     phases=group.phases,
                     max_power_w=group.max_power_w,
@@ -307,8 +316,11 @@ class ScenarioRun:
                     max_stack_level=group.max_stack_level,
                     rate_units=tuple(group.rate_units),  # type: ignore[arg-type]
                     password=group.password,
+                    legacy=legacy,
+                    timezone=self.config.legacy.timezone,
                 )
-                self.fleet.add(SimStation(spec, f"ws://127.0.0.1:{self.ocpp_port}"))
+                port = legacy_port if legacy else self.ocpp_port
+                self.fleet.add(SimStation(spec, f"ws://127.0.0.1:{port}"))
         first = {sid for g in self.scenario.stations if g.connect_at_start for sid in g.ids()}
         self.fleet.start(first)
         count = len(first)
@@ -365,6 +377,13 @@ class ScenarioRun:
                 f"the gateway has no {' and no '.join(missing)} (gateway/app.py::_build_adapters)"
             )
         return iec_port, ocpp_port
+
+    def _legacy_port(self) -> int:
+        """The legacy listener's port (0: not enabled)."""
+        for adapter in self.gateway.adapters:
+            if type(adapter).__name__ == "StationServer" and adapter.legacy is not None:
+                return int(adapter.legacy_port)
+        return 0
 
     async def _connect_master(self) -> None:
         from iec104.master import Iec104Master

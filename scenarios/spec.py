@@ -46,11 +46,14 @@ class ScenarioError(ConfigError):
 
 @dataclass(frozen=True, config=_STRICT)
 class StationGroup:
-    """``count`` identical stations: ids ``{id}`` (count 1) or ``{id}1``..``{id}{count}``."""
+    """``count`` identical stations: ids ``{id}`` (count 1) or ``{id}1``..``{id}{count}``.
+
+    ``version = "legacy"``: Series 4 units on the gateway's legacy listener (the runner
+    enables it), the id as their serial, the dialect in ``[gateway.legacy] timezone``."""
 
     id: str
     count: int = Field(default=1, ge=1, le=10000)
-    version: Literal["1.6", "2.0.1"] = "1.6"
+    version: Literal["1.6", "2.0.1", "legacy"] = "1.6"
     demand_w: float = Field(default=11000.0, ge=0)
     phases: Literal[1, 2, 3] = 3
     max_power_w: float = Field(default=22000.0, gt=0)
