@@ -54,6 +54,15 @@ BOOT = "BootNotification"
 NOT_ACCEPTED = frozenset({"Pending", "Rejected"})
 
 
+# What csms_guard.judge can do to a CSMS call: cap a station maximum, or refuse a call on a
+# profile id the gateway reserves for the DSO's profiles.
+GUARDED = (
+    ("SetChargingProfile", "capped"),
+    ("SetChargingProfile", "refused"),
+    ("ClearChargingProfile", "refused"),
+)
+
+
 class RelayMetrics:
     def __init__(self, runtime: CoreRuntime) -> None:
         r = runtime.metrics.registry
@@ -94,6 +103,9 @@ class RelayMetrics:
         )
         self.relayed.labels("station_to_csms")
         self.relayed.labels("csms_to_station")
+        # Known labels start at zero: a rate over a series that does not exist yet is no rate.
+        for action, verdict in GUARDED:
+            self.guarded.labels(action, verdict)
 
     def translating(self) -> None:
         """Stations are translated: the 2.0.1 requests 1.6 has no counterpart of count from zero."""

@@ -70,6 +70,8 @@ _HOT_ACTIONS = (
     "SetVariables",
     "GetVariables",
 )
+# Every reason ``_refuse`` is given (bad_path and bad_station_id come from station_id.py).
+HANDSHAKE_REFUSALS = ("bad_path", "bad_station_id", "unknown_station", "bad_credentials", "bad_certificate")
 _BLOCKED_SEND_BYTES = 64 * 1024  # a station this far behind on reading gets its own send task
 
 
@@ -90,6 +92,11 @@ class OcppMetrics:
         )
         self._received: dict[str, Any] = {}
         self._sent: dict[str, Any] = {}
+        # Known labels start at zero: a rate over a series that does not exist yet is no rate.
+        for reason in HANDSHAKE_REFUSALS:
+            self.handshakes_refused.labels(reason)
+        for code in sorted({c for v in OcppVersion for c in rules_for(v).ERROR_CODES.values()}):
+            self.call_errors_sent.labels(code)
 
     # Bound children cached per action: labels() costs a lock and a tuple per call.
     def received(self, action: str) -> None:

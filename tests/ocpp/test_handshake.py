@@ -13,6 +13,7 @@ from ocpp.v16 import call as call16
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ocpp_side.server import HANDSHAKE_REFUSALS
 from tests.ocpp.conftest import SiteFactory
 from tests.ocpp.stations import station
 
@@ -136,3 +137,30 @@ async def test_station_ids_with_punctuation_accepted(make_site: SiteFactory, sta
         await ws.send('[2, "h", "Heartbeat", {}]')
         assert json.loads(await asyncio.wait_for(ws.recv(), 5.0))[:2] == [3, "h"]
         assert site.station(station_id) is not None
+
+
+async def test_refusal_and_error_counters_have_their_series_from_the_start(make_site: SiteFactory) -> None:
+    """A dashboard's rate() needs a series before the first event: every known label starts at 0."""
+    site = await make_site()
+    registry = site.runtime.metrics.registry
+    for reason in HANDSHAKE_REFUSALS:
+        assert registry.get_sample_value("ocpp809_ocpp_handshakes_refused_total", {"reason": reason}) == 0.0
+    for code in (
+        "FormationViolation",
+        "FormatViolation",
+        "NotImplemented",
+        "NotSupported",
+        "RpcFrameworkError",
+    ):
+        assert registry.get_sample_value("ocpp809_ocpp_call_errors_sent_total", {"code": code}) == 0.0
+    # The refusals the server gives are exactly the known ones: a new one would start late.
+    with pytest.raises(InvalidStatus):
+        await connect(f"ws://127.0.0.1:{site.port}/", subprotocols=["ocpp1.6"])
+    refused = {
+        s.labels["reason"]
+        for m in registry.collect()
+        if m.name == "ocpp809_ocpp_handshakes_refused"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert refused == set(HANDSHAKE_REFUSALS)

@@ -261,6 +261,12 @@ async def test_csms_calls_reach_the_16_station(make_site: MakeSite, csms: Csms20
             ),
         )
         assert profile.status == "Accepted"
+        guarded = "ocpp809_upstream_csms_calls_guarded_total"
+        registry = site.runtime.metrics.registry  # known labels exist at zero before their first event
+        assert (
+            registry.get_sample_value(guarded, {"action": "ClearChargingProfile", "verdict": "refused"})
+            == 0.0
+        )
         installed = [p for p in cp.log.of("SetChargingProfile") if p.get("charging_profile_id") == 5]
         assert installed[-1]["charging_profile_purpose"] == "ChargePointMaxProfile"
         assert float(installed[-1]["charging_schedule"]["charging_schedule_period"][0]["limit"]) == 7000.0
