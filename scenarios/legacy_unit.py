@@ -21,7 +21,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-HELLO = "S4HELLO model=S4-ULTRA vendor=Voltex serial={serial} fw=2016.3\r\n"
+MODEL, VENDOR = "S4-ULTRA", "Voltex"  # in the hello and in the BootNotification
+HELLO = f"S4HELLO model={MODEL} vendor={VENDOR} serial={{serial}} fw=2016.3\r\n"
 SUBPROTOCOL = Subprotocol("ocpp1.5")
 UNKNOWN_FIELD = "s4Uptime"  # a field no OCPP 1.6 schema has
 

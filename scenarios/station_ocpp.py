@@ -23,6 +23,8 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
+from scenarios.legacy_unit import MODEL, VENDOR
+
 if TYPE_CHECKING:
     from scenarios.sim_station import SimStation
 
@@ -76,8 +78,9 @@ class Client16(ChargePoint16):  # type: ignore[misc]
     # station-initiated
     async def boot(self) -> None:
         for _ in range(1000):  # bounded: a central system that never accepts gets ~forever anyway
+            model, vendor = (MODEL, VENDOR) if self.station.spec.legacy else ("SIM-16", "ocpp809")
             answer = await self.call(
-                call16.BootNotification(charge_point_model="SIM-16", charge_point_vendor="ocpp809"),
+                call16.BootNotification(charge_point_model=model, charge_point_vendor=vendor),
                 suppress=False,
             )
             if answer.interval:
