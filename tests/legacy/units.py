@@ -31,14 +31,17 @@ async def raw_unit(
     serial: str,
     subprotocols: Sequence[Subprotocol] | None = (SUBPROTOCOL,),
     hello: bytes | None = None,
+    scheme: str = "ws",
+    **connect_kwargs: Any,
 ) -> AsyncIterator[ClientConnection]:
     """A websocket to the legacy listener after ``hello`` (default: the Series 4 line for ``serial``);
-    ``subprotocols`` None offers none."""
+    ``subprotocols`` None offers none; ``connect_kwargs`` go to websockets (headers, TLS)."""
     async with connect(
-        f"ws://127.0.0.1:{port}/",
+        f"{scheme}://127.0.0.1:{port}/",
         subprotocols=None if subprotocols is None else list(subprotocols),
         create_connection=hello_connection(hello_line(serial) if hello is None else hello),
         open_timeout=WAIT_S,
+        **connect_kwargs,
     ) as ws:
         yield ws
 
