@@ -45,8 +45,8 @@ def test_a_restart_is_timed_until_every_station_is_reprofiled(transport: str) ->
         pytest.skip("the TLS case issues its certificates with openssl")
     opts = RestartOptions(spread_s=1.0, retry_s=0.3, timeout_s=20.0)
     r = run_restart_case(STATIONS, transport, opts)
-    # The cap watch may report a break (that is the gateway's, measured); nothing else may fail.
-    assert all(error.startswith("cap invariant broken") for error in r.errors), r.errors
+    # The restarted gateway restores every station's commitment: the cap holds throughout.
+    assert not r.errors, r.errors
     assert r.handshakes == STATIONS and r.attempts >= STATIONS
     assert r.restart_s is not None and r.restart_s > 0
     assert r.reprofiled_s is not None and 0 < r.booted_s <= r.reprofiled_s  # type: ignore[operator]
@@ -54,7 +54,9 @@ def test_a_restart_is_timed_until_every_station_is_reprofiled(transport: str) ->
     assert r.cpu_ms_per_handshake is not None
     # Every station Accepted both levels again on its new connection, and the watch saw it.
     assert r.server_calls.get("SetChargingProfile", 0) >= 2 * STATIONS
-    assert r.cap["limit_w"] == STATIONS * 10000.0 and r.cap["updates"] >= STATIONS
+    # Each station is re-sent the share it held: the stations' summed caps never left the limit.
+    assert r.cap["limit_w"] == STATIONS * 10000.0 and r.cap["updates"] >= 1
+    assert r.cap["violations"] == 0 and r.cap["max_sum_w"] <= r.cap["limit_w"]
     assert "re-profiled" in render_restart([r], opts)
 
 
