@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -46,7 +47,7 @@ from ocpp_side.session import SessionContext, StationSession
 
 log = logging.getLogger(__name__)
 
-# What a Series 4 unit may offer, in the order taken; none offered is taken too.
+# What a Series 4 unit may offer, in the order taken; none offered is taken too, others are not.
 LEGACY_SUBPROTOCOLS = (Subprotocol("ocpp1.5"), Subprotocol(v16.VERSION.value))
 MAX_STATIONS_REMEMBERED = 10_000  # for "once per station"; past this the memory starts again
 
@@ -200,7 +201,14 @@ def connection_type(gate: HelloGate) -> type[HelloConnection]:
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    return next((p for p in LEGACY_SUBPROTOCOLS if p in offered), None)
+    """Ours, or none when none is offered; only others offered (a 2.0.1 station on the wrong
+    port): HTTP 400."""
+    if not offered:
+        return None
+    chosen = next((p for p in LEGACY_SUBPROTOCOLS if p in offered), None)
+    if chosen is None:
+        raise NegotiationError(f"the legacy listener speaks {', '.join(LEGACY_SUBPROTOCOLS)} or none")
+    return chosen
 
 
 class LeniencyLog:

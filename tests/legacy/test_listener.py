@@ -129,6 +129,15 @@ async def test_subprotocol_ocpp15_16_or_none(make_site: SiteFactory, offered: li
         assert site.station(SERIAL) is not None
 
 
+async def test_a_unit_offering_only_other_subprotocols_is_refused(make_site: SiteFactory) -> None:
+    site = await make_site()
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_unit(site.legacy_port, SERIAL, subprotocols=["ocpp2.0.1"]):  # type: ignore[list-item]
+            pass
+    assert refused.value.response.status_code == 400
+    assert not site.server.connections
+
+
 async def test_outside_the_leniencies_bad_frames_get_callerrors(make_site: SiteFactory) -> None:
     site = await make_site()
     async with raw_unit(site.legacy_port, SERIAL) as ws:
