@@ -38,7 +38,7 @@ from typing import Any
 import ocpp
 import orjson
 
-from ocpp_side import codec, v16
+from ocpp_side import codec, schemas, v16
 from ocpp_side.codec import Call, CallError, CallResult
 
 Payload = dict[str, Any]
@@ -76,13 +76,19 @@ class Normalised:
     leniencies: frozenset[Leniency]
 
 
-@cache
 def schema(action: str, request: bool) -> Schema | None:
-    """The 1.6 JSON schema of ``action`` (None: no such action)."""
-    path = _SCHEMAS / v16.schema_file(action, request)
-    if not path.is_file():
+    """The 1.6 JSON schema of ``action`` (None: no such action). A peer's action name is looked
+    up among 1.6's actions first: it never names a file, nor grows the cache."""
+    if action not in schemas.known_actions(v16.VERSION):
         return None
-    loaded: Schema = orjson.loads(path.read_text(encoding="utf-8-sig"))
+    return _schema(action, request)
+
+
+@cache
+def _schema(action: str, request: bool) -> Schema:
+    loaded: Schema = orjson.loads(
+        (_SCHEMAS / v16.schema_file(action, request)).read_text(encoding="utf-8-sig")
+    )
     return loaded
 
 

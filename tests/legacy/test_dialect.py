@@ -168,6 +168,14 @@ def test_a_frame_without_leniencies_is_handed_on_as_sent() -> None:
         assert dialect.received(text).data == text and not dialect.received(text).leniencies
 
 
+@pytest.mark.parametrize(
+    "action", ["../../../../etc/passwd", "Heartbeat/../MeterValues", "heartbeat", "A" * 300]
+)
+def test_an_action_not_in_16_names_no_schema(action: str) -> None:
+    assert schema(action, True) is None and schema(action, False) is None
+    assert _mend(action, {"connectorId": "1"}) == ({"connectorId": "1"}, frozenset())
+
+
 def test_replies_are_mended_along_the_call_they_answer() -> None:
     dialect = UnitDialect(DialectSettings(UTC_ZONE, SERIAL))
     dialect.sent(b'[2,"ocpp809-1","SetChargingProfile",{"connectorId":0}]')
