@@ -2,8 +2,9 @@
 
 Modes (``--modes``): ``fanout`` (below), ``actcon`` (ACT_CON from the IEC 104 wire while
 fan-outs run, ``bench.actcon``), ``reconnect`` (a gateway restart under N connected
-stations, plain and TLS, ``bench.restart``) and ``soak`` (``--soak-minutes N``,
-``bench.soak``). The fanout mode:
+stations, plain and TLS, ``bench.restart``), ``soak`` (``--soak-minutes N``,
+``bench.soak``) and ``relay`` (direct relay, translated relay and no relay against stations
+talking straight to a CSMS, ``bench.relay``). The fanout mode:
 
 For each number of simulated stations and each central system under test (the
 plain ``ocpp``-library baseline and the ocpp809 gateway's station server), in
@@ -48,6 +49,7 @@ from typing import Any
 
 from bench.actcon import ActconOptions, ActconResult, render_actcon, run_actcon_case
 from bench.harness import BenchError, Child, cpu_s, percentile, rss_kb
+from bench.relay import RelayOptions, RelayResult, render_relay, run_relay
 from bench.restart import TRANSPORTS, RestartOptions, RestartResult, render_restart, run_restart_case
 from bench.server_process import SYSTEMS, run_server
 from bench.soak import SoakOptions, SoakResult, render_soak, run_soak
@@ -90,6 +92,7 @@ class Options:
     actcon: ActconOptions = field(default_factory=ActconOptions)
     restart: RestartOptions = field(default_factory=RestartOptions)
     soak: SoakOptions = field(default_factory=SoakOptions)
+    relay: RelayOptions = field(default_factory=RelayOptions)
 
 
 @dataclass
@@ -621,11 +624,30 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         default=90.0,
         help="soak: the IEC 104 master reconnects this often (default 90 s)",
     )
+    parser.add_argument(
+        "--relay-rate",
+        type=float,
+        default=200.0,
+        help="relay: paced load, calls a second from all stations together (default 200)",
+    )
+    parser.add_argument(
+        "--relay-paced-s",
+        type=float,
+        default=None,
+        help="relay: how long the paced load runs (default 30, quick 10)",
+    )
+    parser.add_argument(
+        "--relay-burst-calls",
+        type=int,
+        default=None,
+        help="relay: calls per station back to back in the burst (default 24, quick 12)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument(
         "--record",
         metavar="FILE",
-        help="write each mode's report into its block of FILE (bench/README.md): results, actcon, reconnect, soak",
+        help="write each mode's report into its block of FILE (bench/README.md): results, actcon, reconnect, soak,"
+        " relay",
     )
     args = parser.parse_args(argv)
     if args.modes is None:
@@ -641,9 +663,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         parser.error("the soak needs --soak-minutes N (N > 0)")
     stations: tuple[int, ...] = (100, 1000, 5000)
     mode_stations: tuple[int, ...] = (1000, 5000)
+    relay_stations: tuple[int, ...] = (1000,)
     if args.stations is not None:
         try:
-            stations = mode_stations = tuple(int(n) for n in args.stations.split(",") if n.strip())
+            stations = mode_stations = relay_stations = tuple(
+                int(n) for n in args.stations.split(",") if n.strip()
+            )
         except ValueError:
             parser.error(f"--stations: not a list of integers: {args.stations!r}")
         if not stations or min(stations) < 1:
@@ -685,6 +710,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
             csms_drop_every_s=args.soak_csms_drop_s,
             master_reconnect_every_s=args.soak_master_reconnect_s,
         ),
+        relay=RelayOptions(
+            stations=relay_stations,
+            rate_per_s=args.relay_rate,
+            paced_s=(10.0 if args.quick else 30.0) if args.relay_paced_s is None else args.relay_paced_s,
+            burst_calls=(12 if args.quick else 24)
+            if args.relay_burst_calls is None
+            else args.relay_burst_calls,
+        ),
     )
     return opts, args
 
@@ -697,10 +730,11 @@ class Report:
     actcon: list[ActconResult] = field(default_factory=list)
     reconnect: list[RestartResult] = field(default_factory=list)
     soak: SoakResult | None = None
+    relay: list[RelayResult] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        cases: list[Any] = [*self.fanout, *self.actcon, *self.reconnect]
+        cases: list[Any] = [*self.fanout, *self.actcon, *self.reconnect, *self.relay]
         if self.soak is not None:
             cases.append(self.soak)
         return all(c.ok for c in cases)
@@ -742,6 +776,9 @@ def run_modes(opts: Options, progress: Any = None) -> Report:
             f"soak: {opts.soak.minutes:g} min, {opts.soak.stations} stations",
             lambda: run_soak(opts.soak),
         )
+    if "relay" in opts.modes:
+        for n in opts.relay.stations:
+            report.relay.append(run_relay(n, opts.relay, progress))
     return report
 
 
@@ -824,8 +861,8 @@ def render_report(opts: Options, results: list[CaseResult]) -> str:
 
 
 RECORD_START, RECORD_END = "<!-- results:start -->", "<!-- results:end -->"
-MODES = ("fanout", "actcon", "reconnect", "soak")
-BLOCKS = {"fanout": "results", "actcon": "actcon", "reconnect": "reconnect", "soak": "soak"}
+MODES = ("fanout", "actcon", "reconnect", "soak", "relay")
+BLOCKS = {"fanout": "results", "actcon": "actcon", "reconnect": "reconnect", "soak": "soak", "relay": "relay"}
 
 
 def record(path: str, report: str, block: str = "results") -> None:
@@ -864,6 +901,8 @@ def render_modes(opts: Options, report: Report) -> dict[str, str]:
         parts["reconnect"] = "\n".join([run_line(), "", render_restart(report.reconnect, opts.restart)])
     if report.soak is not None:
         parts["soak"] = "\n".join([run_line(), "", render_soak(report.soak, opts.soak)])
+    if report.relay:
+        parts["relay"] = "\n".join([run_line(), "", render_relay(report.relay, opts.relay)])
     return parts
 
 
@@ -894,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
                     "actcon": [asdict(r) for r in report.actcon],
                     "reconnect": [asdict(r) for r in report.reconnect],
                     "soak": None if report.soak is None else asdict(report.soak),
+                    "relay": [asdict(r) for r in report.relay],
                 },
                 out,
                 indent=1,
