@@ -72,6 +72,7 @@ _HOT_ACTIONS = (
 )
 # Every reason ``_refuse`` is given (bad_path and bad_station_id come from station_id.py).
 HANDSHAKE_REFUSALS = ("bad_path", "bad_station_id", "unknown_station", "bad_credentials", "bad_certificate")
+_FRAMES_PER_TURN = 256  # stations the send loop serves before it yields to the event loop
 _BLOCKED_SEND_BYTES = 64 * 1024  # a station this far behind on reading gets its own send task
 
 
@@ -334,7 +335,14 @@ class StationServer:
             await wakeup.wait()
             wakeup.clear()
             now = clock()  # one time for a batch (a fan-out): its calls share payloads and deadlines
+            turn = 0
             while ready:
+                turn += 1
+                if turn % _FRAMES_PER_TURN == 0:
+                    # A 5,000-station fan-out is one pass: give the loop back now and then, so a
+                    # DSO command (its ACT_CON) or a station's answer never waits for all of it.
+                    await asyncio.sleep(0)
+                    now = clock()
                 conn = ready.popleft()
                 conn.in_ready = False
                 session = conn.session
