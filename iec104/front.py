@@ -164,9 +164,11 @@ class Iec104Front:
         port directly gets None, and c104 refuses it.
         """
         with self._lock:
-            link = self._links.get(ip)
-            if link is None and ip == BACKEND_HOST:  # shared source: the one being connected
-                link = next((k for k in self._links.values() if not k.claimed), None)
+            if ip == BACKEND_HOST:  # shared source (no 127.1.x.y here): the one being connected
+                shared = (k for k in self._links.values() if k.source == BACKEND_HOST and not k.claimed)
+                link = None if self._own_sources else next(shared, None)
+            else:
+                link = self._links.get(ip)
             if link is None or link.claimed:
                 return None
             link.claimed = True

@@ -171,7 +171,9 @@ class _Metrics:
             "ocpp809_iec104_active_connections", "IEC 104 connections in data transfer", registry=r
         )
         self.refused_connections = Counter(
-            "ocpp809_iec104_refused_connections", "Connections refused by the master allowlist", registry=r
+            "ocpp809_iec104_refused_connections",
+            "Connections refused: an address not in the master allowlist, or one to c104 around the front",
+            registry=r,
         )
         self.command_failures = Counter(
             "ocpp809_iec104_command_failures",
