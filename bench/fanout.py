@@ -717,6 +717,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
             burst_calls=(12 if args.quick else 24)
             if args.relay_burst_calls is None
             else args.relay_burst_calls,
+            profile=args.profile,
         ),
     )
     return opts, args
@@ -924,6 +925,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n### profile: {r.system}, {r.stations} stations, connect + boot\n{r.profile_connect}")
             print(f"\n### profile: {r.system}, {r.stations} stations, fan-out rounds\n{r.profile_fanout}")
             print(f"\n### profile: {r.system}, {r.stations} stations, MeterValues burst\n{r.profile_meter}")
+        for relay in report.relay:
+            for c in relay.cases:
+                if c.profile_burst:
+                    print(f"\n### profile: relay, {c.case}, {c.stations} stations, burst\n{c.profile_burst}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(

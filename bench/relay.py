@@ -17,6 +17,9 @@ Per case, in separate processes on 127.0.0.1 (stations, gateway, CSMS, each star
 stopped here, OS-chosen ports): the stations connect and boot, the gateway settles (every
 station holding its profile), then
 
+* **opening** (not timed): every station starts a transaction and stands at a random point of
+  its cycle, so the loads mix the calls 1 : ``meter_per_tx`` : 1 from the start; the gateway
+  settles again (the core reallocates as the transactions start);
 * **paced**: ``rate_per_s`` calls a second in all for ``paced_s`` (well below what any
   case keeps up with): each call's round trip at the station, from just before its CALL is
   written to its CALLRESULT; **added latency** = a percentile of the case's round trips
@@ -63,6 +66,7 @@ class RelayOptions:
     meter_per_tx: int = 10  # MeterValues between a StartTransaction and its StopTransaction
     connect_concurrency: int = 100
     timeout_s: float = 120.0
+    profile: bool = False  # cProfile the gateway during the burst (its times inflated)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class RelayCase:
     server_calls: dict[str, int] = field(default_factory=dict)  # gateway -> stations during the loads
     loop_lag_max_s: float | None = None  # the gateway's loop, during the loads
     load_avg_1m: float | None = None
+    profile_burst: str = ""  # the gateway's cProfile during the burst (--profile)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -186,9 +191,8 @@ def run_relay_case(case: str, n: int, opts: RelayOptions, run: int = 1) -> Relay
             ready = gateway.request("wait_ready", t, stations=n, timeout_s=t / 2)
             if not ready["ok"]:
                 raise BenchError(f"gateway not settled with {n} stations: {ready}")
-        if csms is not None and case in ("direct", "relay", "translated"):
+        if csms is not None:
             _wait_links(csms, n, t / 2)
-        time.sleep(1.0)  # the connect-time configuration traffic drains before anything is timed
         _measure(result, opts, processes, sim, csms, gateway)
     except BenchError as exc:
         result.errors.append(str(exc))
@@ -227,6 +231,19 @@ def _measure(
 ) -> None:
     t = opts.timeout_s
     csms_before = csms.request("counts", 30) if csms is not None else None
+    opening = sim.request(
+        "tx_open",
+        t,
+        prefix="S",
+        rate_per_s=max(opts.rate_per_s, 500.0),
+        meter_per_tx=opts.meter_per_tx,
+        timeout_s=t / 2,
+    )
+    if gateway is not None:
+        ready = gateway.request("wait_ready", t, stations=result.stations, timeout_s=t / 2)
+        if not ready["ok"]:
+            raise BenchError(f"gateway not settled after the transactions started: {ready}")
+    time.sleep(1.0)  # what the start caused (profiles, configuration) drains before anything is timed
     relay_before = gateway.request("relay_counters", 10) if gateway is not None else {}
     calls_before = sim.request("profile_summary", 30, prefix="S")["server_calls"]
     if gateway is not None:
@@ -243,6 +260,8 @@ def _measure(
         timeout_s=t / 2,
     )
     cpu1 = _cpu(processes)
+    if opts.profile and gateway is not None:
+        gateway.request("profile_start", 10)
     result.burst = sim.request(
         "tx_burst",
         t * 2,
@@ -252,6 +271,8 @@ def _measure(
         timeout_s=t,
     )
     cpu2 = _cpu(processes)
+    if opts.profile and gateway is not None:
+        result.profile_burst = gateway.request("profile_stop", 60)
     result.paced_cpu_s = {name: cpu1[name] - cpu0[name] for name in cpu0}
     result.burst_cpu_s = {name: cpu2[name] - cpu1[name] for name in cpu0}
     finish = sim.request("tx_finish", t, prefix="S", meter_per_tx=opts.meter_per_tx, timeout_s=t / 2)
@@ -263,11 +284,10 @@ def _measure(
         for action, count in calls_after.items()
         if count - calls_before.get(action, 0)
     }
-    for phase, log in (("paced", result.paced), ("burst", result.burst), ("closing", finish)):
+    logs = (("opening", opening), ("paced", result.paced), ("burst", result.burst), ("closing", finish))
+    for phase, log in logs:
         _check_answered(result, phase, log)
-    sent = {
-        a: result.paced["answered"][a] + result.burst["answered"][a] + finish["answered"][a] for a in ACTIONS
-    }
+    sent = {a: sum(log["answered"][a] for _phase, log in logs) for a in ACTIONS}
     if csms is not None and csms_before is not None:
         time.sleep(0.5)  # a relayed call reaches the CSMS before its answer returns; this is margin only
         after = csms.request("counts", 30)

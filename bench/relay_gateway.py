@@ -12,8 +12,11 @@ from one the gateway answered locally (link down or too slow).
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import dataclasses
+import io
 import logging
+import pstats
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -62,6 +65,7 @@ class RelayGateway(GatewayUnderTest):
 class _Controller:
     def __init__(self, stations_hint: int, csms_url: str, csms_protocol: str) -> None:
         self.gateway = RelayGateway(stations_hint, csms_url, csms_protocol)
+        self.profiler: cProfile.Profile | None = None
 
     async def start(self) -> dict[str, Any]:
         await self.gateway.start()
@@ -90,6 +94,21 @@ class _Controller:
 
     def quiet(self) -> None:
         self.gateway.quiet()
+
+    def profile_start(self) -> None:
+        self.profiler = cProfile.Profile()
+        self.profiler.enable()
+
+    def profile_stop(self, top: int = 30) -> str:
+        profiler, self.profiler = self.profiler, None
+        if profiler is None:
+            return ""
+        profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        return out.getvalue()
 
 
 async def _serve_commands(conn: Connection, stations_hint: int, csms_url: str, csms_protocol: str) -> None:

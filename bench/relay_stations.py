@@ -7,7 +7,10 @@ outstanding per station as OCPP-J requires. Every CALL is timed by the station f
 before its frame is written to its CALLRESULT handed back (the same code in every case, so
 the station's own cost cancels out of the differences the harness takes).
 
-Two loads, each bounded:
+First ``tx_open`` opens a transaction on every station and puts each at a random point of
+its cycle (seeded), so that the loads mix the three calls in the ratio 1 : ``meter_per_tx``
+: 1 from the start instead of every station starting (and stopping) at once. Two loads,
+each bounded:
 
 * ``tx_paced``: open loop at a fixed total rate, the stations taking turns evenly (a station
   whose previous call is still unanswered when its turn comes skips it, counted);
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -178,6 +182,30 @@ class TxFleet(Fleet):
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
         return sum(1 for f in pending if not f.done())
+
+    async def tx_open(
+        self, prefix: str, rate_per_s: float, meter_per_tx: int, timeout_s: float, seed: int = 809
+    ) -> dict[str, Any]:
+        """Every station starts a transaction (``rate_per_s`` a second in all), then stands at a random
+        point of its cycle: its next call is one of the transaction's MeterValues or its Stop."""
+        stations = self._stations(prefix)
+        rng = random.Random(seed)
+        log_ = TxLog()
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Future[Any]] = set()
+        start = loop.time()
+        for index, station in enumerate(stations):
+            delay = start + index / rate_per_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.tx[station.station_id] = TxState()
+            pending.add(self._send(station, meter_per_tx, log_))
+        unanswered = await self._drain(pending, timeout_s)
+        for station in stations:
+            state = self.tx[station.station_id]
+            if state.tx_id is not None:
+                state.step = rng.randint(1, meter_per_tx + 1)
+        return log_.as_dict(loop.time() - start, unanswered)
 
     async def tx_paced(
         self, prefix: str, rate_per_s: float, duration_s: float, meter_per_tx: int, timeout_s: float
