@@ -61,6 +61,10 @@ class FrontSettings:
     allowed: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]  # empty: any address
     ssl_context: ssl.SSLContext | None = None
     handshake_timeout_s: float = 30.0
+    # Connections not yet handed to c104 (in their TLS handshake, or connecting): more are
+    # refused at once. lib60870 took at most max_connections + 1 handshakes; the front must
+    # not let a crowd of silent handshakes hold descriptors for a handshake timeout each.
+    max_pending: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class Iec104Front:
         self._own_sources = True  # False once binding a 127.1.x.y address failed
         self._serial = asyncio.Lock()  # only when sources are shared (see _SOURCE_BASE)
         self._tasks: set[asyncio.Task[None]] = set()  # the front's loop only
+        self._pending = 0  # the front's loop only: sessions not yet handed to c104
 
     # -- lifecycle (the gateway's loop) -------------------------------------------------
 
@@ -238,19 +243,23 @@ class Iec104Front:
                 ip, f"IEC 104 connection from {bounded(ip)} refused: not in iec104.allowed_masters"
             )
             return
-        context = self.settings.ssl_context
-        if context is not None:
-            try:
-                await writer.start_tls(context, ssl_handshake_timeout=self.settings.handshake_timeout_s)
-            except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-                self.hooks.peer_log.warning(ip, f"IEC 104 TLS handshake with {name} failed: {bounded(exc)}")
-                return
-        link = self._new_link(name, ip)
+        if self._pending >= self.settings.max_pending:
+            self.hooks.connection_refused()
+            self.hooks.peer_log.warning(
+                ip,
+                f"IEC 104 connection from {name} refused: {self._pending} connections are still in"
+                " their TLS handshake or connecting",
+            )
+            return
+        self._pending += 1
         try:
-            backend = await self._connect(link)
-            if backend is None:
-                return
-            back_reader, back_writer = backend
+            backend = await self._open(name, ip, writer)
+        finally:
+            self._pending -= 1
+        if backend is None:
+            return
+        link, (back_reader, back_writer) = backend
+        try:
             try:
                 await self._pump(name, ip, reader, writer, back_reader, back_writer)
             finally:
@@ -258,6 +267,30 @@ class Iec104Front:
         finally:
             with self._lock:
                 self._links.pop(link.source, None)
+
+    async def _open(
+        self, name: str, ip: str, writer: asyncio.StreamWriter
+    ) -> tuple[_Link, tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None:
+        """TLS (when configured), then the connection to c104; None when either failed."""
+        context = self.settings.ssl_context
+        if context is not None:
+            try:
+                await writer.start_tls(context, ssl_handshake_timeout=self.settings.handshake_timeout_s)
+            except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                self.hooks.peer_log.warning(ip, f"IEC 104 TLS handshake with {name} failed: {bounded(exc)}")
+                return None
+        link = self._new_link(name, ip)
+        try:
+            backend = await self._connect(link)
+        except BaseException:
+            with self._lock:
+                self._links.pop(link.source, None)
+            raise
+        if backend is None:
+            with self._lock:
+                self._links.pop(link.source, None)
+            return None
+        return link, backend
 
     def _new_link(self, name: str, ip: str) -> _Link:
         with self._lock:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 from pathlib import Path
 
 import pytest
 
 from iec104.apdu_guard import Refusal
-from iec104.front import normalised_ip
+from iec104.front import FrontHooks, FrontSettings, Iec104Front, normalised_ip
 from iec104.master import Iec104Master, MasterError
+from iec104.peer_log import PeerLog
 from tests.fuzz.raw104 import Answer, RawPeer, i_frame
 from tests.iec104.conftest import Site, running_site, site_config
 
@@ -121,3 +123,28 @@ def test_ipv4_peers_of_a_dual_stack_socket_are_plain_ipv4() -> None:
     assert normalised_ip("::ffff:10.0.0.7") == "10.0.0.7"
     assert normalised_ip("fe80::1%eth0") == "fe80::1"
     assert normalised_ip("not an address") == "not an address"
+
+
+async def test_connections_still_in_their_tls_handshake_are_bounded() -> None:
+    refused: list[str] = []
+    front = Iec104Front(
+        FrontSettings("127.0.0.1", 0, frozenset(), ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), max_pending=2),
+        FrontHooks(
+            PeerLog(logging.getLogger("t.front")), lambda: refused.append("refused"), lambda reason: None
+        ),
+    )
+    front.bind()
+    await front.start(backend_port=1)  # never reached: no handshake is ever finished here
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(2):  # connect and say nothing: the front waits for a ClientHello
+            writers.append((await asyncio.open_connection("127.0.0.1", front.port))[1])
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        writers.append(writer)
+        assert await asyncio.wait_for(reader.read(1), 5.0) == b""  # the third is closed at once
+        assert refused == ["refused"]
+    finally:
+        for writer in writers:
+            writer.close()
+        await front.stop()
