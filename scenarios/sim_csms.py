@@ -1,26 +1,33 @@
 """A recording CSMS: accepts stations (or a relaying gateway) at ``/{station_id}``.
 
-It negotiates ``ocpp2.0.1`` or ``ocpp1.6``, answers the core station-initiated
-messages schema-valid (strict validation on, as everywhere), records every frame
-in both directions in arrival order, and lets a test or a scenario send its own
-CALLs to a connected station. It is the upstream end for the relay issue and the
-central system the station simulator is tested against.
+It negotiates ``ocpp2.0.1`` or ``ocpp1.6`` (or only the ones it is given: a CSMS that
+speaks only ``ocpp2.0.1`` refuses any other offer with HTTP 400 and records the
+refusal), answers the core station-initiated messages schema-valid (the ``ocpp``
+library's strict validation on, as everywhere), records every frame in both directions
+in arrival order with the subprotocol of its link, and lets a test or a scenario send
+its own CALLs to a connected station. ``schema_failures`` checks every recorded frame
+again against the library's official schemas, and counts every CALLERROR. It is the
+upstream end for the relay issue and the central system the station simulator is
+tested against.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import websockets
+from ocpp.messages import get_validator
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
@@ -40,6 +47,7 @@ class Frame:
     station_id: str
     direction: str  # "in" (from the station) or "out" (to the station)
     raw: str
+    subprotocol: str = ""  # of the link it crossed: ocpp2.0.1 or ocpp1.6
 
     @property
     def message(self) -> list[Any] | None:
@@ -66,16 +74,21 @@ class _Recording:
         self._ws = ws
         self._station_id = station_id
         self._csms = csms
+        self._subprotocol = str(ws.subprotocol)
 
     async def recv(self) -> str:
         raw = await self._ws.recv()
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        self._csms._record(Frame(time.time(), self._station_id, "in", text))
+        self._csms._record(Frame(time.time(), self._station_id, "in", text, self._subprotocol))
         return text
 
     async def send(self, message: str) -> None:
-        self._csms._record(Frame(time.time(), self._station_id, "out", message))
-        await self._ws.send(message)
+        self._csms._record(Frame(time.time(), self._station_id, "out", message, self._subprotocol))
+        try:
+            await self._ws.send(message)
+        except websockets.exceptions.ConnectionClosed:
+            self._csms._undelivered(self._station_id, message)
+            raise
 
 
 class _Central16(ChargePoint16):  # type: ignore[misc]
@@ -173,6 +186,14 @@ class _Central201(ChargePoint201):  # type: ignore[misc]
     def on_notify_charging_limit(self, **_: Any) -> Any:
         return result201.NotifyChargingLimit()
 
+    @on("ClearedChargingLimit")
+    def on_cleared_charging_limit(self, **_: Any) -> Any:
+        return result201.ClearedChargingLimit()
+
+    @on("ReservationStatusUpdate")
+    def on_reservation_status_update(self, **_: Any) -> Any:
+        return result201.ReservationStatusUpdate()
+
     @on("SecurityEventNotification")
     def on_security_event(self, **_: Any) -> Any:
         return result201.SecurityEventNotification()
@@ -190,14 +211,44 @@ class _Central201(ChargePoint201):  # type: ignore[misc]
         return result201.DataTransfer(status="UnknownVendorId")
 
 
-class SimCsms:
-    """Serve ``ws://host:port/{station_id}``; ``port=0`` lets the OS choose (see ``.port``)."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A handshake the CSMS refused: no subprotocol it speaks was offered."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, heartbeat_s: int = 300) -> None:
+    at_s: float
+    station_id: str
+    offered: str  # the Sec-WebSocket-Protocol header as sent ("" when none)
+
+
+_VERSION = {"ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}  # subprotocol -> the ocpp library's name
+
+
+class SimCsms:
+    """Serve ``ws://host:port/{station_id}``; ``port=0`` lets the OS choose (see ``.port``).
+
+    ``subprotocols``: what it speaks, in order of preference (``("ocpp2.0.1",)``: a CSMS
+    that manages only 2.0.1 stations; any other offer is refused, see ``refused``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        heartbeat_s: int = 300,
+        subprotocols: Sequence[str] = SUBPROTOCOLS,
+    ) -> None:
+        unknown = [p for p in subprotocols if p not in SUBPROTOCOLS]
+        if unknown or not subprotocols:
+            raise ValueError(f"subprotocols must be among {', '.join(SUBPROTOCOLS)}, got {subprotocols}")
         self.host = host
         self.port = port
         self.heartbeat_s = heartbeat_s
+        self.speaks = tuple(subprotocols)
+        self.refused: list[Refusal] = []
         self.frames: list[Frame] = []
+        # (station id, message id) of what it sent on a link already closing: never delivered
+        # (an answer lost so: the gateway is right to send that call again)
+        self.undelivered: set[tuple[str, str]] = set()
         self.stations: dict[str, _Central16 | _Central201] = {}
         self.subprotocols: dict[str, str] = {}
         self._changed = asyncio.Event()
@@ -216,8 +267,9 @@ class SimCsms:
             self._handle,
             self.host,
             self.port,
-            subprotocols=[websockets.Subprotocol(p) for p in SUBPROTOCOLS],
+            subprotocols=[websockets.Subprotocol(p) for p in self.speaks],
             compression=None,
+            process_request=self._check_offer,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("CSMS simulator listening on %s", self.url)
@@ -256,6 +308,63 @@ class SimCsms:
 
         return await asyncio.wait_for(scan(), timeout=timeout_s)
 
+    def schema_failures(self, station_id: str | None = None) -> list[str]:
+        """Every recorded CALL and CALLRESULT (of ``station_id``, else of all) checked again
+        against the ``ocpp`` library's official schemas of its link's version, and every
+        CALLERROR either way: what failed, as text (empty: all valid)."""
+        failures: list[str] = []
+        pending: dict[tuple[str, str, str], str] = {}  # (station, caller, message id) -> action
+        for frame in self.frames:
+            if station_id is not None and frame.station_id != station_id:
+                continue
+            msg = frame.message
+            who = f"{frame.station_id} {'->' if frame.direction == 'in' else '<-'} CSMS"
+            version = _VERSION.get(frame.subprotocol)
+            if msg is None or len(msg) < 3 or msg[0] not in (2, 3, 4) or version is None:
+                failures.append(f"{who}: not an OCPP-J message: {frame.raw[:80]}")
+                continue
+            if msg[0] == 4:
+                action = pending.pop((frame.station_id, _peer(frame.direction), str(msg[1])), "?")
+                failures.append(f"{who}: CALLERROR {msg[2]} to {action}: {msg[3] if len(msg) > 3 else ''}")
+                continue
+            if msg[0] == 2:
+                if len(msg) < 4:
+                    failures.append(f"{who}: CALL without a payload: {frame.raw[:80]}")
+                    continue
+                action, payload = str(msg[2]), msg[3]
+                pending[(frame.station_id, frame.direction, str(msg[1]))] = action
+                kind = 2
+            else:
+                answered = pending.pop((frame.station_id, _peer(frame.direction), str(msg[1])), None)
+                if answered is None:
+                    failures.append(f"{who}: CALLRESULT to no call: {frame.raw[:80]}")
+                    continue
+                action, payload, kind = answered, msg[2], 3
+            try:
+                errors = list(_validator(kind, action, version).iter_errors(_exact(payload, action, version)))
+            except OSError:
+                errors = [f"no {version} schema for {action}"]
+            for error in errors[:1]:
+                what = "CALL" if kind == 2 else "CALLRESULT"
+                failures.append(f"{who}: {what} {action} invalid: {getattr(error, 'message', error)}")
+        return failures
+
+    def _check_offer(self, connection: Any, request: Any) -> Any:
+        """Refuse (HTTP 400) a handshake offering none of ``speaks``, and record it."""
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        names = {p.strip() for p in offered.split(",") if p.strip()}
+        if names & set(self.speaks):
+            return None
+        station_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        self.refused.append(Refusal(time.time(), station_id, offered))
+        log.warning("CSMS simulator: %s refused: offered %r, speaks %s", station_id, offered, self.speaks)
+        return connection.respond(HTTPStatus.BAD_REQUEST, f"this CSMS speaks only {', '.join(self.speaks)}\n")
+
+    def _undelivered(self, station_id: str, raw: str) -> None:
+        msg = Frame(0.0, station_id, "out", raw).message
+        if msg is not None and len(msg) > 1:
+            self.undelivered.add((station_id, str(msg[1])))
+
     def _record(self, frame: Frame) -> None:
         self.frames.append(frame)
         self._changed.set()
@@ -288,3 +397,25 @@ class SimCsms:
             if self.stations.get(station_id) is central:
                 del self.stations[station_id]
             log.info("CSMS simulator: %s disconnected", station_id)
+
+
+# The 1.6 schemas with a multipleOf on a float: the library checks these with Decimals.
+_DECIMAL_16 = frozenset({"SetChargingProfile", "RemoteStartTransaction", "GetCompositeSchedule"})
+
+
+def _validator(kind: int, action: str, version: str) -> Any:
+    if version == "1.6" and action in _DECIMAL_16:
+        return get_validator(kind, action, version, parse_float=decimal.Decimal)
+    return get_validator(kind, action, version)
+
+
+def _exact(payload: Any, action: str, version: str) -> Any:
+    """The payload as the library validates it (1.6 floats of ``_DECIMAL_16`` as Decimals)."""
+    if version == "1.6" and action in _DECIMAL_16:
+        return json.loads(json.dumps(payload), parse_float=decimal.Decimal)
+    return payload
+
+
+def _peer(direction: str) -> str:
+    """The direction of the frames the other side sends."""
+    return "out" if direction == "in" else "in"
