@@ -83,7 +83,9 @@ class StationEvent:
     """Something the station did or was told, with its wall-clock time."""
 
     at_s: float
-    kind: str  # connected, disconnected, booted, profile, profile_rejected, cleared, limit, meter, config
+    # connected, disconnected, booted, profile, profile_rejected, cleared, limit, meter, config,
+    # tx_started / tx_ended (detail: its id as the station knows it; 1.6: value = meterStart/Stop Wh)
+    kind: str
     detail: str = ""
     value: float | None = None
 

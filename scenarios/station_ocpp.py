@@ -91,23 +91,26 @@ class Client16(ChargePoint16):  # type: ignore[misc]
 
     async def start_transaction(self) -> None:
         now = self.station.clock()
+        meter_start = int(self.station.model.energy_wh(now))
         answer = await self.call(
             call16.StartTransaction(
                 connector_id=1,
                 id_tag=self.station.spec.id_tag,
-                meter_start=int(self.station.model.energy_wh(now)),
+                meter_start=meter_start,
                 timestamp=iso(now),
             ),
             suppress=False,
         )
         self.station.transaction_id = int(answer.transaction_id)
+        self.station.record("tx_started", str(answer.transaction_id), float(meter_start))
 
     async def stop_transaction(self) -> None:
         now = self.station.clock()
         transaction_id = self.station.transaction_id
+        meter_stop = int(self.station.model.energy_wh(now))
         await self.call(
             call16.StopTransaction(
-                meter_stop=int(self.station.model.energy_wh(now)),
+                meter_stop=meter_stop,
                 timestamp=iso(now),
                 transaction_id=transaction_id if isinstance(transaction_id, int) else 0,
                 reason="EVDisconnected",
@@ -115,6 +118,7 @@ class Client16(ChargePoint16):  # type: ignore[misc]
             ),
             suppress=False,
         )
+        self.station.record("tx_ended", str(transaction_id), float(meter_stop))
 
     async def status(self, charging: bool) -> None:
         now = iso(self.station.clock())
@@ -236,9 +240,11 @@ class Client201(ChargePoint201):  # type: ignore[misc]
         station = self.station
         station.transaction_id = str(uuid.uuid4())
         await self._transaction_event("Started", "CablePluggedIn", None, id_token=True)
+        station.record("tx_started", station.transaction_id)
 
     async def stop_transaction(self) -> None:
         await self._transaction_event("Ended", "EVDeparted", None)
+        self.station.record("tx_ended", str(self.station.transaction_id))
 
     async def status(self, charging: bool) -> None:
         await self.call(
