@@ -459,6 +459,8 @@ class Iec104Outstation:
         # c104's side of each master's connection: the front forwards whole APDUs only, so a
         # master that stalls in the middle of one leaves this side silent too.
         victim = most_stalled(cache.connections(server.open_connection_count), float(cfg.t1_s))
+        # Named before the shutdown: the front forgets the master once its connection ends.
+        name = "" if victim is None or self._front is None else self._front.peer_name(victim.peer)
         if victim is None or not shut_down(victim):
             self._metrics.refused_full.inc()
             self._peer_log.warning(
@@ -468,7 +470,7 @@ class Iec104Outstation:
             )
             return False
         self._metrics.stalled_dropped.inc()
-        name = self._front.peer_name(victim.peer) if self._front is not None else victim.name
+        name = name or victim.name
         self._peer_log.warning(
             f"{name.rsplit(':', 1)[0]} (dropped)",  # its own budget: refusals from the address do not hide it
             f"IEC 104 connection from {name} dropped, silent for {victim.silent_s:.1f} s:"

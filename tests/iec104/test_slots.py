@@ -8,12 +8,15 @@ at 20 s, so only the outstation's own rule can let the SCADA in within the test'
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from iec104.codec import IFrame, SFrame, UFrame, UFunction, decode_frame, encode_frame
 from iec104.connections import (
@@ -115,7 +118,10 @@ async def newcomer(site: Site) -> Iec104Master:
     return site.master(answer_timeout_s=0.5, startdt_attempts=1)
 
 
-async def test_two_stalled_connections_do_not_lock_the_scada_out(tmp_path: Path) -> None:
+async def test_two_stalled_connections_do_not_lock_the_scada_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "iec104.outstation")
     config = site_config(tmp_path, max_connections=2, t1_s=T1_S, t2_s=1)
     async with running_site(config) as site, stalled(site, 2) as (first, second):
         stalled_at = time.monotonic()
@@ -133,6 +139,9 @@ async def test_two_stalled_connections_do_not_lock_the_scada_out(tmp_path: Path)
             assert time.monotonic() - stalled_at < T1_S + 5
             assert counter(site, "ocpp809_iec104_stalled_dropped_total") == 1.0
             assert await dropped(first, 5.0)  # the one silent longest made room
+            # Named by the master's own address and port, not the front's loopback source.
+            [line] = [r.getMessage() for r in caplog.records if "dropped, silent for" in r.getMessage()]
+            assert line.startswith("IEC 104 connection from 127.0.0.1:"), line
             assert (await scada.send_setpoint(100, 20000.0)).positive
         finally:
             await scada.close()
