@@ -46,12 +46,12 @@ from bench.relay_gateway import run_relay_gateway
 from bench.relay_stations import ACTIONS, METER, START, STOP, run_tx_stations
 from bench.stations import V16, V201
 
-# case -> (what it is, the gateway's csms_protocol or None: no gateway / no CSMS)
+# case -> its label in the tables
 CASES: dict[str, str] = {
-    "direct": "stations → CSMS 1.6 (baseline)",
-    "standalone": "gateway, no relay (standalone)",
-    "relay": "gateway → CSMS 1.6, verbatim relay",
-    "translated": "gateway → CSMS 2.0.1, translated relay",
+    "direct": "baseline: stations → CSMS 1.6",
+    "standalone": "no relay: gateway standalone",
+    "relay": "direct relay: gateway → CSMS 1.6, verbatim",
+    "translated": "translated relay: gateway → CSMS 2.0.1",
 }
 GATEWAY_CASES = ("standalone", "relay", "translated")
 RUN_ORDER = ("direct", "standalone", "relay", "translated", "direct")
