@@ -26,6 +26,7 @@ import math
 import ssl
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Any
 
 from gateway.config import Config, PointConfig, parse_config
 from gateway.model import OcppVersion
+from scenarios.csms_transactions import judge as judge_transactions
+from scenarios.csms_transactions import ran_transactions
 from scenarios.link_errors import describe as describe_failure
 from scenarios.sim_csms import SimCsms
 from scenarios.sim_station import Fleet, SimStation, StationEvent, StationSpec
@@ -284,7 +287,7 @@ class ScenarioRun:
 
         csms_url = None
         if self.scenario.csms.enabled:
-            self.csms = SimCsms("127.0.0.1", 0)
+            self.csms = SimCsms("127.0.0.1", 0, subprotocols=self.scenario.csms.subprotocols)
             await self.csms.start()
             csms_url = self.csms.url
         self.config = gateway_config(
@@ -686,6 +689,16 @@ class ScenarioRun:
                 return self._telemetry(exp)
             case "csms_stations_sent":
                 return self._csms_count(exp)
+            case "csms_transactions":
+                return self._csms_transactions(exp)
+            case "csms_schema_failures":
+                return self._csms_schema_failures(exp)
+            case "csms_refused":
+                assert self.csms is not None
+                refused = self.csms.refused
+                _, ok = _judge_number(float(len(refused)), exp, "")
+                first = f": first {refused[0].station_id} offering {refused[0].offered!r}" if refused else ""
+                return f"{len(refused)} refused{first}", ok
         raise AssertionError(f"unhandled expectation {exp.expect}")  # pragma: no cover
 
     def _within_allocation(self, view: Any, exp: Expectation) -> tuple[str, bool]:
@@ -711,6 +724,25 @@ class ScenarioRun:
         }
         _, ok = _judge_number(float(len(senders)), exp, "")
         return f"{len(senders)} station(s)", ok
+
+    def _csms_transactions(self, exp: Expectation) -> tuple[str, bool]:
+        """How many transactions the stations ended are whole at the CSMS, and no problem
+        with any (in order, once, none missing: ``scenarios.csms_transactions``)."""
+        assert self.csms is not None
+        ran = {sid: ran_transactions(s.events) for sid, s in self.fleet.stations.items()}
+        native = [sid for sid, s in self.fleet.stations.items() if s.spec.version is OcppVersion.V201]
+        verdict = judge_transactions(ran, self.csms.frames, native, self.csms.undelivered)
+        _, ok = _judge_number(float(verdict.whole), exp, "")
+        return verdict.describe(), ok and not verdict.problems
+
+    def _csms_schema_failures(self, exp: Expectation) -> tuple[str, bool]:
+        """Frames of the whole run the ``ocpp`` library's schemas refuse, and CALLERRORs."""
+        assert self.csms is not None
+        failures = self.csms.schema_failures()
+        _, ok = _judge_number(float(len(failures)), exp, "")
+        links = ", ".join(f"{n} on {p}" for p, n in sorted(Counter(self.csms.subprotocols.values()).items()))
+        text = f"{len(failures)} in {len(self.csms.frames)} frames ({links or 'no link'})"
+        return (f"{text}; first: {failures[0]}" if failures else text), ok
 
     def _telemetry(self, exp: Expectation) -> tuple[str, bool]:
         assert self.config is not None and exp.ioa is not None

@@ -220,7 +220,15 @@ Quantity = Literal[
     "enforced",  # every connected station accepted its latest allocation
     "stations_unchanged",  # no station's obeyed limit changed since the anchor
     "csms_stations_sent",  # how many stations' ``action`` CALLs reached the CSMS simulator
+    # how many transactions the stations ended are whole at the CSMS; the row fails on any
+    # problem besides (one out of order, twice, missing, extra: ``scenarios.csms_transactions``)
+    "csms_transactions",
+    # frames at the CSMS simulator that fail the ocpp library's schemas, and CALLERRORs
+    "csms_schema_failures",
+    "csms_refused",  # handshakes the CSMS simulator refused (no subprotocol it speaks)
 ]
+_CSMS_QUANTITIES = ("csms_stations_sent", "csms_transactions", "csms_schema_failures", "csms_refused")
+_TRUE_OR_FALSE = ("all_within_allocation", "enforced")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -250,6 +258,9 @@ class Expectation:
             "telemetry": f"IOA {self.ioa}",
             "stations_unchanged": "stations unchanged",
             "csms_stations_sent": f"stations with {self.action} at CSMS",
+            "csms_transactions": "transactions whole at CSMS",
+            "csms_schema_failures": "schema failures at CSMS",
+            "csms_refused": "handshakes refused by CSMS",
         }.get(self.expect, self.expect.removesuffix("_w").replace("_", " "))
 
     def describe(self) -> str:
@@ -270,6 +281,8 @@ class Expectation:
             test = f"{subject} >= {_fmt(self.at_least)}"
         else:
             test = f"{subject}"
+        if self.expect == "csms_transactions":
+            test += ", in order, none twice, none missing"
         if self.for_s:
             return f"{test} for {_fmt(self.for_s)} s"
         if self.after_s:
@@ -340,9 +353,17 @@ class CapInvariant:
 
 @dataclass(frozen=True, config=_STRICT)
 class CsmsSettings:
-    """``enabled``: a recording CSMS simulator upstream; the gateway relays to it."""
+    """``enabled``: a recording CSMS simulator upstream; the gateway relays to it.
+
+    ``subprotocols``: what it speaks (``["ocpp2.0.1"]``: a CSMS that manages only 2.0.1
+    stations and refuses any other offer; the gateway then needs
+    ``[gateway.upstream] csms_protocol = "ocpp2.0.1"`` for its 1.6 and legacy stations).
+    """
 
     enabled: bool = False
+    subprotocols: tuple[Literal["ocpp2.0.1", "ocpp1.6"], ...] = Field(
+        default=("ocpp2.0.1", "ocpp1.6"), min_length=1
+    )
 
 
 @dataclass(frozen=True)
@@ -427,8 +448,8 @@ def parse_scenario(
         else:
             expectation: Expectation = _validate(Expectation, raw, file, key)
             _check_expectation(expectation, file, key, names)
-            if expectation.expect == "csms_stations_sent" and not doc.csms.enabled:
-                raise ScenarioError(file, key, "csms_stations_sent needs [csms] enabled = true")
+            if expectation.expect in _CSMS_QUANTITIES and not doc.csms.enabled:
+                raise ScenarioError(file, key, f"{expectation.expect} needs [csms] enabled = true")
             step = expectation
         if getattr(step, "do", "") in ("csms_down", "csms_up") and not doc.csms.enabled:
             raise ScenarioError(file, f"{key}.do", f"{raw['do']} needs [csms] enabled = true")
@@ -473,7 +494,7 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
             raise ScenarioError(file, key, "stations_unchanged takes no equals/at_most/at_least")
         if not step.for_s:
             raise ScenarioError(file, f"{key}.for_s", "stations_unchanged needs for_s")
-    elif step.expect in ("all_within_allocation", "enforced"):
+    elif step.expect in _TRUE_OR_FALSE:
         if step.at_most is not None or step.at_least is not None:
             raise ScenarioError(file, key, f"{step.expect} is true or false: use equals")
         if step.equals is not None and not isinstance(step.equals, bool):
@@ -497,9 +518,7 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
         )
     if step.expect == "telemetry" and step.ioa is None:
         raise ScenarioError(file, f"{key}.ioa", "telemetry needs an ioa")
-    if step.expect not in ("mode", "telemetry", "all_within_allocation", "enforced") and isinstance(
-        step.equals, str
-    ):
+    if step.expect not in ("mode", "telemetry", *_TRUE_OR_FALSE) and isinstance(step.equals, str | bool):
         raise ScenarioError(file, f"{key}.equals", "must be a number")
     if step.since is not None and step.since not in names:
         raise ScenarioError(file, f"{key}.since", f"no earlier step named {step.since!r}")
@@ -664,7 +683,7 @@ def target_refusal(scenario: Scenario) -> ScenarioError | None:
                 why = (
                     f"needs the simulated gateway's core view (IEC 104 shows it: telemetry point = {point!r})"
                 )
-            elif step.expect == "csms_stations_sent":
+            elif step.expect in _CSMS_QUANTITIES:
                 why = "needs the CSMS simulator"
             else:
                 why = "needs the simulated stations"
