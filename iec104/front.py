@@ -224,6 +224,10 @@ class Iec104Front:
             await self._session(reader, writer)
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the peer or c104 went away: nothing to report beyond what lib60870 sees
+        except asyncio.CancelledError:
+            # The front is stopping. Ended quietly: asyncio's stream server reads the handler
+            # task's exception when it finishes, which for a cancelled task is an error line.
+            pass
         except Exception as exc:  # noqa: BLE001 - our own failure: logged, the front goes on
             self.hooks.peer_log.log(logging.ERROR, "front", "IEC 104 front: connection failed", exc_info=exc)
         finally:
