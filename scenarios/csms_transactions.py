@@ -12,7 +12,9 @@ Two sides, judged against each other station by station:
 The rules (``judge``), each broken one a problem in words:
 
 1. per CSMS transaction: the first event is ``Started``, an ended one's last is
-   ``Ended`` and nothing follows it, everything between is ``Updated``;
+   ``Ended`` and nothing follows it, everything between is ``Updated``; the events'
+   ``timestamp``s never go back, and none is later than its arrival (plus
+   ``CLOCK_SKEW_S``): a station's local time read in the wrong zone shows here;
 2. ``seqNo`` strictly increasing in arrival order and without a gap (a gap is an event
    that never arrived), and no ``seqNo`` twice (an event received twice). One repeat is
    no duplicate: the same call again (same message id, same payload) when the CSMS's
@@ -34,10 +36,12 @@ import itertools
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 ENERGY = "Energy.Active.Import.Register"
 ENERGY_TOLERANCE_WH = 0.5  # 1.6 meterStart/meterStop are integers, 2.0.1 numbers
+CLOCK_SKEW_S = 2.0  # how far a station's timestamp may be ahead of the CSMS's clock (loopback)
 
 
 class _Event(Protocol):
@@ -52,6 +56,9 @@ class _Event(Protocol):
 
 
 class _Frame(Protocol):
+    @property
+    def at_s(self) -> float: ...
+
     @property
     def station_id(self) -> str: ...
 
@@ -82,6 +89,8 @@ class CsmsEvent:
 
     message_id: str
     payload: str  # canonical JSON, to tell an exact repeat
+    arrived_s: float  # the CSMS's clock
+    timestamp_s: float | None  # the event's own ``timestamp`` (None: unreadable)
     event_type: str
     seq_no: int
     transaction_id: str
@@ -160,7 +169,7 @@ def csms_transactions(
         if frame.station_id != station_id or frame.direction != "in" or frame.action != "TransactionEvent":
             continue
         msg = frame.message
-        event = _event(str(msg[1]), msg[3]) if msg is not None and len(msg) > 3 else None
+        event = _event(str(msg[1]), msg[3], frame.at_s) if msg is not None and len(msg) > 3 else None
         if event is None:
             continue
         index += 1
@@ -177,7 +186,7 @@ def csms_transactions(
     return sorted(txs, key=lambda t: t.first_index), index, resent
 
 
-def _event(message_id: str, payload: Any) -> CsmsEvent | None:
+def _event(message_id: str, payload: Any, arrived_s: float) -> CsmsEvent | None:
     if not isinstance(payload, dict):
         return None
     info = payload.get("transactionInfo")
@@ -188,6 +197,8 @@ def _event(message_id: str, payload: Any) -> CsmsEvent | None:
     return CsmsEvent(
         message_id=message_id,
         payload=json.dumps(payload, sort_keys=True),
+        arrived_s=arrived_s,
+        timestamp_s=_epoch(payload.get("timestamp")),
         event_type=str(payload.get("eventType")),
         seq_no=seq,
         transaction_id=str(info["transactionId"]),
@@ -195,6 +206,14 @@ def _event(message_id: str, payload: Any) -> CsmsEvent | None:
         begin_wh=_energy(meter, "Transaction.Begin"),
         end_wh=_energy(meter, "Transaction.End"),
     )
+
+
+def _epoch(text: Any) -> float | None:
+    try:
+        stamp = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return stamp.timestamp() if stamp.tzinfo is not None else None
 
 
 def _energy(meter_values: Any, context: str) -> float | None:
@@ -270,6 +289,18 @@ def _shape(tx: CsmsTransaction) -> list[str]:
         problems.append(f"Ended {types.count('Ended')} times")
     if "Ended" in types and types.index("Ended") != len(types) - 1:
         problems.append(f"{len(types) - 1 - types.index('Ended')} event(s) after Ended")
+    for e in events:
+        if e.timestamp_s is None:
+            problems.append(f"seqNo {e.seq_no}: timestamp without a zone or unreadable")
+        elif e.timestamp_s > e.arrived_s + CLOCK_SKEW_S:
+            problems.append(
+                f"seqNo {e.seq_no}: timestamp {e.timestamp_s - e.arrived_s:.1f} s after it arrived"
+            )
+    stamps = [(e.seq_no, e.timestamp_s) for e in events if e.timestamp_s is not None]
+    for (seq_a, a), (seq_b, b) in itertools.pairwise(stamps):
+        if b < a:
+            problems.append(f"seqNo {seq_b}: timestamp {a - b:.3f} s before seqNo {seq_a}'s")
+            break
     seqs = [e.seq_no for e in events]
     twice = sorted({s for s in seqs if seqs.count(s) > 1})
     if twice:

@@ -4,6 +4,7 @@ problems out; each rule of its module doc broken once."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from scenarios.csms_transactions import RanTransaction, judge, ran_transactions
@@ -11,7 +12,13 @@ from scenarios.sim_csms import Frame
 from scenarios.sim_station import StationEvent
 
 CP = "CP1"
+BASE_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+ARRIVED_S = BASE_S + 3600.0  # every test frame arrives after every test timestamp
 _ids = iter(range(1_000_000))
+
+
+def stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(BASE_S + seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def event(
@@ -24,6 +31,7 @@ def event(
     end_wh: float | None = None,
     station: str = CP,
     message_id: str | None = None,
+    timestamp: str | None = None,
 ) -> Frame:
     values: list[dict[str, Any]] = []
     if meter:
@@ -34,7 +42,7 @@ def event(
             values.append({"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [sampled]})
     payload: dict[str, Any] = {
         "eventType": event_type,
-        "timestamp": "2026-01-01T00:00:00Z",
+        "timestamp": stamp(seq) if timestamp is None else timestamp,
         "triggerReason": "Trigger",
         "seqNo": seq,
         "transactionInfo": {"transactionId": tx},
@@ -42,7 +50,7 @@ def event(
     if values:
         payload["meterValue"] = values
     mid = message_id or f"m{next(_ids)}"
-    return Frame(0.0, station, "in", json.dumps([2, mid, "TransactionEvent", payload]), "ocpp2.0.1")
+    return Frame(ARRIVED_S, station, "in", json.dumps([2, mid, "TransactionEvent", payload]), "ocpp2.0.1")
 
 
 def whole(tx: str = "T1", updates: int = 2, first_seq: int = 0) -> list[Frame]:
@@ -108,7 +116,22 @@ def test_a_gap_is_an_event_missing() -> None:
 def test_seqno_out_of_order() -> None:
     frames = whole("T1", 2)
     frames[1], frames[2] = frames[2], frames[1]
-    assert problems(frames, ran(2)) == ["CP1 tx T1: seqNo 1 after 2"]
+    assert problems(frames, ran(2)) == [
+        "CP1 tx T1: seqNo 1: timestamp 1.000 s before seqNo 2's",
+        "CP1 tx T1: seqNo 1 after 2",
+    ]
+
+
+def test_timestamps_never_go_back_nor_run_ahead_of_arrival() -> None:
+    later = whole("T1", 1)
+    later[1] = event("Updated", 1, "T1", meter=True, timestamp=stamp(-5))
+    assert problems(later, ran(1)) == ["CP1 tx T1: seqNo 1: timestamp 5.000 s before seqNo 0's"]
+    ahead = whole("T1", 1)  # local time read in the wrong zone: an hour ahead of the CSMS
+    ahead[2] = event("Ended", 2, "T1", timestamp=stamp(7200))
+    assert problems(ahead, ran(1)) == ["CP1 tx T1: seqNo 2: timestamp 3600.0 s after it arrived"]
+    naive = whole("T1", 1)
+    naive[2] = event("Ended", 2, "T1", timestamp="2026-01-01T00:00:02")
+    assert problems(naive, ran(1)) == ["CP1 tx T1: seqNo 2: timestamp without a zone or unreadable"]
 
 
 def test_started_first_ended_last() -> None:
@@ -167,7 +190,7 @@ def test_other_stations_and_frames_are_not_mixed_in() -> None:
         event("Ended", 2, "T9", station="CP2"),
     ]
     frames = [*whole("T1", 1)[:2], *other, whole("T1", 1)[2]]
-    frames.append(Frame(0.0, CP, "out", '[3,"x",{}]', "ocpp2.0.1"))  # an answer: not an event
+    frames.append(Frame(ARRIVED_S, CP, "out", '[3,"x",{}]', "ocpp2.0.1"))  # an answer: not an event
     verdict = judge({CP: ran(1), "CP2": ran(1)}, frames)
     assert verdict.problems == [] and verdict.whole == 2 and verdict.stations == 2
 
