@@ -10,6 +10,7 @@ listens on IPv6, which c104 2.2.1 cannot.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import ssl
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import iec104.front as front_module
 from iec104.apdu_guard import Refusal
 from iec104.front import FrontHooks, FrontSettings, Iec104Front, normalised_ip
 from iec104.master import Iec104Master, MasterError
@@ -148,3 +150,18 @@ async def test_connections_still_in_their_tls_handshake_are_bounded() -> None:
         for writer in writers:
             writer.close()
         await front.stop()
+
+
+async def test_where_no_loopback_source_of_its_own_binds_the_front_connects_from_127_0_0_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Other systems have only 127.0.0.1 on the loopback: one connection to c104 at a time."""
+    monkeypatch.setattr(front_module, "_SOURCE_BASE", int(ipaddress.IPv4Address("192.0.2.0")))  # TEST-NET-1
+    caplog.set_level(logging.WARNING, "iec104.front")
+    async with running_site(site_config(tmp_path)) as site:
+        async with site.master() as first, site.master() as second:
+            assert (await first.send_setpoint(100, 20000.0)).positive
+            assert (await second.send_setpoint(100, 30000.0)).positive
+        await site.until(lambda: len(site.runtime.store.audit()) == 2, what="both setpoints audited")
+        assert all(row.peer.startswith("127.0.0.1 ") for row in site.runtime.store.audit())
+    assert any("is not a local address" in r.getMessage() for r in caplog.records)
