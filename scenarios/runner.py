@@ -693,6 +693,8 @@ class ScenarioRun:
                 return self._csms_transactions(exp)
             case "csms_schema_failures":
                 return self._csms_schema_failures(exp)
+            case "csms_caps_told":
+                return self._csms_caps_told(exp)
             case "csms_refused":
                 assert self.csms is not None
                 refused = self.csms.refused
@@ -734,6 +736,23 @@ class ScenarioRun:
         verdict = judge_transactions(ran, self.csms.frames, native, self.csms.undelivered)
         _, ok = _judge_number(float(verdict.whole), exp, "")
         return verdict.describe(), ok and not verdict.problems
+
+    def _csms_caps_told(self, exp: Expectation) -> tuple[str, bool]:
+        """Stations whose latest NotifyChargingLimit told the CSMS the cap they are bound by
+        now (``SimStation.cap_w``), within ``upstream.limit_change_significance`` of the larger."""
+        assert self.csms is not None and self.config is not None
+        significance = self.config.upstream.limit_change_significance
+        told = self.csms.limits_told()
+        off = []
+        for sid, station in self.fleet.stations.items():
+            cap, limit = station.cap_w(), told.get(sid)
+            if cap is None or limit is None or not abs(limit - cap) <= significance * max(limit, cap):
+                said = "nothing" if limit is None else f"{limit:.0f} W"
+                off.append(f"{sid} told {said}, bound by {'-' if cap is None else f'{cap:.0f}'} W")
+        right = len(self.fleet.stations) - len(off)
+        _, ok = _judge_number(float(right), exp, "")
+        text = f"{right} of {len(self.fleet.stations)} within {significance:.0%}"
+        return (f"{text}; {'; '.join(off[:2])}" if off else text), ok
 
     def _csms_schema_failures(self, exp: Expectation) -> tuple[str, bool]:
         """Frames of the whole run the ``ocpp`` library's schemas refuse, and CALLERRORs."""

@@ -19,6 +19,7 @@ import decimal
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -308,6 +309,21 @@ class SimCsms:
 
         return await asyncio.wait_for(scan(), timeout=timeout_s)
 
+    def limits_told(self) -> dict[str, float | None]:
+        """Per station, the limit in W its latest ``NotifyChargingLimit`` told (the first
+        period of its first schedule; NaN when not in W), or None after a
+        ``ClearedChargingLimit``."""
+        told: dict[str, float | None] = {}
+        for frame in self.frames:
+            msg = frame.message
+            if frame.direction != "in" or msg is None or len(msg) < 4 or not isinstance(msg[3], dict):
+                continue
+            if frame.action == "ClearedChargingLimit":
+                told[frame.station_id] = None
+            elif frame.action == "NotifyChargingLimit":
+                told[frame.station_id] = _first_limit_w(msg[3])
+        return told
+
     def schema_failures(self, station_id: str | None = None) -> list[str]:
         """Every recorded CALL and CALLRESULT (of ``station_id``, else of all) checked again
         against the ``ocpp`` library's official schemas of its link's version, and every
@@ -414,6 +430,15 @@ def _exact(payload: Any, action: str, version: str) -> Any:
     if version == "1.6" and action in _DECIMAL_16:
         return json.loads(json.dumps(payload), parse_float=decimal.Decimal)
     return payload
+
+
+def _first_limit_w(payload: dict[str, Any]) -> float:
+    try:
+        schedule = payload["chargingSchedule"][0]
+        limit = float(schedule["chargingSchedulePeriod"][0]["limit"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return math.nan
+    return limit if schedule.get("chargingRateUnit") == "W" else math.nan
 
 
 def _peer(direction: str) -> str:

@@ -226,8 +226,17 @@ Quantity = Literal[
     # frames at the CSMS simulator that fail the ocpp library's schemas, and CALLERRORs
     "csms_schema_failures",
     "csms_refused",  # handshakes the CSMS simulator refused (no subprotocol it speaks)
+    # stations whose latest NotifyChargingLimit at the CSMS is the cap they are bound by
+    # (within upstream.limit_change_significance: the gateway tells only changes beyond it)
+    "csms_caps_told",
 ]
-_CSMS_QUANTITIES = ("csms_stations_sent", "csms_transactions", "csms_schema_failures", "csms_refused")
+_CSMS_QUANTITIES = (
+    "csms_stations_sent",
+    "csms_transactions",
+    "csms_schema_failures",
+    "csms_refused",
+    "csms_caps_told",
+)
 _TRUE_OR_FALSE = ("all_within_allocation", "enforced")
 
 
@@ -261,6 +270,7 @@ class Expectation:
             "csms_transactions": "transactions whole at CSMS",
             "csms_schema_failures": "schema failures at CSMS",
             "csms_refused": "handshakes refused by CSMS",
+            "csms_caps_told": "stations' caps told to CSMS",
         }.get(self.expect, self.expect.removesuffix("_w").replace("_", " "))
 
     def describe(self) -> str:

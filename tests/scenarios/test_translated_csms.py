@@ -57,9 +57,20 @@ async def test_a_201_station_is_served_and_its_frames_are_valid(csms: SimCsms) -
                 )
             )
             assert answer.status == "Accepted"
-            limit = await cp.call(call201.NotifyChargingLimit(charging_limit={"charging_limit_source": "SO"}))
+            schedule = {
+                "id": 1,
+                "charging_rate_unit": "W",
+                "charging_schedule_period": [{"start_period": 0, "limit": 7000.0}],
+            }
+            limit = await cp.call(
+                call201.NotifyChargingLimit(
+                    charging_limit={"charging_limit_source": "SO"}, charging_schedule=[schedule]
+                )
+            )
             assert limit is not None
+            assert csms.limits_told() == {"CP201": 7000.0}
             assert await cp.call(call201.ClearedChargingLimit(charging_limit_source="SO")) is not None
+            assert csms.limits_told() == {"CP201": None}
         finally:
             reader.cancel()
     assert csms.refused == []

@@ -2,7 +2,7 @@
 through a DSO change and a CSMS outage, the whole gateway on loopback: every row passes.
 
 Also the scenario keys it brought: ``[csms] subprotocols`` and the expectations
-``csms_transactions``, ``csms_schema_failures`` and ``csms_refused``."""
+``csms_transactions``, ``csms_schema_failures``, ``csms_refused`` and ``csms_caps_told``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ async def test_v12_every_row_passes() -> None:
     assert rows["the CSMS found every frame valid"].measured.startswith("0 in "), table
     assert "(6 on ocpp2.0.1)" in rows["the CSMS found every frame valid"].measured, table
     assert rows["no station refused by the 2.0.1 CSMS"].measured == "0 refused", table
+    assert rows["the CSMS cannot know the cut yet"].measured.startswith("0 of 6 within 10%"), table
+    assert rows["the CSMS knows each station's cap"].measured == "6 of 6 within 10%", table
 
 
 def _doc(*steps: dict[str, Any], **csms: Any) -> dict[str, Any]:
@@ -56,12 +58,13 @@ def test_csms_subprotocols_and_the_new_expectations_parse() -> None:
             {"expect": "csms_transactions", "equals": 2, "within_s": 20},
             {"expect": "csms_schema_failures", "equals": 0},
             {"expect": "csms_refused", "at_most": 0},
+            {"expect": "csms_caps_told", "at_least": 1},
             subprotocols=["ocpp2.0.1"],
         ),
         "x.toml",
     )
     assert scenario.csms.subprotocols == ("ocpp2.0.1",)
-    whole, failures, refused = scenario.steps
+    whole, failures, refused, told = scenario.steps
     assert isinstance(whole, Expectation)
     assert whole.describe() == (
         "transactions whole at CSMS = 2, in order, none twice, none missing within 20 s"
@@ -70,6 +73,7 @@ def test_csms_subprotocols_and_the_new_expectations_parse() -> None:
     assert isinstance(refused, Expectation) and refused.describe().startswith(
         "handshakes refused by CSMS <= 0"
     )
+    assert isinstance(told, Expectation) and told.describe().startswith("stations' caps told to CSMS >= 1")
     assert parse_scenario(_doc({"expect": "csms_refused", "equals": 0}), "x.toml").csms.subprotocols == (
         "ocpp2.0.1",
         "ocpp1.6",
