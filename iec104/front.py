@@ -9,7 +9,7 @@ master it accepts:
    once, ``ocpp809_iec104_refused_connections_total``, one rate-limited line);
 2. with ``[iec104.tls]`` the front is the TLS server (IEC 62351-3, ``ssl_context``), after
    the address check as lib60870 did it;
-3. a connection to c104 is opened from a loopback address of its own (127.x.y.z, unique
+3. a connection to c104 is opened from a loopback address of its own (127.1.x.y, unique
    while the connection lives): c104's ``on_connect`` gets only an IP address, and this
    one maps back to the master (``claim``), and the descriptor scan of the slot logic
    (``iec104.connections``) maps back through ``peer_name``. c104 refuses any connection
@@ -21,7 +21,9 @@ master it accepts:
 
 The front runs its own event loop in a thread of its own, so the gateway's loop (busy with
 a fan-out to thousands of stations) never delays a frame: a setpoint's way through the
-front is two loopback hops on an idle loop. Everything lib60870 does on the connection
+front is two loopback hops on an idle loop. It is Python, though: each frame it forwards
+waits for the GIL, up to the interpreter's switch interval (5 ms) while the gateway's
+thread computes (measured in bench/README.md). Everything lib60870 does on the connection
 (t1-t3, k and w, sequence numbers, STARTDT) is unchanged: it sees the master's frames as
 they came, minus the malformed one.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -285,16 +288,11 @@ class Iec104Front:
                 return None
         link = self._new_link(name, ip)
         try:
-            backend = await self._connect(link)
+            return link, await self._connect(link)
         except BaseException:
             with self._lock:
                 self._links.pop(link.source, None)
             raise
-        if backend is None:
-            with self._lock:
-                self._links.pop(link.source, None)
-            return None
-        return link, backend
 
     def _new_link(self, name: str, ip: str) -> _Link:
         with self._lock:
@@ -311,14 +309,14 @@ class Iec104Front:
                 self._links[source] = link
             return link
 
-    async def _connect(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if link.source != BACKEND_HOST:
             try:
                 backend = await asyncio.open_connection(
                     BACKEND_HOST, self._backend_port, local_addr=(link.source, 0), limit=_READ_SIZE
                 )
             except OSError as exc:
-                if exc.errno != 99:  # EADDRNOTAVAIL: 127.1.x.y is not local here
+                if exc.errno != errno.EADDRNOTAVAIL:  # anything but "127.1.x.y is not local here"
                     raise
                 with self._lock:
                     self._own_sources = False
