@@ -18,7 +18,7 @@ from gateway.core_build import build_core
 from gateway.errors import Ocpp809Error, StartupError, StoreError
 from gateway.operator_requests import RequestSpool
 from gateway.runtime import Clock, CoreRuntime
-from gateway.status_page import StatusServer
+from gateway.status_page import StationNotes, StatusServer
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Gateway:
     runtime: CoreRuntime
     adapters: list[Adapter] = field(default_factory=list)
     metrics_server: StatusServer | None = None
+    station_notes: StationNotes | None = None  # per-station lines the status page adds
 
     async def start(self) -> None:
         self.runtime.scheduler.start()
@@ -80,7 +81,8 @@ class Gateway:
             if self.config.metrics.enabled:  # /metrics, the status page and /healthz
                 metrics = self.config.metrics
                 with _naming_failures(f"metrics listener {metrics.listen_host}:{metrics.port}"):
-                    server = StatusServer(metrics, self.runtime, asyncio.get_running_loop())
+                    loop = asyncio.get_running_loop()
+                    server = StatusServer(metrics, self.runtime, loop, self.station_notes)
                     server.start()
                 self.metrics_server = server
                 log.info("status page on %s (/metrics, /healthz)", server.url)
@@ -115,15 +117,16 @@ def build_gateway(config: Config, clock: Clock = time.time) -> Gateway:
     store = Store(config.store.path)
     try:
         runtime = build_core(config, store, clock, missing_start=config.store.missing_start)
-        gateway = Gateway(config, runtime)
-        gateway.adapters.extend(_build_adapters(config, runtime))
+        adapters, notes = _build_adapters(config, runtime)
+        gateway = Gateway(config, runtime, adapters, station_notes=notes)
     except BaseException:
         store.close()  # and with it the lock
         raise
     return gateway
 
 
-def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
+def _build_adapters(config: Config, runtime: CoreRuntime) -> tuple[list[Adapter], StationNotes]:
+    """The adapters, in start order, and what the stations side tells the status page per station."""
     adapters: list[Adapter] = []
     # Adapters are added here as they land (iec104/, ocpp_side/).
     from iec104.outstation import Iec104Outstation  # c104 is loaded only where the gateway is built
@@ -136,7 +139,7 @@ def _build_adapters(config: Config, runtime: CoreRuntime) -> list[Adapter]:
         station_server.relay_hub.capacity_w = config.limits.max_limit_w
     adapters.append(station_server)
     adapters.append(RequestSpool(config.store.path, runtime))  # operator requests (ocpp809 release)
-    return adapters
+    return adapters, station_server.metering
 
 
 async def run_until_stopped(config: Config, stop: asyncio.Event, config_file: str | None = None) -> None:

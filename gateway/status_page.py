@@ -39,8 +39,8 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -81,9 +81,14 @@ class Snapshot:
     commands_error: str | None  # the audit log could not be read
     store_path: str
     store_failure: str | None
+    # What the stations side adds per station (e.g. the metering each station took).
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
-def take_snapshot(runtime: CoreRuntime) -> Snapshot:
+StationNotes = Callable[[], Mapping[str, str]]
+
+
+def take_snapshot(runtime: CoreRuntime, notes: StationNotes | None = None) -> Snapshot:
     """Copy what the page needs. Call it on the event loop thread only."""
     commands: tuple[CommandOutcome, ...] = ()
     error: str | None = None
@@ -99,6 +104,7 @@ def take_snapshot(runtime: CoreRuntime) -> Snapshot:
         error,
         runtime.store.path,
         runtime.store.failure,
+        dict(notes()) if notes is not None else {},
     )
 
 
@@ -132,7 +138,7 @@ def _yes(flag: bool, yes: str = "yes", no: str = "no") -> str:
     return f'<span class="{"ok" if flag else "bad"}">{yes if flag else no}</span>'
 
 
-def _station_row(station: StationView) -> str:
+def _station_row(station: StationView, note: str) -> str:
     cells = (
         f'<th scope="row">{_e(station.station_id)}</th>',
         f"<td>{_e(station.version.value)}</td>",
@@ -142,6 +148,7 @@ def _station_row(station: StationView) -> str:
         f'<td class="num">{_watts(station.fallback_w)}</td>',
         f'<td class="num">{_watts(station.power_w)}</td>',
         f"<td>{_yes(station.enforced)}</td>",
+        f'<td class="metering">{_e(note) if note else "-"}</td>',
     )
     return f'<tr data-station="{_e(station.station_id)}">{"".join(cells)}</tr>'
 
@@ -228,9 +235,11 @@ def render_status(snapshot: Snapshot | str) -> str:
         parts.append(
             '<table id="stations"><thead><tr><th>Station</th><th>OCPP</th><th>State</th>'
             "<th>Commitment</th><th>Share</th><th>Fallback share</th><th>Measured draw</th>"
-            "<th>Enforced</th></tr></thead><tbody>"
+            "<th>Enforced</th><th>Metering it took</th></tr></thead><tbody>"
         )
-        parts += [_station_row(s) for s in sorted(site.stations, key=lambda s: s.station_id)]
+        notes = snapshot.notes
+        stations = sorted(site.stations, key=lambda s: s.station_id)
+        parts += [_station_row(s, notes.get(s.station_id, "")) for s in stations]
         parts.append("</tbody></table>")
     else:
         parts.append('<p id="stations">No station known to the core yet.</p>')
@@ -261,9 +270,12 @@ def render_status(snapshot: Snapshot | str) -> str:
 class LoopSnapshots:
     """Snapshots taken on the event loop thread, asked for from any other thread."""
 
-    def __init__(self, runtime: CoreRuntime, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, runtime: CoreRuntime, loop: asyncio.AbstractEventLoop, notes: StationNotes | None = None
+    ) -> None:
         self.runtime = runtime
         self.loop = loop
+        self.notes = notes
 
     def take(self, timeout_s: float = ANSWER_TIMEOUT_S) -> Snapshot | str:
         """A snapshot, or why there is none (the loop is closed or did not answer in time)."""
@@ -273,7 +285,7 @@ class LoopSnapshots:
             if not future.set_running_or_notify_cancel():
                 return  # the asker gave up meanwhile
             try:
-                future.set_result(take_snapshot(self.runtime))
+                future.set_result(take_snapshot(self.runtime, self.notes))
             except BaseException as exc:  # noqa: BLE001 - handed to the asking thread, which logs it
                 future.set_exception(exc)
 
@@ -399,9 +411,16 @@ def _family(host: str) -> socket.AddressFamily:
 class StatusServer:
     """The listener on ``config.listen_host:config.port``; ``start()`` binds, ``close()`` stops."""
 
-    def __init__(self, config: MetricsConfig, runtime: CoreRuntime, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: MetricsConfig,
+        runtime: CoreRuntime,
+        loop: asyncio.AbstractEventLoop,
+        notes: StationNotes | None = None,
+    ) -> None:
         self.config = config
-        self.app = StatusApp(LoopSnapshots(runtime, loop), make_wsgi_app(runtime.metrics.registry), config)
+        snapshots = LoopSnapshots(runtime, loop, notes)
+        self.app = StatusApp(snapshots, make_wsgi_app(runtime.metrics.registry), config)
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
 

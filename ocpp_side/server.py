@@ -306,6 +306,12 @@ class StationServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def metering(self) -> dict[str, str]:
+        """What each connected station took of the MID metering setup (for the status page)."""
+        return {
+            sid: c.session.metering for sid, c in self.connections.items() if c.session.metering is not None
+        }
+
     def _on_decisions(self, decisions: Sequence[Decision]) -> None:
         connections = self.connections
         for decision in decisions:

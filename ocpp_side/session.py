@@ -192,6 +192,7 @@ class StationSession:
         "closed",
         "ctx",
         "meter",
+        "metering",
         "opened",
         "outlet_of_tx",
         "relayed",
@@ -210,6 +211,7 @@ class StationSession:
         self.opened = False  # the station may be called (boot seen, or it spoke, or boot_wait_s)
         self.closed = False
         self.caps: StationCaps | None = None  # None until discovery: profiles wait for it
+        self.metering: str | None = None  # what the station took of the MID metering setup (None: not yet)
         self.slot = LimitSlot()
         self.meter = StationMeter()
         self.activity = Activity()  # is an EV charging here? (idle stations get an idle share)
@@ -602,11 +604,15 @@ class StationSession:
     def _configure_metering(self, plan: MeteringPlan) -> Setup:
         settings = self.rules.metering_settings(plan, plan.measurands)
         taken = yield from self._apply(settings)
+        set_up: list[str] = []  # what the station took, as "name=value"
+        refused: list[str] = []
         for setting, accepted in zip(settings, taken, strict=True):
             if accepted:
+                set_up.append(f"{setting.name}={setting.value}")
                 continue
             if not setting.measurands or len(plan.measurands) < 2:
                 log.warning("%s: station refused %s=%s", self.station_id, setting.name, setting.value)
+                refused.append(f"{setting.name}={setting.value}")
                 continue
             # Keep what the station does measure: try each measurand alone, then set those together.
             kept: list[str] = []
@@ -621,3 +627,9 @@ class StationSession:
             log.warning(
                 "%s: %s keeps %s of %s", self.station_id, setting.name, kept or "nothing", plan.measurands
             )
+            if kept:
+                set_up.append(f"{setting.name}={','.join(kept)}")
+            missing = [m for m in plan.measurands if m not in kept]
+            refused.append(f"{setting.name}: {','.join(missing)}")
+        self.metering = "; ".join(set_up) + (f" (refused: {'; '.join(refused)})" if refused else "")
+        log.info("%s: metering set up: %s", self.station_id, self.metering or "nothing")

@@ -250,6 +250,8 @@ async def test_the_status_page_shows_the_live_site_in_headless_chromium(tmp_path
                 call201.MeterValues(evse_id=1, meter_value=[{"timestamp": now(), "sampled_value": power201}])
             )
             await until(lambda: runtime.view().total_power_w == 7700.0)
+            await until(lambda: len(server.metering()) == 2)  # both took the MID metering setup
+            notes = server.metering()
             site: SiteView = runtime.view()
             assert (site.limit_w, site.mode, site.link_up, site.enforced) == (
                 20000.0,
@@ -282,7 +284,11 @@ async def test_the_status_page_shows_the_live_site_in_headless_chromium(tmp_path
         assert page.by_id["total-power-w"] == "7700 W (quality good)"
         header, *rows = page.tables["stations"]
         assert header[:5] == ["Station", "OCPP", "State", "Commitment", "Share"]
-        assert rows == [expected_row(s) for s in sorted(site.stations, key=lambda s: s.station_id)]
+        expected = [expected_row(s) for s in sorted(site.stations, key=lambda s: s.station_id)]
+        assert rows == [[*row, notes[row[0]]] for row in expected]
+        assert header[-1] == "Metering it took"
+        assert rows[0][-1].startswith("MeterValueSampleInterval=60; MeterValuesSampledData=")
+        assert "TxUpdatedInterval=60" in rows[1][-1]
         assert ["CP-16", "ocpp1.6", "online", "10000 W", "10000 W"] == rows[0][:5]
         assert rows[1][0] == ODD_ID and rows[1][6] == "4200 W"  # text, never markup
         assert "b" not in page.tags  # the station id's "<b>" did not become an element

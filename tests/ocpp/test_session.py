@@ -417,6 +417,13 @@ def test_metering_is_set_up_and_a_refused_list_is_trimmed() -> None:
         ("MeterValuesAlignedData", "Energy.Active.Import.Register"),
         ("MeterValuesAlignedData", "Power.Active.Import"),
     ]
+    # What it took is reported (the log and the status page): intervals whole, lists trimmed.
+    assert st.session.metering == (
+        "MeterValueSampleInterval=60; MeterValuesSampledData=Power.Active.Import;"
+        " ClockAlignedDataInterval=900; MeterValuesAlignedData=Power.Active.Import"
+        " (refused: MeterValuesSampledData: Energy.Active.Import.Register;"
+        " MeterValuesAlignedData: Energy.Active.Import.Register)"
+    )
 
 
 # -- the relay's side -----------------------------------------------------------------
