@@ -332,9 +332,6 @@ def check_environment(config: Config, file: str = "<config>") -> None:
         reason = _host_problem(host)
         if reason is not None:
             fail(f"{section}.listen_host", reason)
-    if ":" in config.iec104.listen_host:
-        # lib60870 in c104 2.2.1 binds IPv4 sockets only ("Port in use?" on any IPv6 address).
-        fail("iec104.listen_host", "c104 2.2.1 listens on IPv4 only: use an IPv4 address (0.0.0.0 for all)")
     for i, (section, host, port) in enumerate(listeners):
         for other, other_host, other_port in listeners[:i]:
             if port != 0 and port == other_port and _hosts_overlap(host, other_host):
