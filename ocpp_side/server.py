@@ -44,14 +44,7 @@ from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
 from ocpp_side.relay import RelayHub
 from ocpp_side.session import SessionContext, StationSession
-from ocpp_side.station_id import (  # noqa: F401 - the rule's names, as they were found here before
-    _ID_FORBIDDEN,
-    MAX_STATION_ID,
-    STATION_ID_RULE,
-    BadStationId,
-    parse_station_id,
-    station_id_from_path,
-)
+from ocpp_side.station_id import BadStationId, parse_station_id, station_id_from_path
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import SUBPROTOCOLS, rules_for
 from ocpp_side.wire import send_now

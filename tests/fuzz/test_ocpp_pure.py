@@ -33,8 +33,8 @@ from ocpp_side.codec import Call, CallError, CallResult, FrameError, parse_frame
 from ocpp_side.limit_slot import ProfileBook
 from ocpp_side.peer_log import PeerLog
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
-from ocpp_side.server import _ID_FORBIDDEN, parse_station_id
 from ocpp_side.session import SessionContext, StationSession
+from ocpp_side.station_id import _ID_FORBIDDEN, parse_station_id
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import rules_for
 from tests.fuzz.ocpp_cases import (
