@@ -17,10 +17,10 @@ The rules (``judge``), each broken one a problem in words:
    ``CLOCK_SKEW_S``): a station's local time read in the wrong zone shows here;
 2. ``seqNo`` strictly increasing in arrival order and without a gap (a gap is an event
    that never arrived), and no ``seqNo`` twice (an event received twice). One repeat is
-   no duplicate: the same call again (same message id, same payload) when the CSMS's
-   answer to the first never left it (the link closed under it): delivery is at least
-   once, the gateway could not know, and the CSMS can tell by the message id. It is
-   counted once and reported as resent;
+   no duplicate: the same event again (the same payload, under the same or a new message
+   id) when the CSMS's answer to the earlier copy never left it (the link closed under
+   it): delivery is at least once, the gateway could not know. It is counted once and
+   reported as resent;
 3. the transactions of a station do not overlap: the next one's first event arrives
    after the previous one's last (one connector, one EV at a time: in order);
 4. one CSMS transaction per station transaction, the k-th for the k-th (none missing,
@@ -164,7 +164,7 @@ def csms_transactions(
     Malformed events are left to the schema check."""
     grouped: dict[str, list[tuple[int, CsmsEvent]]] = {}
     index = resent = 0
-    seen: set[tuple[str, str]] = set()  # (message id, payload)
+    seen: dict[str, str] = {}  # payload -> message id of its latest copy
     for frame in frames:
         if frame.station_id != station_id or frame.direction != "in" or frame.action != "TransactionEvent":
             continue
@@ -173,11 +173,11 @@ def csms_transactions(
         if event is None:
             continue
         index += 1
-        key = (event.message_id, event.payload)
-        if key in seen and (station_id, event.message_id) in undelivered:
+        earlier = seen.get(event.payload)
+        seen[event.payload] = event.message_id
+        if earlier is not None and (station_id, earlier) in undelivered:
             resent += 1
             continue
-        seen.add(key)
         grouped.setdefault(event.transaction_id, []).append((index, event))
     txs = [
         CsmsTransaction(tx_id, tuple(e for _, e in items), items[0][0], items[-1][0])

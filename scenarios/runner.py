@@ -695,6 +695,11 @@ class ScenarioRun:
                 return self._csms_schema_failures(exp)
             case "csms_caps_told":
                 return self._csms_caps_told(exp)
+            case "csms_reused_ids":
+                assert self.csms is not None
+                reused = self.csms.reused_ids()
+                _, ok = _judge_number(float(len(reused)), exp, "")
+                return f"{len(reused)} reused" + (f"; first: {reused[0]}" if reused else ""), ok
             case "csms_refused":
                 assert self.csms is not None
                 refused = self.csms.refused

@@ -49,6 +49,7 @@ class Frame:
     direction: str  # "in" (from the station) or "out" (to the station)
     raw: str
     subprotocol: str = ""  # of the link it crossed: ocpp2.0.1 or ocpp1.6
+    link: int = 0  # which connection it crossed (1, 2, ... in the order they opened)
 
     @property
     def message(self) -> list[Any] | None:
@@ -76,15 +77,18 @@ class _Recording:
         self._station_id = station_id
         self._csms = csms
         self._subprotocol = str(ws.subprotocol)
+        self._link = next(csms._links)
 
     async def recv(self) -> str:
         raw = await self._ws.recv()
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        self._csms._record(Frame(time.time(), self._station_id, "in", text, self._subprotocol))
+        self._csms._record(Frame(time.time(), self._station_id, "in", text, self._subprotocol, self._link))
         return text
 
     async def send(self, message: str) -> None:
-        self._csms._record(Frame(time.time(), self._station_id, "out", message, self._subprotocol))
+        self._csms._record(
+            Frame(time.time(), self._station_id, "out", message, self._subprotocol, self._link)
+        )
         try:
             await self._ws.send(message)
         except websockets.exceptions.ConnectionClosed:
@@ -250,6 +254,7 @@ class SimCsms:
         # (station id, message id) of what it sent on a link already closing: never delivered
         # (an answer lost so: the gateway is right to send that call again)
         self.undelivered: set[tuple[str, str]] = set()
+        self._links = itertools.count(1)
         self.stations: dict[str, _Central16 | _Central201] = {}
         self.subprotocols: dict[str, str] = {}
         self._changed = asyncio.Event()
@@ -326,8 +331,9 @@ class SimCsms:
 
     def schema_failures(self, station_id: str | None = None) -> list[str]:
         """Every recorded CALL and CALLRESULT (of ``station_id``, else of all) checked again
-        against the ``ocpp`` library's official schemas of its link's version, and every
-        CALLERROR either way: what failed, as text (empty: all valid)."""
+        against the ``ocpp`` library's official schemas of its link's version, every
+        CALLERROR either way, and an answer to no call: what failed, as text (empty: all
+        valid). Message ids: ``reused_ids``."""
         failures: list[str] = []
         pending: dict[tuple[str, str, str], str] = {}  # (station, caller, message id) -> action
         for frame in self.frames:
@@ -339,8 +345,9 @@ class SimCsms:
             if msg is None or len(msg) < 3 or msg[0] not in (2, 3, 4) or version is None:
                 failures.append(f"{who}: not an OCPP-J message: {frame.raw[:80]}")
                 continue
+            call_key = (frame.station_id, _peer(frame.direction), str(msg[1]))  # for an answer
             if msg[0] == 4:
-                action = pending.pop((frame.station_id, _peer(frame.direction), str(msg[1])), "?")
+                action = pending.pop(call_key, "?")
                 failures.append(f"{who}: CALLERROR {msg[2]} to {action}: {msg[3] if len(msg) > 3 else ''}")
                 continue
             if msg[0] == 2:
@@ -351,11 +358,11 @@ class SimCsms:
                 pending[(frame.station_id, frame.direction, str(msg[1]))] = action
                 kind = 2
             else:
-                answered = pending.pop((frame.station_id, _peer(frame.direction), str(msg[1])), None)
-                if answered is None:
+                called = pending.pop(call_key, None)
+                if called is None:
                     failures.append(f"{who}: CALLRESULT to no call: {frame.raw[:80]}")
                     continue
-                action, payload, kind = answered, msg[2], 3
+                action, payload, kind = called, msg[2], 3
             try:
                 errors = list(_validator(kind, action, version).iter_errors(_exact(payload, action, version)))
             except OSError:
@@ -364,6 +371,34 @@ class SimCsms:
                 what = "CALL" if kind == 2 else "CALLRESULT"
                 failures.append(f"{who}: {what} {action} invalid: {getattr(error, 'message', error)}")
         return failures
+
+    def reused_ids(self, station_id: str | None = None) -> list[str]:
+        """CALLs to the CSMS under a message id their identity used before for a CALL.
+
+        OCPP 2.0.1 (Part 4, Edition 3, 4.1.4): an id MUST differ from every id the sender
+        used before on any connection of the same identity, retries included; OCPP 1.6J
+        asks it on the same connection only. Each reuse says where the earlier call was and
+        whether its answer reached the sender (lost on a closing link: the reuse is a retry).
+        """
+        found: list[str] = []
+        first: dict[tuple[str, str], Frame] = {}  # (station, message id) -> the call that used it
+        for frame in self.frames:
+            msg = frame.message
+            if station_id not in (None, frame.station_id) or frame.direction != "in" or frame.action is None:
+                continue
+            assert msg is not None
+            key = (frame.station_id, str(msg[1]))
+            earlier = first.get(key)
+            if earlier is None or (frame.subprotocol == "ocpp1.6" and earlier.link != frame.link):
+                first[key] = frame
+                continue
+            where = "this connection" if earlier.link == frame.link else "an earlier connection"
+            answer = "lost: a retry" if key in self.undelivered else "delivered"
+            found.append(
+                f"{frame.station_id} -> CSMS: {frame.action} under id {msg[1]}, used for {earlier.action}"
+                f" on {where} (its answer {answer})"
+            )
+        return found
 
     def _check_offer(self, connection: Any, request: Any) -> Any:
         """Refuse (HTTP 400) a handshake offering none of ``speaks``, and record it."""

@@ -229,6 +229,8 @@ Quantity = Literal[
     # stations whose latest NotifyChargingLimit at the CSMS is the cap they are bound by
     # (within upstream.limit_change_significance: the gateway tells only changes beyond it)
     "csms_caps_told",
+    # CALLs at the CSMS under a message id their identity used before (SimCsms.reused_ids)
+    "csms_reused_ids",
 ]
 _CSMS_QUANTITIES = (
     "csms_stations_sent",
@@ -236,6 +238,7 @@ _CSMS_QUANTITIES = (
     "csms_schema_failures",
     "csms_refused",
     "csms_caps_told",
+    "csms_reused_ids",
 )
 _TRUE_OR_FALSE = ("all_within_allocation", "enforced")
 
@@ -271,6 +274,7 @@ class Expectation:
             "csms_schema_failures": "schema failures at CSMS",
             "csms_refused": "handshakes refused by CSMS",
             "csms_caps_told": "stations' caps told to CSMS",
+            "csms_reused_ids": "message ids reused at CSMS",
         }.get(self.expect, self.expect.removesuffix("_w").replace("_", " "))
 
     def describe(self) -> str:

@@ -103,3 +103,42 @@ async def test_an_answer_on_a_closing_link_is_recorded_undelivered(csms: SimCsms
             await central._connection.send('[3,"late",{}]')
     assert ("CPGONE", "late") in csms.undelivered
     assert ("CPGONE", "b1") not in csms.undelivered
+
+
+async def test_a_call_id_used_again_after_its_answer_was_delivered(csms: SimCsms) -> None:
+    boot = '[2,"b1","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"M","vendorName":"V"}}]'
+    beat = '[2,"h1","Heartbeat",{}]'
+    for _ in range(2):  # two connections of the same identity, the same ids on both
+        async with connect(f"{csms.url}/CPID", subprotocols=[V201], open_timeout=TIMEOUT) as ws:
+            for text in (boot, beat):
+                await ws.send(text)
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert csms.schema_failures("CPID") == []  # every frame valid: ids are another rule
+    assert csms.reused_ids("CPID") == [
+        (
+            "CPID -> CSMS: BootNotification under id b1, used for BootNotification on an earlier connection"
+            " (its answer delivered)"
+        ),
+        "CPID -> CSMS: Heartbeat under id h1, used for Heartbeat on an earlier connection (its answer delivered)",
+    ]
+    csms.undelivered.add(("CPID", "b1"))  # had the first answer been lost: a retry, named so
+    assert "(its answer lost: a retry)" in csms.reused_ids("CPID")[0]
+    assert csms.reused_ids("someone else") == []
+
+
+async def test_16_ids_need_only_differ_on_one_connection() -> None:
+    server = SimCsms(subprotocols=("ocpp1.6",))
+    await server.start()
+    try:
+        beat = '[2,"h1","Heartbeat",{}]'
+        for again in (False, True):
+            async with connect(f"{server.url}/CP16", subprotocols=[V16], open_timeout=TIMEOUT) as ws:
+                for _ in range(2 if again else 1):
+                    await ws.send(beat)
+                    await asyncio.wait_for(ws.recv(), TIMEOUT)
+    finally:
+        await server.stop()
+    assert server.reused_ids() == [
+        "CP16 -> CSMS: Heartbeat under id h1, used for Heartbeat on this connection (its answer delivered)"
+    ]
+    assert server.schema_failures() == []

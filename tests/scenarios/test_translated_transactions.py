@@ -104,6 +104,10 @@ def test_an_exact_repeat_after_a_lost_answer_is_resent_not_twice() -> None:
     assert "1 resent after a lost answer" in verdict.describe()
     # the CSMS had answered it: a repeat is then an event twice
     assert "CP1 tx T1: seqNo 2 twice" in problems(frames, ran(2))
+    # a retry under a new message id (as OCPP 2.0.1 Part 4 wants) is resent all the same
+    frames[3] = Frame(ARRIVED_S, CP, "in", frames[2].raw.replace(repeated, "fresh-id"), "ocpp2.0.1")
+    verdict = judge({CP: ran(2)}, frames, undelivered={(CP, repeated)})
+    assert verdict.problems == [] and verdict.resent == 1
 
 
 def test_a_gap_is_an_event_missing() -> None:
