@@ -112,6 +112,10 @@ class SiteView:
     committed_w: float = 0.0
     fallback_committed_w: float = 0.0
     raises_waiting: int = 0
+    # The last closed DSO command's time to comply (None: none yet, or it did not comply);
+    # filled in by the shell (``CoreRuntime.view``) from its proof recorder, not by the core.
+    time_to_comply_s: float | None = None
+    time_to_comply_known: bool = False
 
 
 @dataclass(slots=True)

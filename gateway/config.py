@@ -60,6 +60,7 @@ class PointMap:
     limit_in_force: PointConfig = PointConfig(201)  # M_ME_TF_1
     fallback_active: PointConfig = PointConfig(300)  # M_SP_TB_1
     limit_enforced: PointConfig = PointConfig(301)  # M_SP_TB_1
+    time_to_comply: PointConfig = PointConfig(202)  # M_ME_TF_1, seconds (``unit`` does not apply)
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -47,6 +47,15 @@ class ApplyStationLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeToComply:
+    """A DSO command's compliance record closed (told by the shell's proof recorder,
+    ``gateway/proof.py``, not by the core): how long the measured site total took to stay
+    at or below the command's limit, or None if it never did."""
+
+    seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PublishTotalPower:
     """Sum of the connected stations' measured active power, with its quality."""
 
@@ -96,4 +105,5 @@ Decision = (
     | AllStationsEnforced
     | StationReleaseRefused
     | MeterRefused
+    | TimeToComply
 )

@@ -62,11 +62,14 @@ class ProofRecorder:
         on_store_error: Callable[[], None],
         window_s: float = RECORD_WINDOW_S,
         flush_s: float = FLUSH_S,
+        on_command_closed: Callable[[float | None], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.flush_s = flush_s
         self._on_store_error = on_store_error
+        # A DSO command's record closed: its time to comply (None: it did not comply).
+        self._on_command_closed = on_command_closed
         self.tracker = ComplianceTracker(view.total_power_w, view.quality, view.enforced, window_s)
         self._queue: list[LimitEntry | ComplianceRecord] = []
         self._dirty = False  # the open record changed since it was last kept
@@ -225,6 +228,8 @@ class ProofRecorder:
         if record.time_to_comply_s is not None:
             self.time_to_comply.observe(record.time_to_comply_s)
         log.info("compliance record closed (%s): %s", record.close_reason, summary(record))
+        if record.kind is RecordKind.COMMAND and self._on_command_closed is not None:
+            self._on_command_closed(record.time_to_comply_s)
 
     def _store_failed(self, what: str, exc: StoreError) -> None:
         self._on_store_error()

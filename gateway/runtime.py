@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -25,6 +25,7 @@ from gateway.decisions import (
     MeterRefused,
     RejectSetpoint,
     StationReleaseRefused,
+    TimeToComply,
 )
 from gateway.durable import DurableLimit
 from gateway.errors import StoreError
@@ -99,14 +100,24 @@ class CoreRuntime:
         self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
         self._commit_flush: asyncio.TimerHandle | None = None
         # Proof of execution (issue 12): compliance records and limit entries, fed from here.
-        self.proof = ProofRecorder(store, arbiter.view(), metrics.registry, clock, metrics.store_errors.inc)
+        self._time_to_comply: tuple[float | None, bool] = (None, False)  # (seconds, any command closed)
+        self.proof = ProofRecorder(
+            store,
+            arbiter.view(),
+            metrics.registry,
+            clock,
+            metrics.store_errors.inc,
+            on_command_closed=self._command_closed,
+        )
 
     def add_listener(self, listener: Listener) -> None:
         """``listener`` gets every batch of decisions, on the loop thread; it must not block."""
         self._listeners.append(listener)
 
     def view(self) -> SiteView:
-        return self.arbiter.view()
+        seconds, known = self._time_to_comply
+        view = self.arbiter.view()
+        return replace(view, time_to_comply_s=seconds, time_to_comply_known=known) if known else view
 
     def start(self) -> None:
         """Announce the resumed limit to every adapter and arm the first deadline."""
@@ -274,6 +285,11 @@ class CoreRuntime:
             # A mode change driven by time or link loss cannot be refused; keep enforcing it.
             self.metrics.store_errors.inc()
             log.error("mode %s not stored: %s", self.arbiter.mode, exc)
+
+    def _command_closed(self, seconds: float | None) -> None:
+        """A DSO command's compliance record closed: adapters may show its time to comply."""
+        self._time_to_comply = (seconds, True)
+        self._dispatch([TimeToComply(seconds)])
 
     def _commitments_changed(self) -> None:
         fleet = self.arbiter.fleet

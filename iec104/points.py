@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from gateway.arbiter import SiteView
 from gateway.config import PointConfig, PointMap
-from gateway.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower
+from gateway.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower, TimeToComply
 from gateway.events import SetpointReceived
 from gateway.model import Mode, Quality, RejectReason, SetpointKind
 from iec104.codec import Cot, Cp56Time, QualityFlag, TypeId
@@ -30,6 +30,7 @@ class Role(StrEnum):
     LIMIT_IN_FORCE = "limit_in_force"
     FALLBACK_ACTIVE = "fallback_active"
     LIMIT_ENFORCED = "limit_enforced"
+    TIME_TO_COMPLY = "time_to_comply"
 
 
 ROLE_TYPES: dict[Role, TypeId] = {
@@ -39,9 +40,16 @@ ROLE_TYPES: dict[Role, TypeId] = {
     Role.LIMIT_IN_FORCE: TypeId.M_ME_TF_1,
     Role.FALLBACK_ACTIVE: TypeId.M_SP_TB_1,
     Role.LIMIT_ENFORCED: TypeId.M_SP_TB_1,
+    Role.TIME_TO_COMPLY: TypeId.M_ME_TF_1,
 }
 COMMAND_ROLES = (Role.LIMIT_SETPOINT, Role.LIMIT_SETPOINT_TIME_TAGGED)
-MONITORED_ROLES = (Role.TOTAL_POWER, Role.LIMIT_IN_FORCE, Role.FALLBACK_ACTIVE, Role.LIMIT_ENFORCED)
+MONITORED_ROLES = (
+    Role.TOTAL_POWER,
+    Role.LIMIT_IN_FORCE,
+    Role.FALLBACK_ACTIVE,
+    Role.LIMIT_ENFORCED,
+    Role.TIME_TO_COMPLY,
+)
 
 _UNIT_FACTOR = {"W": 1.0, "kW": 1000.0}
 
@@ -219,6 +227,15 @@ def _measured(spec: PointSpec, value_w: float, quality: QualityFlag, now_s: floa
     )
 
 
+def _time_to_comply(spec: PointSpec, seconds: float | None, known: bool, now_s: float) -> MonitoredValue:
+    """Seconds, sent on every change (no deadband). No command closed yet: 0 and not topical
+    (NT); the last command never complied: 0 and invalid (IV)."""
+    if seconds is not None:
+        return MonitoredValue(spec.role, spec.ioa, spec.type_id, seconds, QualityFlag(0), now_s)
+    quality = QualityFlag.IV if known else QualityFlag.NT
+    return MonitoredValue(spec.role, spec.ioa, spec.type_id, 0.0, quality, now_s)
+
+
 def _status(spec: PointSpec, on: bool, now_s: float) -> MonitoredValue:
     return MonitoredValue(spec.role, spec.ioa, spec.type_id, on, QualityFlag(0), now_s)
 
@@ -248,6 +265,9 @@ def telemetry_for(
                 )
             case EnforcementChanged():
                 out[Role.LIMIT_ENFORCED] = _status(roles[Role.LIMIT_ENFORCED], decision.enforced, now_s)
+            case TimeToComply():
+                spec = roles[Role.TIME_TO_COMPLY]
+                out[Role.TIME_TO_COMPLY] = _time_to_comply(spec, decision.seconds, True, now_s)
             case _:
                 pass
     return list(out.values())
@@ -261,6 +281,7 @@ def telemetry_from_view(view: SiteView, specs: tuple[PointSpec, ...], now_s: flo
         _measured(roles[Role.LIMIT_IN_FORCE], view.limit_w, QualityFlag(0), now_s),
         _status(roles[Role.FALLBACK_ACTIVE], view.mode is Mode.FALLBACK, now_s),
         _status(roles[Role.LIMIT_ENFORCED], view.enforced, now_s),
+        _time_to_comply(roles[Role.TIME_TO_COMPLY], view.time_to_comply_s, view.time_to_comply_known, now_s),
     ]
 
 

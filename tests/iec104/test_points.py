@@ -8,7 +8,13 @@ import pytest
 
 from gateway.arbiter import SiteView
 from gateway.config import PointConfig, PointMap
-from gateway.decisions import ConfirmSetpoint, EnforcementChanged, LimitChanged, PublishTotalPower
+from gateway.decisions import (
+    ConfirmSetpoint,
+    EnforcementChanged,
+    LimitChanged,
+    PublishTotalPower,
+    TimeToComply,
+)
 from gateway.events import SetpointReceived
 from gateway.model import LimitSource, Mode, Quality, RejectReason, SetpointKind
 from iec104.codec import NO_FLAGS, Cot, Cp56Time, QualityFlag, TypeId
@@ -51,6 +57,7 @@ def test_default_point_map_is_the_design_table() -> None:
         (Role.LIMIT_IN_FORCE, 201, TypeId.M_ME_TF_1),
         (Role.FALLBACK_ACTIVE, 300, TypeId.M_SP_TB_1),
         (Role.LIMIT_ENFORCED, 301, TypeId.M_SP_TB_1),
+        (Role.TIME_TO_COMPLY, 202, TypeId.M_ME_TF_1),
     ]
 
 
@@ -152,7 +159,26 @@ def test_kw_points_carry_kilowatts_and_the_deadband_stays_in_watts() -> None:
 def test_view_gives_every_monitored_point() -> None:
     view = SiteView(10000.0, LimitSource.FALLBACK, Mode.FALLBACK, False, 0.0, Quality.GOOD, True, ())
     values = telemetry_from_view(view, SPECS, NOW)
-    assert {v.ioa: v.value for v in values} == {200: 0.0, 201: 10000.0, 300: True, 301: True}
+    assert {v.ioa: v.value for v in values} == {200: 0.0, 201: 10000.0, 300: True, 301: True, 202: 0.0}
+    # No command has closed yet: the time to comply is not topical, not a zero that looks measured.
+    assert {v.ioa: v.quality for v in values}[202] == QualityFlag.NT
+
+
+def test_time_to_comply_is_sent_as_each_command_closes() -> None:
+    (complied,) = telemetry_for([TimeToComply(3.25)], SPECS, NOW)
+    assert (complied.ioa, complied.type_id, complied.value, complied.quality) == (
+        202,
+        TypeId.M_ME_TF_1,
+        3.25,
+        NO_FLAGS,
+    )
+    (never,) = telemetry_for([TimeToComply(None)], SPECS, NOW)
+    assert (never.value, never.quality) == (0.0, QualityFlag.IV)  # the command never complied
+    view = SiteView(
+        10000.0, LimitSource.FALLBACK, Mode.FALLBACK, False, 0.0, Quality.GOOD, True, (),
+        time_to_comply_s=3.25, time_to_comply_known=True,
+    )  # fmt: skip
+    assert {v.ioa: v.value for v in telemetry_from_view(view, SPECS, NOW)}[202] == 3.25  # on interrogation
 
 
 def measured(value_w: float, quality: QualityFlag = NO_FLAGS) -> MonitoredValue:

@@ -119,6 +119,7 @@ async def test_values_are_sent_when_data_transfer_starts_and_answer_interrogatio
             201: (TypeId.M_ME_TF_1, 100000.0),
             300: (TypeId.M_SP_TB_1, False),
             301: (TypeId.M_SP_TB_1, False),  # the station has not accepted its profile yet
+            202: (TypeId.M_ME_TF_1, 0.0),  # no DSO command has closed yet (quality NT)
         }
 
 
@@ -135,3 +136,23 @@ async def test_a_burst_of_samples_ends_with_the_master_holding_the_last_value(tm
         assert last.quality == 0
         interrogated = {m.ioa: m.value for m in await master.interrogate()}
         assert interrogated[200] == 500.0
+
+
+async def test_the_last_commands_time_to_comply_reaches_the_master(site: Site) -> None:
+    """IOA 202: a command's time to comply, from its compliance record, once the record closes
+    (here: when the next command arrives); not topical until then."""
+    await site.runtime.submit(station())
+    async with site.master() as master:
+        first = await master.wait_for_measurement(202, timeout_s=5)
+        assert (first.value, first.quality) == (0.0, QualityFlag.NT)
+        await site.runtime.submit(MeterSampled("cs1", 30000.0))  # above the coming limit
+        assert (await master.send_setpoint(100, 20000.0)).positive
+        await asyncio.sleep(0.3)
+        await site.runtime.submit(MeterSampled("cs1", 15000.0))  # ... then complies
+        assert (await master.send_setpoint(100, 25000.0)).positive  # closes the first record
+        got = await master.wait_for_measurement(
+            202, lambda m: m.cot == Cot.SPONTANEOUS and m.quality == 0, timeout_s=5
+        )
+        assert isinstance(got.value, float) and 0.3 <= got.value < 5.0, got
+        interrogated = {m.ioa: m.value for m in await master.interrogate()}
+        assert interrogated[202] == got.value
