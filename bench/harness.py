@@ -120,3 +120,18 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bo
             return True
         time.sleep(interval_s)
     return bool(predicate())
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, steal): CPU seconds of the whole machine since boot, all cores together (/proc/stat).
+
+    Busy is everything but idle, iowait and steal; steal is time the hypervisor gave to others.
+    The difference of two readings, less the bench's own processes, is what other work used.
+    """
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle, iowait = fields[3], fields[4]
+    steal = fields[7] if len(fields) > 7 else 0
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user and nice
+    return (sum(fields) - guest - idle - iowait - steal) / ticks, steal / ticks

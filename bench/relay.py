@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.fast_csms import run_fast_csms
-from bench.harness import BenchError, Child, cpu_s, load_avg_1m, percentile
+from bench.harness import BenchError, Child, cpu_s, load_avg_1m, machine_cpu_s, percentile
 from bench.relay_gateway import run_relay_gateway
 from bench.relay_stations import ACTIONS, METER, START, STOP, run_tx_stations
 from bench.stations import V16, V201
@@ -84,6 +84,8 @@ class RelayCase:
     server_calls: dict[str, int] = field(default_factory=dict)  # gateway -> stations during the loads
     loop_lag_paced_s: float | None = None  # how late the gateway's loop ran a 20 ms timer, at most
     loop_lag_burst_s: float | None = None
+    # CPU the rest of the machine used meanwhile (other sessions' work), in cores: phase -> (busy, steal)
+    others_cores: dict[str, tuple[float, float]] = field(default_factory=dict)
     load_avg_1m: float | None = None
     profile_burst: str = ""  # the gateway's cProfile during the burst (--profile)
     notes: list[str] = field(default_factory=list)
@@ -222,6 +224,21 @@ def _cpu(processes: dict[str, Child]) -> dict[str, float]:
     return {name: cpu_s(child.pid) for name, child in processes.items()}
 
 
+class _Others:
+    """What the rest of the machine used over a phase: its busy CPU less the bench's processes', and
+    the hypervisor's steal, each in cores (CPU seconds per wall second)."""
+
+    def __init__(self, ours: dict[str, float]) -> None:
+        self.ours, self.at = ours, time.monotonic()
+        self.busy, self.steal = machine_cpu_s()
+
+    def cores(self, ours: dict[str, float]) -> tuple[float, float]:
+        busy, steal = machine_cpu_s()
+        wall = max(time.monotonic() - self.at, 1e-9)
+        mine = sum(ours[name] - self.ours[name] for name in ours)
+        return round((busy - self.busy - mine) / wall, 2), round((steal - self.steal) / wall, 2)
+
+
 def _measure(
     result: RelayCase,
     opts: RelayOptions,
@@ -251,6 +268,7 @@ def _measure(
         gateway.request("loop_lag", 10)
 
     cpu0 = _cpu(processes)
+    others = _Others(cpu0)
     result.paced = sim.request(
         "tx_paced",
         opts.paced_s + t,
@@ -261,6 +279,8 @@ def _measure(
         timeout_s=t / 2,
     )
     cpu1 = _cpu(processes)
+    result.others_cores["paced"] = others.cores(cpu1)
+    others = _Others(cpu1)
     if gateway is not None:
         result.loop_lag_paced_s = gateway.request("loop_lag", 10)["max_s"]
     if opts.profile and gateway is not None:
@@ -274,6 +294,7 @@ def _measure(
         timeout_s=t,
     )
     cpu2 = _cpu(processes)
+    result.others_cores["burst"] = others.cores(cpu2)
     if gateway is not None:
         result.loop_lag_burst_s = gateway.request("loop_lag", 10)["max_s"]
     if opts.profile and gateway is not None:
@@ -290,6 +311,11 @@ def _measure(
     logs = (("opening", opening), ("paced", result.paced), ("burst", result.burst), ("closing", finish))
     for phase, log in logs:
         _check_answered(result, phase, log)
+    if result.paced["skipped"]:
+        result.errors.append(
+            f"did not keep up with the paced load: {result.paced['skipped']:,} turns skipped (a call still"
+            f" unanswered after {result.stations / opts.rate_per_s:g} s): its round trips are queueing"
+        )
     sent = {a: sum(log["answered"][a] for _phase, log in logs) for a in ACTIONS}
     if csms is not None and csms_before is not None:
         time.sleep(0.5)  # a relayed call reaches the CSMS before its answer returns; this is margin only
@@ -404,9 +430,9 @@ def render_relay(results: list[RelayResult], opts: RelayOptions) -> str:
         (
             "| stations | case | **calls answered/s** (burst) | × baseline | gateway CPU µs/call | CSMS CPU µs/call "
             "| stations CPU µs/call | gateway calls/s per core (10⁶ ÷ CPU µs/call) | round trip p50 / p99 in the burst (ms) "
-            "| connect+boot (s) | load |"
+            "| connect+boot (s) | other work on the machine, paced / burst (cores) | load |"
         ),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         base_rate = r.baseline_rate()
@@ -418,7 +444,8 @@ def render_relay(results: list[RelayResult], opts: RelayOptions) -> str:
             lines.append(
                 f"| {r.stations} | {_label(c)} | {_num(rate)} | {ratio} | {_num(gw)} | {_num(c.cpu_us_per_call('csms'))} "
                 f"| {_num(c.cpu_us_per_call('stations'))} | {_num(None if not gw else 1e6 / gw)} "
-                f"| {_ms(b50)} / {_ms(b99)} | {_num(c.connect_boot_s, '.2f')} | {_num(c.load_avg_1m, '.1f')} |"
+                f"| {_ms(b50)} / {_ms(b99)} | {_num(c.connect_boot_s, '.2f')} | {_others(c)} "
+                f"| {_num(c.load_avg_1m, '.1f')} |"
             )
     notes = []
     for r in results:
@@ -449,6 +476,14 @@ def render_relay(results: list[RelayResult], opts: RelayOptions) -> str:
             notes.append(f"- {case}: " + "; ".join(bits))
             notes += [f"- note, {case}: {note}" for note in c.notes]
     return "\n".join(lines + [""] + notes)
+
+
+def _others(c: RelayCase) -> str:
+    paced, burst = c.others_cores.get("paced"), c.others_cores.get("burst")
+    if paced is None or burst is None:
+        return "—"
+    steal = max(paced[1], burst[1])
+    return f"{paced[0]:.2f} / {burst[0]:.2f}" + (f" (steal {steal:.2f})" if steal >= 0.05 else "")
 
 
 def _status(c: RelayCase) -> str:
