@@ -15,12 +15,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.arbiter import Arbiter
 from gateway.config import parse_config
-from gateway.core_build import arbiter_settings
-from gateway.decisions import Decision, LimitChanged
+from gateway.core_build import arbiter_settings, build_core
+from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.errors import StoreError
-from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
+from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived, StationConnected
 from gateway.metrics import CoreMetrics
-from gateway.model import Mode, RejectReason
+from gateway.model import Mode, OcppVersion, RejectReason
 from gateway.runtime import Clock, CoreRuntime
 from gateway.store import Store
 
@@ -298,3 +298,40 @@ async def test_a_store_fault_found_by_the_refresh_is_logged_once(
         assert runtime.metrics.store_errors._value.get() >= 3
     finally:
         await runtime.close()
+
+
+async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: 50 stations joining within one loop turn cost one fsync'd write, and no
+    ApplyStationLimit reaches an adapter before the ledger it adds to is in the store."""
+    config = parse_config({"limits": {"reallocation_settle_s": 0.0}, "store": {"path": str(tmp_path / "s")}})
+    runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    runtime.scheduler.start()
+    runtime.start()
+    writes: list[tuple[int, bool]] = []
+    real = runtime.store.save_commitments
+
+    def counting(changed: list[tuple[str, str, str]], removed: list[str], at_s: float, sync: bool) -> None:
+        writes.append((len(changed), sync))
+        real(changed, removed, at_s, sync)
+
+    monkeypatch.setattr(runtime.store, "save_commitments", counting)
+    unstored: list[str] = []
+
+    def check(decisions: Sequence[Decision]) -> None:
+        stored = {row[0] for row in runtime.store.load_commitments()}
+        unstored.extend(
+            d.station_id for d in decisions if isinstance(d, ApplyStationLimit) and d.station_id not in stored
+        )
+
+    runtime.add_listener(check)
+    for i in range(50):
+        decisions = await runtime.submit(StationConnected(f"cp{i}", OcppVersion.V16, 11000.0, 0.0))
+        assert any(isinstance(d, ApplyStationLimit) for d in decisions)
+    assert writes == []  # nothing went out yet: the 50 batches wait for one commit
+    await asyncio.sleep(0)  # the loop's next turn
+    assert writes == [(50, True)]
+    assert unstored == []
+    assert len(runtime.store.load_commitments()) == 50
+    await runtime.close()
