@@ -421,7 +421,11 @@ class Arbiter:
                 return
         else:
             fleet.refused(event.station_id, event.seq)
-        if fleet.worth_replanning(now_s, self.limit_w):
+        if fleet.targets_stale(now_s):
+            # e.g. a station back after its live cap lapsed accepted its bound: it is no longer
+            # fixed, so the shares it was left out of are split again (found by scenario V12).
+            self._reallocate(now_s, out)
+        elif fleet.worth_replanning(now_s, self.limit_w):
             fleet.plan(
                 now_s,
                 self.limit_w,

@@ -134,6 +134,8 @@ class Fleet:
     _next_refresh_s: float | None = None
     _raise_due_s: float | None = None
     _targets_fixed: tuple[float, float] = (0.0, 0.0)  # what fixed stations held when targets were set
+    _fixed_epoch: int = 0  # counts changes of which stations are fixed
+    _targets_epoch: int = 0  # ... as it was when targets were set
     _margin_s: float = 0.0  # settings.margin_s, read on every answer
     # Ledgers changed since the shell last stored them; a profile sent since then (sync).
     _changed: set[str] = field(default_factory=set)
@@ -283,8 +285,9 @@ class Fleet:
         self._fixed_reserve = self._fixed_fallback = 0.0
         until = math.inf
         for station in self.stations.values():
+            # Each station's part starts from zero (its ``fixed`` flag stays: _account compares it).
             station.reserve_w = station.fallback_commit_w = 0.0
-            station.fixed = station.counted_offline = False
+            station.counted_offline = False
             self._account(station, now_s)
             change = station.ledger.next_change_s(now_s, margin)
             if change is not None and change < until:
@@ -298,6 +301,8 @@ class Fleet:
         reserve = ledger.bound_w(now_s, online and assured) if reserve_w is None else reserve_w
         fallback = ledger.fallback_commitment_w()
         fixed = not online or (ledger.held is not None and not assured)
+        if fixed != station.fixed:
+            self._fixed_epoch += 1  # who is fixed changed: the shares must be split again
         self._forget(station)
         self._reserve_sum += reserve
         self._fallback_sum += fallback
@@ -344,6 +349,7 @@ class Fleet:
         """
         self._refresh(now_s)
         fixed, fixed_fb = self._targets_fixed = self._fixed_reserve, self._fixed_fallback
+        self._targets_epoch = self._fixed_epoch
         online = list(self.online())
         demand = self.settings.demand
         if any(s.fixed for s in online):
@@ -366,8 +372,11 @@ class Fleet:
 
     def targets_stale(self, now_s: float) -> bool:
         """A fixed station's reserve moved (an offline live cap lapsed, a silent station's
-        refresh went overdue or was answered): shares must follow."""
+        refresh went overdue or was answered), or a station stopped or started being fixed
+        (one back after its live cap lapsed accepted its bound): shares must follow."""
         self._refresh(now_s)
+        if self._fixed_epoch != self._targets_epoch:
+            return True
         was, was_fb = self._targets_fixed
         return abs(self._fixed_reserve - was) > _EPS_W or abs(self._fixed_fallback - was_fb) > _EPS_W
 

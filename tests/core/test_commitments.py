@@ -349,3 +349,33 @@ def test_restored_stations_come_back_offline_and_the_first_to_return_shares_the_
     assert shares and max(shares) <= 10000  # the absent two may still draw 20 kW
     # Their live caps lapse at T0 + 600 onto their fallback caps: then cp3 may be raised.
     assert again.fleet.reserve_sum(T0 + 601) < 30000
+
+
+# -- a station back after its live cap lapsed (found by scenario V12) -------------------------
+
+
+def _tick_until(arbiter: Arbiter, now: float) -> None:
+    for _ in range(50):  # the shell ticks at every deadline on the way
+        deadline = arbiter.next_deadline()
+        if deadline is None or deadline > now:
+            break
+        accept(arbiter, step(arbiter, Tick(), deadline), deadline)
+    accept(arbiter, step(arbiter, Tick(), now), now)
+
+
+def test_a_station_back_after_its_live_cap_lapsed_gets_its_share_again() -> None:
+    """Back with its old live profile lapsed it is *fixed* (its live cap not assured), bound at
+    0 W; once it accepts that it is not fixed any more, and the shares are split again.
+    Before: the targets only followed the fixed stations' reserve sums (0 W before and
+    after), so it stayed at 0 W for good while the others kept its share."""
+    arbiter = site()  # cp1..cp3 share 30 kW: 10 kW each
+    step(arbiter, StationDisconnected("cp3"), T0 + 10)
+    _tick_until(arbiter, T0 + 600)  # cp3's live cap lapses onto its 0 W fallback cap
+    assert shares(arbiter) == {"cp1": 15000.0, "cp2": 15000.0}
+    back = T0 + 700
+    accept(arbiter, join(arbiter, "cp3", back), back)  # bound at 0 W, Accepted: the cuts should follow
+    _tick_until(arbiter, back + 1200)  # two refresh cycles later
+    view = arbiter.view(back + 1200)
+    held = {s.station_id: s.committed_w for s in view.stations}
+    targets = {s.station_id: s.limit_w for s in view.stations}
+    assert held == {"cp1": 10000.0, "cp2": 10000.0, "cp3": 10000.0}, (held, targets)
