@@ -541,13 +541,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     parser.add_argument(
         "--modes",
         default=None,
-        help="what to run, comma-separated: fanout, actcon, reconnect, soak (default fanout,actcon,reconnect;"
+        help="what to run, comma-separated: fanout, actcon, reconnect, soak, relay (default fanout,actcon,reconnect;"
         " with --soak-minutes alone: soak)",
     )
     parser.add_argument(
         "--stations",
         default=None,
-        help="comma-separated station counts (default 100,1000,5000 for fanout, 1000,5000 for actcon and reconnect)",
+        help="comma-separated station counts (default 100,1000,5000 for fanout, 1000,5000 for actcon and reconnect,"
+        " 1000 for relay)",
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="baseline,gateway (either or both)")
     parser.add_argument(
