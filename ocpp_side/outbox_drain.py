@@ -20,7 +20,7 @@ from gateway.model import OcppVersion
 from ocpp_side import codec
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind
 from ocpp_side.outbox import StationLink
-from ocpp_side.relay_link import NOT_ACCEPTED, Hub, TxMapper, UpstreamCalls, replay
+from ocpp_side.relay_link import NOT_ACCEPTED, Hub, TxMapper, UpstreamCalls, repeated, replay
 from ocpp_side.upstream import STOP_TIMEOUT_S, UpstreamLink
 from ocpp_side.versions import rules_for
 
@@ -98,9 +98,7 @@ class OutboxDrain:
         """One attempt on the current link: None when done (or down), else seconds to wait."""
         config = self.hub.config
         if self.boot is not None:
-            boot = codec.parse_frame(self.boot)
-            assert type(boot) is Call
-            reply = await self.calls.exchange(boot.unique_id, self.boot)
+            reply = await self.calls.exchange(*repeated(self.boot))
             if reply is None:
                 return config.reconnect_min_s
             answer = reply[0]
@@ -114,5 +112,6 @@ class OutboxDrain:
             metrics.outbox_depth.set(self.hub.outbox.depth)
 
         mapper = TxMapper(self.hub.outbox, self.station_id, self.rules)
-        done = await replay(self.hub.outbox, self.station_id, self.calls.exchange, mapper, replayed)
+        renumber = self.rules.IDS_UNIQUE_ACROSS_CONNECTIONS
+        done = await replay(self.hub.outbox, self.station_id, self.calls.exchange, mapper, replayed, renumber)
         return None if done else config.reconnect_min_s

@@ -149,6 +149,16 @@ def gateway_message_id() -> str:
     return f"ocpp809-{uuid.uuid4().hex[:20]}"
 
 
+def repeated(raw: str) -> tuple[str, str]:
+    """A stored CALL the gateway repeats upstream (a station's boot on a new CSMS link): its
+    new message id and text. OCPP 2.0.1 Part 4 4.1.4: an id is never used twice for the same
+    identity, on any connection, retries included; the CSMS answered the old one."""
+    call = codec.parse_frame(raw)
+    assert type(call) is Call
+    unique_id = gateway_message_id()
+    return unique_id, codec.encode_call(unique_id, call.action, call.payload).decode()
+
+
 class UpstreamCalls:
     """Calls sent on one link awaiting their replies, each bounded by ``timeout_s``."""
 
@@ -212,17 +222,30 @@ class TxMapper:
 
 
 async def replay(
-    outbox: Outbox, station_id: str, exchange: Exchange, mapper: TxMapper, replayed: Callable[[], None]
+    outbox: Outbox,
+    station_id: str,
+    exchange: Exchange,
+    mapper: TxMapper,
+    replayed: Callable[[], None],
+    renumber: bool,
 ) -> bool:
-    """Send the station's outbox in order, each row deleted once answered; True once it is empty."""
+    """Send the station's outbox in order, each row deleted once answered; True once it is empty.
+
+    ``renumber`` (the CSMS's version forbids an id twice, ``IDS_UNIQUE_ACROSS_CONNECTIONS``):
+    each attempt goes under a new id, since the CSMS may have answered the last one (lost
+    with the link); a repeat is known by its content (seqNo). Else a row goes as it was kept."""
     while True:
         rows = outbox.pending(station_id)
         if not rows:
             return True
         for row in rows:
-            frame = codec.parse_frame(row.raw)
-            assert type(frame) is Call
-            reply = await exchange(frame.unique_id, mapper.mapped(row.action, row.raw))
+            text = mapper.mapped(row.action, row.raw)
+            if renumber:
+                reply = await exchange(*repeated(text))
+            else:
+                frame = codec.parse_frame(row.raw)
+                assert type(frame) is Call
+                reply = await exchange(frame.unique_id, text)
             if reply is None:
                 return False  # down again (or too slow): the row stays for the next time
             answer = reply[0]
@@ -281,7 +304,6 @@ class UpstreamRelay:
         self._boot = known.boot if known is not None and known.subprotocol == subprotocol else None
         self._boot_status: str | None = None  # the CSMS's answer to it on this link (None: not sent yet)
         self._boot_retry: asyncio.TimerHandle | None = None
-        self.fresh_boot_ids = False  # verbatim: the station's own frame is repeated as it was
         self._first_wait = True  # the first calls wait (bounded) for the first connection attempt
         self._csms_max: dict[int, dict[str, Any]] = {}  # CSMS station maximums, as the CSMS sent them
         self._installed_max: dict[int, dict[str, Any]] = {}  # ... and as installed (capped)
@@ -445,19 +467,17 @@ class UpstreamRelay:
             return False
         if self._boot_owed():
             assert self._boot is not None
-            boot = codec.parse_frame(self._boot)
-            assert type(boot) is Call
-            text = self._boot
-            if self.fresh_boot_ids:  # our own frame: a new message id for each connection
-                boot = Call(gateway_message_id(), boot.action, boot.payload)
-                text = codec.encode_call(boot.unique_id, boot.action, boot.payload).decode()
-            reply = await self.calls.exchange(boot.unique_id, text)
+            unique_id, text = repeated(self._boot)
+            reply = await self.calls.exchange(unique_id, text)
             if reply is None:
                 return False
             self.boot_answered(reply[0], repeated=True)
         if self.blocked:
             return False
-        done = await replay(self.hub.outbox, self.station_id, self.calls.exchange, self.tx, self._replayed)
+        renumber = self.up_rules.IDS_UNIQUE_ACROSS_CONNECTIONS
+        done = await replay(
+            self.hub.outbox, self.station_id, self.calls.exchange, self.tx, self._replayed, renumber
+        )
         if done:
             await self._send_notice()
         return done and self.link.up

@@ -78,7 +78,6 @@ class TranslatedRelay(UpstreamRelay):
     ) -> None:
         super().__init__(hub, end, csms_version.value)
         self.translators = translators
-        self.fresh_boot_ids = True
         self.state = hub.translation_state(self.station_id)
         self._to_station: dict[str, asyncio.Future[CallOutcome]] = {}
         self._ids = itertools.count(1)

@@ -186,6 +186,8 @@ CSMS_TX_REFERENCES = frozenset({"RemoteStopTransaction"})
 
 # -- the gateway's own identity toward the CSMS -----------------------------------
 
+# OCPP-J 1.6: a message id is unique on its connection; a stored frame goes again as it was.
+IDS_UNIQUE_ACROSS_CONNECTIONS = False
 NOTIFIES_LIMIT = False  # no NotifyChargingLimit in 1.6: only in a DataTransfer, if configured
 
 

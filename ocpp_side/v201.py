@@ -215,6 +215,8 @@ CSMS_TX_REFERENCES: frozenset[str] = frozenset()
 
 # -- the gateway's own identity toward the CSMS -----------------------------------
 
+# OCPP 2.0.1 Part 4 4.1.4: never an id twice for one identity, on any connection, retries included.
+IDS_UNIQUE_ACROSS_CONNECTIONS = True
 NOTIFIES_LIMIT = True  # NotifyChargingLimit / ClearedChargingLimit (K14)
 
 

@@ -7,8 +7,9 @@ messages on any WebSocket connection using the same unique Charging Station iden
 This also applies to retries of messages." The sender the CSMS sees is the station's
 identity, so what the gateway repeats for a station needs an id of its own.
 
-These tests FAIL until the gateway is fixed (they are not scenario rows: V12 stays about
-its transactions):
+Fixed: every call the gateway repeats upstream (a boot on a new link, an outbox row) goes
+under a new message id (``relay_link.repeated``). These tests are not scenario rows (V12
+stays about its transactions); they covered:
 
 - ``ocpp_side/relay_link.py``: a native 2.0.1 station relayed verbatim has its last
   BootNotification repeated on the new CSMS connection under the station's own message id
