@@ -79,6 +79,7 @@ class TranslatedRelay(UpstreamRelay):
         super().__init__(hub, end, csms_version.value)
         self.translators = translators
         self.state = hub.translation_state(self.station_id)
+        self._saved = self.state.to_json()  # as persisted (or as new: saved once it changes)
         self._to_station: dict[str, asyncio.Future[CallOutcome]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,11 +92,12 @@ class TranslatedRelay(UpstreamRelay):
             task.cancel()
         await super().stop()
 
-    def _save(self, before: str) -> None:
-        """Persist the translation state if it changed since ``before``."""
+    def _save(self) -> None:
+        """Persist the translation state if it changed since it was last persisted."""
         after = self.state.to_json()
-        if after != before:
+        if after != self._saved:
             self.hub.outbox.save_state(self.station_id, after)
+            self._saved = after
 
     # -- station -> CSMS ---------------------------------------------------------
 
@@ -109,7 +111,6 @@ class TranslatedRelay(UpstreamRelay):
             await self._answer_locally(call)  # the same CALLERROR as standalone; nothing forwarded
             return
         now = self.hub.runtime.clock()
-        before = self.state.to_json()
         try:
             translation = self.translators.upward(
                 self.state, self.station_id, call.action, call.payload, datetime.fromtimestamp(now, UTC)
@@ -119,7 +120,7 @@ class TranslatedRelay(UpstreamRelay):
             await self._answer_locally(call)
             return
         finally:
-            self._save(before)
+            self._save()
         if isinstance(translation, Refused):
             error = codec.encode_error(call.unique_id, translation.error_code, translation.description)
             session.forward_reply(error.decode())
@@ -168,14 +169,13 @@ class TranslatedRelay(UpstreamRelay):
     async def _answer_station(
         self, call: Call, translation: Translated, answers: Answers, offline: bool, now: float
     ) -> None:
-        before = self.state.to_json()
         try:
             payload: Payload | None = translation.answer(answers)
         except Exception:
             log.exception("%s: translating the answer to %s failed", self.station_id, call.action)
             payload = None
         finally:
-            self._save(before)
+            self._save()
         if offline:
             payload = self._local_answer(call, payload, now)
         if payload is not None:
@@ -228,14 +228,13 @@ class TranslatedRelay(UpstreamRelay):
             self.error_upstream(call.unique_id, ErrorKind.INTERNAL, "internal error")
 
     async def _serve_csms_call(self, call: Call) -> None:
-        before = self.state.to_json()
         try:
             now = datetime.fromtimestamp(self.hub.runtime.clock(), UTC)
             translation = self.translators.downward(
                 self.state, self.station_id, call.action, call.payload, now
             )
         finally:
-            self._save(before)
+            self._save()
         if isinstance(translation, Refused):
             if translation.error_code == self.up_rules.ERROR_CODES[ErrorKind.NOT_SUPPORTED]:
                 self.hub.metrics.not_supported.labels(call.action).inc()
@@ -251,12 +250,11 @@ class TranslatedRelay(UpstreamRelay):
             )
             return
         answers = [await self._call_station(out) for out in translation.calls]
-        before = self.state.to_json()
         try:
             answer = translation.answer(answers)
             follow_up = translation.follow_up(answers)
         finally:
-            self._save(before)
+            self._save()
         schemas.validate(self.up_rules.VERSION, call.action, answer, request=False)  # ours: invalid is a bug
         self.link.send(codec.encode_result(call.unique_id, answer))
         self.hub.metrics.relayed.labels("csms_to_station").inc()

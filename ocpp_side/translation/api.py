@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 Payload = dict[str, Any]
 Answers = Sequence[Payload | None]
@@ -72,7 +74,9 @@ class TranslationState:
     extra: dict[str, Any] = field(default_factory=dict)  # room for what a part needs beyond this
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        # orjson serialises the dataclass itself: no deep copy (asdict), int keys as strings;
+        # the relay persists this after every translated call (its hot path).
+        return orjson.dumps(self, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
     @classmethod
     def from_json(cls, text: str) -> TranslationState:
