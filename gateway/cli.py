@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 
 from gateway import __version__
 from gateway.config import check_environment, load_config
@@ -17,10 +18,11 @@ from gateway.errors import ConfigError, ConfigErrors, StartupError, StoreError
 
 EXIT_CONFIG = 2
 
-# Subcommands that live in other packages register here (scenario runner, simulators),
-# so the CLI does not import them until they are asked for.
+# Subcommands that live in other packages (the scenario runner, the simulators) declare
+# themselves as entry points of this group in their package metadata (pyproject.toml), so
+# the CLI names no other package and imports none until the parser is built.
+COMMANDS_GROUP = "ocpp809.commands"
 Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
-_EXTRA_COMMANDS: list[str] = ["scenarios.cli"]
 
 
 def _utc_time(record: logging.LogRecord) -> str:
@@ -150,14 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
-    for module_name in _EXTRA_COMMANDS:
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name and exc.name != module_name.split(".")[0]:
-                raise
-            continue
-        module.register(sub)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        register: Register = entry.load()
+        register(sub)
     return parser
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from gateway.errors import PeerInputError
+from gateway.errors import Ocpp809Error, PeerInputError
 from iec104.codec import (
     Asdu,
     Cot,
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _REFUSAL_COTS = {Cot.UNKNOWN_TYPE_ID, Cot.UNKNOWN_COT, Cot.UNKNOWN_CA, Cot.UNKNOWN_IOA}
 
 
-class MasterError(Exception):
+class MasterError(Ocpp809Error):
     """The outstation did not answer as IEC 104 requires (no STARTDT con, no ACT_CON, closed)."""
 
 
