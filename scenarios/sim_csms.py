@@ -148,7 +148,10 @@ class _Central16(ChargePoint16):  # type: ignore[misc]
         return result16.DiagnosticsStatusNotification()
 
 
-class _Central201(ChargePoint201):  # type: ignore[misc]
+class Central201(ChargePoint201):  # type: ignore[misc]
+    """A 2.0.1 central system for one station: every station message answered, Accepted
+    (the ocpp library validates every payload both ways); the test suites reuse it."""
+
     def __init__(self, station_id: str, connection: Any, heartbeat_s: int) -> None:
         super().__init__(station_id, connection, response_timeout=10)
         self.heartbeat_s = heartbeat_s
@@ -255,7 +258,7 @@ class SimCsms:
         # (an answer lost so: the gateway is right to send that call again)
         self.undelivered: set[tuple[str, str]] = set()
         self._links = itertools.count(1)
-        self.stations: dict[str, _Central16 | _Central201] = {}
+        self.stations: dict[str, _Central16 | Central201] = {}
         self.subprotocols: dict[str, str] = {}
         self._changed = asyncio.Event()
         self._server: Any = None
@@ -432,11 +435,11 @@ class SimCsms:
             await ws.close(1002, "no station id or no OCPP subprotocol")
             return
         connection = _Recording(ws, station_id, self)
-        central: _Central16 | _Central201
+        central: _Central16 | Central201
         if ws.subprotocol == "ocpp1.6":
             central = _Central16(station_id, connection, self.heartbeat_s)
         else:
-            central = _Central201(station_id, connection, self.heartbeat_s)
+            central = Central201(station_id, connection, self.heartbeat_s)
         self.stations[station_id] = central
         self.subprotocols[station_id] = str(ws.subprotocol)
         log.info("CSMS simulator: %s connected (%s)", station_id, ws.subprotocol)

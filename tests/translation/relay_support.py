@@ -19,7 +19,6 @@ from typing import Any
 import websockets
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
-from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import connect
 
@@ -29,6 +28,7 @@ from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.codec import OcppViolation
 from ocpp_side.server import StationServer
+from scenarios.sim_csms import Central201 as SimCentral201
 from tests.ocpp.stations import Behaviour, running
 from tests.relay.conftest import RecordingWs, RelayStation16
 from tests.support.loopback import StationSite, start_core
@@ -71,11 +71,12 @@ class CsmsBehaviour:
     boot_interval_s: int = 300
 
 
-class Central201(ChargePoint201):  # type: ignore[misc]
-    """A 2.0.1 CSMS for one station, strict (the library validates every payload both ways)."""
+class Central201(SimCentral201):
+    """The sim CSMS's 2.0.1 central system, its boot answers as the test says."""
 
     def __init__(self, station_id: str, connection: Any, behaviour: CsmsBehaviour) -> None:
-        super().__init__(station_id, connection, response_timeout=WAIT_S)
+        super().__init__(station_id, connection, behaviour.boot_interval_s)
+        self._response_timeout = WAIT_S
         self.behaviour = behaviour
 
     @on("BootNotification")
@@ -83,54 +84,6 @@ class Central201(ChargePoint201):  # type: ignore[misc]
         status = self.behaviour.boot_status.pop(0) if self.behaviour.boot_status else "Accepted"
         interval = self.behaviour.boot_interval_s
         return result201.BootNotification(current_time=now_iso(), interval=interval, status=status)
-
-    @on("Heartbeat")
-    def on_heartbeat(self, **_: Any) -> Any:
-        return result201.Heartbeat(current_time=now_iso())
-
-    @on("StatusNotification")
-    def on_status(self, **_: Any) -> Any:
-        return result201.StatusNotification()
-
-    @on("Authorize")
-    def on_authorize(self, **_: Any) -> Any:
-        return result201.Authorize(id_token_info={"status": "Accepted"})
-
-    @on("TransactionEvent")
-    def on_transaction_event(self, id_token: dict[str, Any] | None = None, **_: Any) -> Any:
-        return result201.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
-
-    @on("MeterValues")
-    def on_meter_values(self, **_: Any) -> Any:
-        return result201.MeterValues()
-
-    @on("NotifyEvent")
-    def on_notify_event(self, **_: Any) -> Any:
-        return result201.NotifyEvent()
-
-    @on("NotifyReport")
-    def on_notify_report(self, **_: Any) -> Any:
-        return result201.NotifyReport()
-
-    @on("NotifyChargingLimit")
-    def on_notify_charging_limit(self, **_: Any) -> Any:
-        return result201.NotifyChargingLimit()
-
-    @on("ClearedChargingLimit")
-    def on_cleared_charging_limit(self, **_: Any) -> Any:
-        return result201.ClearedChargingLimit()
-
-    @on("LogStatusNotification")
-    def on_log_status(self, **_: Any) -> Any:
-        return result201.LogStatusNotification()
-
-    @on("FirmwareStatusNotification")
-    def on_firmware(self, **_: Any) -> Any:
-        return result201.FirmwareStatusNotification()
-
-    @on("DataTransfer")
-    def on_data_transfer(self, **_: Any) -> Any:
-        return result201.DataTransfer(status="UnknownVendorId")
 
 
 class _Recording:
