@@ -255,6 +255,9 @@ class TranslatedRelay(UpstreamRelay):
             follow_up = translation.follow_up(answers)
         finally:
             self._save()
+        if call.action == "GetTransactionStatus":
+            # The translator cannot see the outbox: messages kept for the CSMS are still to come.
+            answer = {**answer, "messagesInQueue": self.hub.outbox.has_pending(self.station_id)}
         schemas.validate(self.up_rules.VERSION, call.action, answer, request=False)  # ours: invalid is a bug
         self.link.send(codec.encode_result(call.unique_id, answer))
         self.hub.metrics.relayed.labels("csms_to_station").inc()

@@ -223,6 +223,14 @@ async def test_csms_calls_reach_the_16_station(make_site: MakeSite, csms: Csms20
         assert started_event["transactionInfo"]["remoteStartId"] == 42
         tx201 = started_event["transactionInfo"]["transactionId"]
 
+        status = await csms.call("CP3", call201.GetTransactionStatus(transaction_id=tx201))
+        assert (status.ongoing_indicator, status.messages_in_queue) == (True, False)
+        outbox = site.server.relay_hub.outbox  # type: ignore[union-attr]
+        outbox.append("CP3", "MeterValues", '[2,"kept","MeterValues",{"evseId":1,"meterValue":[]}]')
+        status = await csms.call("CP3", call201.GetTransactionStatus(transaction_id=tx201))
+        assert status.messages_in_queue is True  # something kept for the CSMS is still to come
+        outbox.delete("CP3", outbox.pending("CP3")[0].seq)
+
         stopped = await csms.call("CP3", call201.RequestStopTransaction(transaction_id=tx201))
         assert stopped.status == "Accepted"
         assert cp.log.of("RemoteStopTransaction")[-1] == {"transaction_id": start.transaction_id}
