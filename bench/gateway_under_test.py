@@ -4,7 +4,7 @@ The fan-out is driven exactly as in production: a DSO setpoint goes into
 ``CoreRuntime.submit_setpoint``, the arbiter allocates, the station server sends the
 profiles, and each station's answer comes back as a ``ProfileResult`` event.
 
-The core works on a commitment ledger (``gateway.fleet``): cuts go out at once, a
+The core works on a commitment ledger (``gateway.core.fleet``): cuts go out at once, a
 raise only into room that is free, so one setpoint (or one join) may take several
 waves of ``ApplyStationLimit``. The clock of a round therefore stops when every
 station the round profiled has Accepted its *latest* allocation and the core has
@@ -31,10 +31,10 @@ from typing import Any
 
 from bench.baseline_csms import FanOutResult, StormResult
 from gateway.config import Config, parse_config
+from gateway.core.decisions import ApplyStationLimit, Decision
+from gateway.core.events import Event, MeterSampled, ProfileResult, SetpointReceived, StationReleased
+from gateway.core.model import ProfileOutcome
 from gateway.core_build import build_core
-from gateway.decisions import ApplyStationLimit, Decision
-from gateway.events import Event, MeterSampled, ProfileResult, SetpointReceived, StationReleased
-from gateway.model import ProfileOutcome
 from gateway.runtime import CoreRuntime
 from gateway.store import Store
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.compliance import ComplianceRecord, record_to_dict, stations_by_answer, summary
+from gateway.core.compliance import ComplianceRecord, record_to_dict, stations_by_answer, summary
+from gateway.core.model import RejectReason
 from gateway.errors import StoreError
-from gateway.model import RejectReason
 from gateway.store import COMPLIANCE_KIND, AuditEntry, AuditReader, ChainReport
 
 EXIT_BROKEN = 1

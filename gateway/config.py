@@ -209,7 +209,7 @@ class StoreConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class SharingConfig:
-    """How the limit follows what the EVs really take (see gateway/demand.py)."""
+    """How the limit follows what the EVs really take (see gateway/core/demand.py)."""
 
     follow_demand: bool = True  # idle and EV-limited stations give room to those that can use it
     idle_share_w: float = 0.0  # a station with no EV charging keeps this much (0: its min_power_w)

@@ -9,17 +9,17 @@ import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.arbiter import Arbiter, ArbiterSettings
 from gateway.config import Config, MissingStart
-from gateway.demand import DemandSettings
-from gateway.durable import describe_resume, resume
+from gateway.core.arbiter import Arbiter, ArbiterSettings
+from gateway.core.demand import DemandSettings
+from gateway.core.durable import describe_resume, resume
+from gateway.core.fleet import FleetSettings
+from gateway.core.ledger import StationLedger
+from gateway.core.model import OcppVersion
+from gateway.core.setpoint_rules import SetpointBounds
 from gateway.errors import StoreError
-from gateway.fleet import FleetSettings
-from gateway.ledger import StationLedger
 from gateway.metrics import CoreMetrics
-from gateway.model import OcppVersion
 from gateway.runtime import Clock, CoreRuntime
-from gateway.setpoint_rules import SetpointBounds
 from gateway.store import Store
 
 log = logging.getLogger(__name__)

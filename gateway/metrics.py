@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from gateway import __version__
-from gateway.decisions import (
+from gateway.core.decisions import (
     AllStationsEnforced,
     Decision,
     EnforcementChanged,
@@ -18,7 +18,7 @@ from gateway.decisions import (
     MeterRefused,
     PublishTotalPower,
 )
-from gateway.model import LimitSource, Mode, OcppVersion, ProfileOutcome, RejectReason
+from gateway.core.model import LimitSource, Mode, OcppVersion, ProfileOutcome, RejectReason
 
 # No "<counter>_created" gauge beside every counter and histogram: they would double the
 # series, no dashboard or alert of ours reads them, and the README lists what is exported.

@@ -18,8 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
-from gateway.decisions import StationReleaseRefused
-from gateway.events import StationReleased
+from gateway.core.decisions import StationReleaseRefused
+from gateway.core.events import StationReleased
 from gateway.runtime import CoreRuntime
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The shell around ``gateway.compliance``: feeds it from the runtime, keeps what it says.
+"""The shell around ``gateway.core.compliance``: feeds it from the runtime, keeps what it says.
 
 ``CoreRuntime`` hands every batch of decisions (with its event and time) to
 ``ProofRecorder.observe`` and tells it the audit id of each accepted command. The recorder
@@ -27,8 +27,8 @@ from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway.arbiter import SiteView
-from gateway.compliance import (
+from gateway.core.arbiter import SiteView
+from gateway.core.compliance import (
     RECORD_WINDOW_S,
     ComplianceRecord,
     ComplianceTracker,
@@ -41,9 +41,9 @@ from gateway.compliance import (
     record_to_dict,
     summary,
 )
-from gateway.decisions import Decision
+from gateway.core.decisions import Decision
+from gateway.core.events import Event
 from gateway.errors import StoreError
-from gateway.events import Event
 from gateway.store import COMPLIANCE_KIND, ENTRY_PEER, AuditRow, Store
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.arbiter import Arbiter, SiteView
-from gateway.decisions import (
+from gateway.core.arbiter import Arbiter, SiteView
+from gateway.core.decisions import (
     ConfirmSetpoint,
     Decision,
     LimitChanged,
@@ -27,9 +27,8 @@ from gateway.decisions import (
     StationReleaseRefused,
     TimeToComply,
 )
-from gateway.durable import DurableLimit
-from gateway.errors import StoreError
-from gateway.events import (
+from gateway.core.durable import DurableLimit
+from gateway.core.events import (
     DsoLinkLost,
     DsoLinkUp,
     Event,
@@ -41,8 +40,9 @@ from gateway.events import (
     StationReleased,
     Tick,
 )
+from gateway.core.model import Mode, RejectReason
+from gateway.errors import StoreError
 from gateway.metrics import CoreMetrics
-from gateway.model import Mode, RejectReason
 from gateway.proof import ProofRecorder
 from gateway.store import AuditRow, Store
 
@@ -324,7 +324,7 @@ class CoreRuntime:
             self._commit_flush = loop.call_later(COMMITMENTS_FLUSH_S, self._store_commitments)
 
     def _store_commitments(self, sync: bool = False) -> None:
-        """Store every station ledger that changed (gateway.fleet: "Commitments outlive the gateway")."""
+        """Store every station ledger that changed (gateway.core.fleet: "Commitments outlive the gateway")."""
         if self._commit_flush is not None:
             self._commit_flush.cancel()
             self._commit_flush = None

@@ -50,8 +50,8 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 from prometheus_client import make_wsgi_app
 
 from gateway import __version__
-from gateway.arbiter import SiteView, StationView
 from gateway.config import MetricsConfig
+from gateway.core.arbiter import SiteView, StationView
 from gateway.runtime import CoreRuntime
 from gateway.store import CommandOutcome
 

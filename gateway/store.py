@@ -61,10 +61,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self, TypeVar
 
-from gateway.compliance import ComplianceRecord, record_from_dict
-from gateway.durable import DurableLimit
+from gateway.core.compliance import ComplianceRecord, record_from_dict
+from gateway.core.durable import DurableLimit
+from gateway.core.model import Mode
 from gateway.errors import StoreError
-from gateway.model import Mode
 
 log = logging.getLogger(__name__)
 

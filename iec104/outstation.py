@@ -73,10 +73,10 @@ import c104
 from prometheus_client import Counter, Gauge
 
 from gateway.config import Iec104Config
-from gateway.decisions import Decision
+from gateway.core.decisions import Decision
+from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived
+from gateway.core.model import RejectReason
 from gateway.errors import Ocpp809Error, PeerInputError
-from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
-from gateway.model import RejectReason
 from gateway.runtime import CoreRuntime, SetpointOutcome
 from iec104.apdu_guard import Refusal
 from iec104.codec import QualityFlag, TypeId, decode_asdu

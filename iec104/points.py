@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.arbiter import SiteView
 from gateway.config import PointConfig, PointMap
-from gateway.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower, TimeToComply
-from gateway.events import SetpointReceived
-from gateway.model import Mode, Quality, RejectReason, SetpointKind
+from gateway.core.arbiter import SiteView
+from gateway.core.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower, TimeToComply
+from gateway.core.events import SetpointReceived
+from gateway.core.model import Mode, Quality, RejectReason, SetpointKind
 from iec104.codec import Cot, Cp56Time, QualityFlag, TypeId
 
 

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Collection
 from typing import Any
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import iso_utc
 from ocpp_side.versions import VersionRules
 

@@ -2,7 +2,7 @@
 
 - SetChargingProfile of a station maximum (1.6 ChargePointMaxProfile, 2.0.1
   ChargingStationMaxProfile): forwarded with every period limit capped at the station's
-  DSO allocation (the minimum of both, ``gateway.profile_cap``), and remembered so it is
+  DSO allocation (the minimum of both, ``gateway.core.profile_cap``), and remembered so it is
   capped again when the allocation moves.
 - SetChargingProfile or ClearChargingProfile naming one of the gateway's reserved profile
   ids: refused locally (Rejected / Unknown), never forwarded.
@@ -18,7 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.profile_cap import cap_limit
+from gateway.core.profile_cap import cap_limit
 from ocpp_side.profiles import StationCaps, floor_tenth
 from ocpp_side.versions import VersionRules
 

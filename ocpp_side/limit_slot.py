@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from gateway.decisions import ApplyStationLimit
-from gateway.model import ProfileOutcome
+from gateway.core.decisions import ApplyStationLimit
+from gateway.core.model import ProfileOutcome
 from ocpp_side import schemas
 from ocpp_side.profiles import ProfileLevel, ProfileSettings, StationCaps, retry_delay_s, station_max
 from ocpp_side.versions import VersionRules

@@ -16,7 +16,7 @@ Rules, per meterValue entry:
 6. Total: numeric trouble never raises. A value that is not a number is no reading
    (as if absent); a number that is not finite (``"nan"``, ``"inf"``, ``"1e400"``) or
    that overflows once scaled (``"1e39"`` kW, a multiplier of 400) comes out
-   non-finite or huge, and the core refuses it as implausible (``gateway/arbiter.py``)
+   non-finite or huge, and the core refuses it as implausible (``gateway/core/arbiter.py``)
    instead of silently keeping the previous reading. Finite negative draws read 0 W.
 """
 

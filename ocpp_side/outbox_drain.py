@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import codec
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind
 from ocpp_side.outbox import StationLink

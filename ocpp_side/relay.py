@@ -50,9 +50,9 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.config import OcppConfig, UpstreamConfig
-from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
-from gateway.model import LimitSource, OcppVersion
-from gateway.profile_cap import DSO_SOURCES, dso_limit_in_force
+from gateway.core.decisions import ApplyStationLimit, Decision, LimitChanged
+from gateway.core.model import LimitSource, OcppVersion
+from gateway.core.profile_cap import DSO_SOURCES, dso_limit_in_force
 from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolation

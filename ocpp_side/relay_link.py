@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from gateway.config import OcppConfig, UpstreamConfig
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError

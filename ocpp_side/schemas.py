@@ -16,7 +16,7 @@ import fastjsonschema
 import ocpp
 import orjson
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
 from ocpp_side.versions import rules_for
 

@@ -29,10 +29,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from gateway.config import LegacyConfig, OcppConfig, UpstreamConfig
-from gateway.decisions import ApplyStationLimit, Decision
+from gateway.core.decisions import ApplyStationLimit, Decision
+from gateway.core.events import StationConnected, StationDisconnected
+from gateway.core.model import OcppVersion
 from gateway.errors import StartupError
-from gateway.events import StationConnected, StationDisconnected
-from gateway.model import OcppVersion
 from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers

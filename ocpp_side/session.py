@@ -44,9 +44,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.decisions import ApplyStationLimit
-from gateway.events import Event, MeterSampled, ProfileResult, StationActivity
-from gateway.model import OcppVersion, ProfileOutcome
+from gateway.core.decisions import ApplyStationLimit
+from gateway.core.events import Event, MeterSampled, ProfileResult, StationActivity
+from gateway.core.model import OcppVersion, ProfileOutcome
 from ocpp_side import codec, schemas
 from ocpp_side.activity import Activity
 from ocpp_side.answers import StandaloneAnswers, served

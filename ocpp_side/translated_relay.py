@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolation
 from ocpp_side.csms_guard import judge

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
 from ocpp_side.observations import ConnectorStatus, MeterReading, Observation, TransactionUpdate
 from ocpp_side.profiles import StationMax

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import ErrorKind, OcppViolation
 from ocpp_side.observations import ConnectorStatus, MeterReading, Observation, TransactionUpdate
 from ocpp_side.profiles import StationMax

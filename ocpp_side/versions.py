@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import v16, v201
 from ocpp_side.codec import ErrorKind
 from ocpp_side.observations import Observation

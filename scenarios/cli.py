@@ -434,9 +434,10 @@ async def _until_stopped(duration_s: float) -> asyncio.Event:
 
 
 async def _sim_stations(args: argparse.Namespace) -> int:
-    from gateway.model import OcppVersion
+    from gateway.core.model import OcppVersion
     from scenarios.link_errors import EXIT_COULD_NOT_CONNECT, EXIT_OK, describe
-    from scenarios.sim_station import Fleet, SimStation, StationSpec
+    from scenarios.sim_station import Fleet, SimStation
+    from scenarios.station_spec import StationSpec
 
     fleet = Fleet()
     version = OcppVersion.V16 if args.version == "1.6" else OcppVersion.V201

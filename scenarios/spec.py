@@ -36,6 +36,7 @@ from pydantic.dataclasses import dataclass
 
 from gateway.config import Config, PointMap, parse_config, read_toml
 from gateway.errors import ConfigError
+from scenarios.run_config import gateway_config
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -542,8 +543,6 @@ def _check_expectation(step: Expectation, file: str, key: str, names: set[str]) 
 
 def _check_gateway(overrides: dict[str, Any], file: str, site: SiteConfig | None = None) -> Config:
     """The configuration a simulated run would use (unscaled): defaults, site file, overrides."""
-    from scenarios.runner import gateway_config  # the runner owns how overrides are merged
-
     try:
         return gateway_config(
             overrides, store_path="check.sqlite3", time_scale=1.0, base=None if site is None else site.data

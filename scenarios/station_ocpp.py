@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
@@ -23,10 +24,34 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
+from scenarios.charging import ChargerModel
 from scenarios.legacy_unit import MODEL, VENDOR
+from scenarios.station_spec import StationSpec
 
-if TYPE_CHECKING:
-    from scenarios.sim_station import SimStation
+
+class SimStation(Protocol):
+    """What a protocol client uses of its simulated station (``scenarios.sim_station``
+    implements it; named here so the two modules do not import each other)."""
+
+    spec: StationSpec
+    model: ChargerModel
+    clock: Callable[[], float]
+    transaction_id: int | str | None
+    measurands: tuple[str, ...]
+    heartbeat_s: float
+    meter_interval_s: float
+
+    @property
+    def station_id(self) -> str: ...
+    def record(self, kind: str, detail: str = "", value: float | None = None) -> None: ...
+    def trigger(self, message: str) -> bool: ...
+    def install_profile(self, raw: dict[str, Any], evse_id: int) -> tuple[bool, str]: ...
+    def clear_profiles(
+        self, profile_id: int | None, evse_id: int | None, purpose: str | None, stack: int | None
+    ) -> int: ...
+    def next_tx_seq(self) -> int: ...
+    def set_meter_interval(self, seconds: float) -> None: ...
+
 
 SUPPORTED_MEASURANDS = frozenset(
     {

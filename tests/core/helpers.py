@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.arbiter import Arbiter, ArbiterSettings, DurableLimit
-from gateway.decisions import Decision
-from gateway.events import Event, Tick
-from gateway.setpoint_rules import SetpointBounds
+from gateway.core.arbiter import Arbiter, ArbiterSettings, DurableLimit
+from gateway.core.decisions import Decision
+from gateway.core.events import Event, Tick
+from gateway.core.setpoint_rules import SetpointBounds
 
 T0 = 1_800_000_000.0  # a fixed wall-clock instant; tests pass time explicitly
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.allocation import StationRange, allocate
+from gateway.core.allocation import StationRange, allocate
 
 
 def s(station_id: str, min_w: float = 4140, max_w: float = 22000) -> StationRange:

@@ -8,10 +8,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter, ArbiterSettings
-from gateway.decisions import ApplyStationLimit, Decision, EnforcementChanged, StationReleaseRefused
-from gateway.demand import DemandSettings
-from gateway.events import (
+from gateway.core.arbiter import Arbiter, ArbiterSettings
+from gateway.core.decisions import ApplyStationLimit, Decision, EnforcementChanged, StationReleaseRefused
+from gateway.core.demand import DemandSettings
+from gateway.core.events import (
     DsoLinkUp,
     MeterSampled,
     ProfileResult,
@@ -22,9 +22,9 @@ from gateway.events import (
     StationReleased,
     Tick,
 )
-from gateway.fleet import FleetSettings
-from gateway.ledger import Profiles, StationLedger
-from gateway.model import OcppVersion, ProfileOutcome
+from gateway.core.fleet import FleetSettings
+from gateway.core.ledger import Profiles, StationLedger
+from gateway.core.model import OcppVersion, ProfileOutcome
 from tests.core.helpers import SETTINGS, T0, of_type, step
 
 V16 = OcppVersion.V16

@@ -1,4 +1,4 @@
-"""Compliance records (gateway.compliance): the real core's decisions in, explicit time, no I/O."""
+"""Compliance records (gateway.core.compliance): the real core's decisions in, explicit time, no I/O."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter
-from gateway.compliance import (
+from gateway.core.arbiter import Arbiter
+from gateway.core.compliance import (
     NOTHING,
     ComplianceRecord,
     ComplianceTracker,
@@ -25,7 +25,7 @@ from gateway.compliance import (
     stations_by_answer,
     summary,
 )
-from gateway.decisions import (
+from gateway.core.decisions import (
     ApplyStationLimit,
     ConfirmSetpoint,
     Decision,
@@ -33,7 +33,7 @@ from gateway.decisions import (
     LimitChanged,
     PublishTotalPower,
 )
-from gateway.events import (
+from gateway.core.events import (
     DsoLinkLost,
     DsoLinkUp,
     Event,
@@ -45,7 +45,7 @@ from gateway.events import (
     StationReleased,
     Tick,
 )
-from gateway.model import LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
+from gateway.core.model import LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
 from tests.core.helpers import SETTINGS, T0, new_arbiter, step
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from gateway.arbiter import Arbiter, DurableLimit
-from gateway.decisions import LimitChanged
-from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived, Tick
-from gateway.model import LimitSource, Mode
+from gateway.core.arbiter import Arbiter, DurableLimit
+from gateway.core.decisions import LimitChanged
+from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived, Tick
+from gateway.core.model import LimitSource, Mode
 from tests.core.helpers import SETTINGS, T0, new_arbiter, of_type, step
 
 HOLD = SETTINGS.hold_timeout_s

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter
-from gateway.decisions import ApplyStationLimit, ConfirmSetpoint, RejectSetpoint, StationReleaseRefused
-from gateway.events import (
+from gateway.core.arbiter import Arbiter
+from gateway.core.decisions import ApplyStationLimit, ConfirmSetpoint, RejectSetpoint, StationReleaseRefused
+from gateway.core.events import (
     DsoLinkLost,
     DsoLinkUp,
     Event,
@@ -30,8 +30,8 @@ from gateway.events import (
     StationReleased,
     Tick,
 )
-from gateway.ledger import StationLedger
-from gateway.model import Mode, OcppVersion, ProfileOutcome, SetpointKind
+from gateway.core.ledger import StationLedger
+from gateway.core.model import Mode, OcppVersion, ProfileOutcome, SetpointKind
 from tests.core.helpers import SETTINGS, T0
 
 STATION_IDS = ["cp1", "cp2", "cp3", "cp4"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter, DurableLimit
-from gateway.durable import resume
-from gateway.model import Mode
+from gateway.core.arbiter import Arbiter, DurableLimit
+from gateway.core.durable import resume
+from gateway.core.model import Mode
 from tests.core.helpers import SETTINGS, T0
 
 HOLD = 300.0

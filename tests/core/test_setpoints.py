@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from gateway.decisions import ConfirmSetpoint, LimitChanged, RejectSetpoint
-from gateway.events import DsoLinkUp, SetpointReceived
-from gateway.model import LimitSource, Mode, RejectReason, SetpointKind
+from gateway.core.decisions import ConfirmSetpoint, LimitChanged, RejectSetpoint
+from gateway.core.events import DsoLinkUp, SetpointReceived
+from gateway.core.model import LimitSource, Mode, RejectReason, SetpointKind
 from tests.core.helpers import T0, new_arbiter, of_type
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from gateway.arbiter import Arbiter
-from gateway.decisions import (
+from gateway.core.arbiter import Arbiter
+from gateway.core.decisions import (
     AllStationsEnforced,
     ApplyStationLimit,
     EnforcementChanged,
     MeterRefused,
     PublishTotalPower,
 )
-from gateway.events import (
+from gateway.core.events import (
     MeterSampled,
     ProfileResult,
     SetpointReceived,
@@ -20,7 +20,7 @@ from gateway.events import (
     StationDisconnected,
     Tick,
 )
-from gateway.model import LimitSource, OcppVersion, ProfileOutcome, Quality
+from gateway.core.model import LimitSource, OcppVersion, ProfileOutcome, Quality
 from tests.core.helpers import SETTINGS, T0, new_arbiter, of_type, step
 
 V16 = OcppVersion.V16

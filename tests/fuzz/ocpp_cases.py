@@ -37,7 +37,7 @@ import ocpp
 import orjson
 from hypothesis import strategies as st
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.answers import served
 from ocpp_side.versions import rules_for
 

@@ -19,10 +19,10 @@ import struct
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter
 from gateway.config import PointMap, parse_config
+from gateway.core.arbiter import Arbiter
+from gateway.core.decisions import ConfirmSetpoint, RejectSetpoint
 from gateway.core_build import arbiter_settings
-from gateway.decisions import ConfirmSetpoint, RejectSetpoint
 from gateway.errors import PeerInputError
 from iec104.codec import IFrame, decode_asdu, decode_frame, encode_asdu
 from iec104.points import CommandIn, CommandRefused, SetpointTest, point_specs, translate_command

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import SetpointReceived
+from gateway.core.events import SetpointReceived
 from gateway.store import AuditReader, Store
 from iec104.master import Iec104Master, MasterError
 from tests.fuzz.gateway_subprocess import GatewayProcess, site_file

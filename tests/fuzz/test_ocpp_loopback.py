@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.server import StationServer
 from tests.fuzz.ocpp_cases import V16, V201, Frame, check_answer, expect, frames
 from tests.ocpp.conftest import Site, site_config

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.arbiter import Arbiter
 from gateway.config import parse_config
+from gateway.core.arbiter import Arbiter
+from gateway.core.decisions import PublishTotalPower
+from gateway.core.events import MeterSampled, StationConnected
+from gateway.core.model import OcppVersion
 from gateway.core_build import arbiter_settings
-from gateway.decisions import PublishTotalPower
-from gateway.events import MeterSampled, StationConnected
-from gateway.model import OcppVersion
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.codec import Call, CallError, CallResult, FrameError, parse_frame
 from ocpp_side.limit_slot import ProfileBook

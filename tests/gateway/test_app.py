@@ -12,10 +12,10 @@ import pytest
 
 from gateway.app import build_gateway
 from gateway.config import parse_config
-from gateway.decisions import Decision, LimitChanged
+from gateway.core.decisions import Decision, LimitChanged
+from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived
+from gateway.core.model import Mode
 from gateway.errors import StoreError
-from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived
-from gateway.model import Mode
 
 
 def loopback_config(tmp_path: Path, metrics: bool = True) -> dict[str, object]:

@@ -17,8 +17,8 @@ import pytest
 from gateway.app import build_gateway
 from gateway.audit_cli import REASON_WORDS, iso, parse_time
 from gateway.config import parse_config
-from gateway.events import DsoLinkUp, MeterSampled, ProfileResult, SetpointReceived, StationConnected
-from gateway.model import OcppVersion, ProfileOutcome, RejectReason
+from gateway.core.events import DsoLinkUp, MeterSampled, ProfileResult, SetpointReceived, StationConnected
+from gateway.core.model import OcppVersion, ProfileOutcome, RejectReason
 from gateway.store import SCHEMA_VERSION
 from tests.gateway.test_audit_proof import Clock, Stations, make_runtime
 from tests.gateway.test_store import write_release_0_1_store

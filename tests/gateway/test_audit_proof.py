@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.arbiter import Arbiter
-from gateway.compliance import RecordKind, dumps, record_to_dict
 from gateway.config import parse_config
-from gateway.core_build import arbiter_settings
-from gateway.decisions import ApplyStationLimit
-from gateway.errors import StoreError
-from gateway.events import (
+from gateway.core.arbiter import Arbiter
+from gateway.core.compliance import RecordKind, dumps, record_to_dict
+from gateway.core.decisions import ApplyStationLimit
+from gateway.core.events import (
     DsoLinkLost,
     DsoLinkUp,
     MeterSampled,
@@ -26,8 +24,10 @@ from gateway.events import (
     SetpointReceived,
     StationConnected,
 )
+from gateway.core.model import OcppVersion, ProfileOutcome
+from gateway.core_build import arbiter_settings
+from gateway.errors import StoreError
 from gateway.metrics import CoreMetrics
-from gateway.model import OcppVersion, ProfileOutcome
 from gateway.runtime import CoreRuntime
 from gateway.store import AuditEntry, Store
 

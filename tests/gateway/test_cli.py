@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 from gateway.store import Store
 from tests.support.gateway_process import loopback_config
 

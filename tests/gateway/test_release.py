@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from gateway.config import Config, StoreConfig
-from gateway.events import ProfileResult, StationConnected, StationDisconnected
-from gateway.model import OcppVersion, ProfileOutcome
+from gateway.core.events import ProfileResult, StationConnected, StationDisconnected
+from gateway.core.model import OcppVersion, ProfileOutcome
 from gateway.operator_requests import RequestSpool, request_release, spool_dir
 from tests.support.gateway_process import loopback_config, run_cli, running_gateway
 from tests.support.loopback import start_core

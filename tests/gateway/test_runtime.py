@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.arbiter import Arbiter
 from gateway.config import parse_config
+from gateway.core.arbiter import Arbiter
+from gateway.core.decisions import ApplyStationLimit, Decision, LimitChanged
+from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived, StationConnected
+from gateway.core.model import Mode, OcppVersion, RejectReason
 from gateway.core_build import arbiter_settings, build_core
-from gateway.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.errors import StoreError
-from gateway.events import DsoLinkLost, DsoLinkUp, SetpointReceived, StationConnected
 from gateway.metrics import CoreMetrics
-from gateway.model import Mode, OcppVersion, RejectReason
 from gateway.runtime import Clock, CoreRuntime
 from gateway.store import Store
 

@@ -31,10 +31,10 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from gateway.app import Gateway, build_gateway
-from gateway.arbiter import SiteView, StationView
 from gateway.config import parse_config
+from gateway.core.arbiter import SiteView, StationView
+from gateway.core.model import LimitSource, Mode, OcppVersion, ProfileOutcome, Quality, RejectReason
 from gateway.errors import ConfigError
-from gateway.model import LimitSource, Mode, OcppVersion, ProfileOutcome, Quality, RejectReason
 from gateway.status_page import ANSWER_TIMEOUT_S, Snapshot, health, render_status
 from gateway.store import AuditEntry, AuditRow, CommandOutcome
 from iec104.master import Iec104Master

@@ -13,11 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gateway.store as store_module
-from gateway.compliance import ComplianceRecord, ComplianceTracker, RecordKind, dumps, record_to_dict, summary
-from gateway.decisions import ConfirmSetpoint, LimitChanged
-from gateway.durable import DurableLimit
+from gateway.core.compliance import (
+    ComplianceRecord,
+    ComplianceTracker,
+    RecordKind,
+    dumps,
+    record_to_dict,
+    summary,
+)
+from gateway.core.decisions import ConfirmSetpoint, LimitChanged
+from gateway.core.durable import DurableLimit
+from gateway.core.model import LimitSource, Mode, Quality
 from gateway.errors import StoreError
-from gateway.model import LimitSource, Mode, Quality
 from gateway.store import SCHEMA_VERSION, AuditReader, AuditRow, Store
 
 

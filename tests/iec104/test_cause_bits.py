@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 from iec104.codec import Asdu, Cot, Cp56Time, IFrame, InfoObject, TypeId, encode_asdu, encode_frame
 from tests.iec104.conftest import Site
 

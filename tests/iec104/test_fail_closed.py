@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.events import SetpointReceived
+from gateway.core.events import SetpointReceived
 from gateway.runtime import SetpointOutcome
 from tests.iec104.conftest import running_site, site_config
 

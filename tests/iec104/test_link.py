@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 from iec104.codec import Cot
 from iec104.master import Iec104Master, MasterError
 from tests.iec104.conftest import Site, running_site, site_config

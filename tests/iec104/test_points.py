@@ -6,17 +6,17 @@ import math
 
 import pytest
 
-from gateway.arbiter import SiteView
 from gateway.config import PointConfig, PointMap
-from gateway.decisions import (
+from gateway.core.arbiter import SiteView
+from gateway.core.decisions import (
     ConfirmSetpoint,
     EnforcementChanged,
     LimitChanged,
     PublishTotalPower,
     TimeToComply,
 )
-from gateway.events import SetpointReceived
-from gateway.model import LimitSource, Mode, Quality, RejectReason, SetpointKind
+from gateway.core.events import SetpointReceived
+from gateway.core.model import LimitSource, Mode, Quality, RejectReason, SetpointKind
 from iec104.codec import NO_FLAGS, Cot, Cp56Time, QualityFlag, TypeId
 from iec104.points import (
     CommandIn,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 from tests.iec104.conftest import running_site, site_config
 
 T1_S = 2

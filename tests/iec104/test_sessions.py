@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.decisions import Decision, LimitChanged
-from gateway.model import Mode
+from gateway.core.decisions import Decision, LimitChanged
+from gateway.core.model import Mode
 from gateway.runtime import CoreRuntime
 from iec104.codec import Cot
 from iec104.master import Iec104Master

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 from iec104.codec import Cot
 from tests.iec104.conftest import Site, running_site, site_config
 

@@ -6,8 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from gateway.events import MeterSampled, StationConnected
-from gateway.model import OcppVersion
+from gateway.core.events import MeterSampled, StationConnected
+from gateway.core.model import OcppVersion
 from iec104.codec import Cot, QualityFlag, TypeId
 from tests.iec104.conftest import Site, running_site, site_config
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.arbiter import StationView
 from gateway.config import Config, parse_config
+from gateway.core.arbiter import StationView
 from ocpp_side.server import StationServer
 from tests.support.loopback import StationSite, start_core
 

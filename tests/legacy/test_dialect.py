@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import schemas
 from ocpp_side.codec import OcppViolation
 from ocpp_side.legacy.dialect import DialectSettings, Leniency, UnitDialect, normalise, schema

@@ -14,8 +14,8 @@ import pytest
 from ocpp.v16 import call as call16
 from websockets.exceptions import InvalidStatus
 
+from gateway.core.events import SetpointReceived
 from gateway.errors import StartupError
-from gateway.events import SetpointReceived
 from ocpp_side.legacy.dialect import DialectSettings, Normalised, UnitDialect
 from ocpp_side.legacy.session import LegacySession
 from ocpp_side.server import StationServer

@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 from scenarios.cli import _sim_stations, register
-from scenarios.sim_station import SimStation, StationSpec
+from scenarios.sim_station import SimStation
+from scenarios.station_spec import StationSpec
 from tests.legacy.conftest import SiteFactory
 
 WAIT_S = 10.0

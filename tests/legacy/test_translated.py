@@ -9,7 +9,7 @@ import pytest
 from ocpp.v16 import call as call16
 
 from gateway.config import parse_config
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.server import StationServer
 from tests.legacy.conftest import LegacySite
 from tests.legacy.units import legacy_unit

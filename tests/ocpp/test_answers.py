@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import schemas
 from ocpp_side.answers import StandaloneAnswers, served
 from ocpp_side.codec import ErrorKind, OcppViolation

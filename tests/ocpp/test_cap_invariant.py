@@ -37,8 +37,8 @@ from ocpp.v16 import call as call16
 from websockets.asyncio.client import connect
 
 from gateway.config import parse_config
-from gateway.decisions import Decision, LimitChanged
-from gateway.events import SetpointReceived
+from gateway.core.decisions import Decision, LimitChanged
+from gateway.core.events import SetpointReceived
 from ocpp_side.server import StationServer
 from tests.ocpp.conftest import Site
 from tests.ocpp.stations import Behaviour, Log, Profile, Station16, Station201, boot, drop, running

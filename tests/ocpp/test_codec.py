@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import codec, schemas, v16, v201
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, FrameError, OcppViolation
 from ocpp_side.versions import rules_for

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from gateway.model import Quality
+from gateway.core.model import Quality
 from ocpp_side.peer_log import PeerLog, brief, printable
 from tests.ocpp.conftest import SiteFactory
 

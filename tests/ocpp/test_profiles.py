@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import schemas, v16, v201
 from ocpp_side.codec import iso_utc
 from ocpp_side.profiles import (

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.decisions import ApplyStationLimit
-from gateway.events import MeterSampled, ProfileResult, StationActivity
-from gateway.model import LimitSource, OcppVersion, ProfileOutcome
+from gateway.core.decisions import ApplyStationLimit
+from gateway.core.events import MeterSampled, ProfileResult, StationActivity
+from gateway.core.model import LimitSource, OcppVersion, ProfileOutcome
 from ocpp_side.answers import StandaloneAnswers
 from ocpp_side.codec import Call
 from ocpp_side.limit_slot import ProfileBook

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side import schemas, v16, v201
 from ocpp_side.profiles import RateUnit
 from ocpp_side.station_setup import Discovered, MeteringPlan

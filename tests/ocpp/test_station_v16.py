@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from ocpp.v16 import call as call16
 
-from gateway.events import SetpointReceived
-from gateway.model import ProfileOutcome
+from gateway.core.events import SetpointReceived
+from gateway.core.model import ProfileOutcome
 from tests.ocpp.conftest import SiteFactory
 from tests.ocpp.stations import Behaviour, station
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from ocpp.v201 import call as call201
 
-from gateway.events import SetpointReceived
-from gateway.model import OcppVersion
+from gateway.core.events import SetpointReceived
+from gateway.core.model import OcppVersion
 from tests.ocpp.conftest import SiteFactory
 from tests.ocpp.stations import Behaviour, station
 

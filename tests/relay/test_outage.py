@@ -9,7 +9,7 @@ import pytest
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
-from gateway.events import SetpointReceived
+from gateway.core.events import SetpointReceived
 from tests.relay.conftest import Site, SiteFactory, relay_station
 
 pytestmark = pytest.mark.asyncio

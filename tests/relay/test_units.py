@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import LimitSource, OcppVersion
-from gateway.profile_cap import cap_limit, cap_limits, dso_limit_in_force
+from gateway.core.model import LimitSource, OcppVersion
+from gateway.core.profile_cap import cap_limit, cap_limits, dso_limit_in_force
 from ocpp_side import outbox as outbox_module
 from ocpp_side import schemas, v16, v201
 from ocpp_side.csms_guard import judge

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.arbiter import ArbiterSettings
 from gateway.config import Config
-from gateway.decisions import Decision
+from gateway.core.arbiter import ArbiterSettings
+from gateway.core.decisions import Decision
 from ocpp_side.server import StationServer
 from scenarios.runner import ScenarioRun
 from scenarios.spec import SCENARIO_DIR, load_scenario
@@ -61,7 +61,7 @@ async def test_t2_fails_when_the_core_falls_back_before_the_hold_time(
 async def test_v8_fails_when_the_core_gives_an_offline_stations_share_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.fleet import Fleet, Station
+    from gateway.core.fleet import Fleet, Station
 
     real = Fleet._account  # where each station's reserve enters the fleet's sums (since 45ce9ad)
 

@@ -16,7 +16,7 @@ import pytest
 from gateway.app import build_gateway
 from scenarios.cli import _sim_dso, _sim_stations
 from scenarios.link_errors import EXIT_COULD_NOT_CONNECT, EXIT_SETPOINT_REFUSED
-from scenarios.runner import gateway_config
+from scenarios.run_config import gateway_config
 from tests.support.gateway_process import run_cli
 
 

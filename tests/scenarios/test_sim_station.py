@@ -15,10 +15,11 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from scenarios.charging import RateUnit
 from scenarios.sim_csms import Frame, SimCsms
-from scenarios.sim_station import SimStation, StationSpec
+from scenarios.sim_station import SimStation
+from scenarios.station_spec import StationSpec
 
 TIMEOUT = 10.0
 

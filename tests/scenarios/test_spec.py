@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config
-from scenarios.runner import gateway_config
+from scenarios.run_config import gateway_config
 from scenarios.spec import (
     SCENARIO_DIR,
     SITE_SCENARIO_DIR,

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from gateway.arbiter import StationView
 from gateway.config import Config
+from gateway.core.arbiter import StationView
 from gateway.core_build import build_core
 from gateway.runtime import CoreRuntime
 from gateway.store import Store

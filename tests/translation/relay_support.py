@@ -23,7 +23,7 @@ from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import connect
 
 from gateway.config import Config, parse_config
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from gateway.runtime import CoreRuntime
 from ocpp_side import schemas
 from ocpp_side.codec import OcppViolation

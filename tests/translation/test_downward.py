@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import OcppViolation
 from ocpp_side.csms_guard import judge
 from ocpp_side.schemas import known_actions, validate

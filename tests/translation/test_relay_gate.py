@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call as call16
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from tests.translation.relay_support import (
     Csms201,
     Site,

@@ -13,8 +13,8 @@ from ocpp.exceptions import NotSupportedError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
-from gateway.events import SetpointReceived
-from gateway.model import OcppVersion
+from gateway.core.events import SetpointReceived
+from gateway.core.model import OcppVersion
 from tests.relay.conftest import relay_station
 from tests.translation.relay_support import (
     Csms201,

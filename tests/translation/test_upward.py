@@ -29,7 +29,7 @@ from ocpp.messages import Call as LibCall
 from ocpp.messages import CallResult as LibCallResult
 from ocpp.messages import _validate_payload
 
-from gateway.model import OcppVersion
+from gateway.core.model import OcppVersion
 from ocpp_side.codec import OcppViolation
 from ocpp_side.schemas import validate
 from ocpp_side.translation import up_meter, up_status, up_tx, upward

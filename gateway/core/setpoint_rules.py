@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gateway.events import SetpointReceived
-from gateway.model import RejectReason
+from gateway.core.events import SetpointReceived
+from gateway.core.model import RejectReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from gateway.decisions import (
+from gateway.core.decisions import (
     AllStationsEnforced,
     ApplyStationLimit,
     ConfirmSetpoint,
@@ -56,8 +56,8 @@ from gateway.decisions import (
     PublishTotalPower,
     StationReleaseRefused,
 )
-from gateway.events import Event, ProfileResult, StationReleased
-from gateway.model import LimitSource, Mode, ProfileOutcome, Quality
+from gateway.core.events import Event, ProfileResult, StationReleased
+from gateway.core.model import LimitSource, Mode, ProfileOutcome, Quality
 
 RECORD_WINDOW_S = 900.0  # a record closes at the latest this long after it opened
 

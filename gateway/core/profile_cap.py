@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.model import LimitSource
+from gateway.core.model import LimitSource
 
 DSO_SOURCES = frozenset({LimitSource.DSO_SETPOINT, LimitSource.HOLD, LimitSource.FALLBACK})
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.model import Mode
+from gateway.core.model import Mode
 
 MissingStart = Literal["fallback", "initial"]
 

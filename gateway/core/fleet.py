@@ -4,7 +4,7 @@ A ``Fleet`` keeps, for every station it has ever profiled (online or not), a
 ``StationLedger`` of the profiles it holds or may hold, and the sums of what they may
 draw. It turns the shares the arbiter wants into ``ApplyStationLimit`` decisions under
 one rule: **the stations' reserves never add up to more than the limit in force**
-(``gateway.ledger`` defines a reserve), apart from the window right after the limit
+(``gateway.core.ledger`` defines a reserve), apart from the window right after the limit
 itself went down, when only cuts go out.
 
 - A cut (a value at or below what was last sent) goes out at once: it can only lower
@@ -34,11 +34,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.allocation import StationRange, allocate
-from gateway.decisions import ApplyStationLimit, Decision
-from gateway.demand import Demand, DemandSettings
-from gateway.ledger import Profiles, StationLedger
-from gateway.model import LimitSource, OcppVersion
+from gateway.core.allocation import StationRange, allocate
+from gateway.core.decisions import ApplyStationLimit, Decision
+from gateway.core.demand import Demand, DemandSettings
+from gateway.core.ledger import Profiles, StationLedger
+from gateway.core.model import LimitSource, OcppVersion
 
 _EPS_W = 1e-3
 

@@ -23,9 +23,9 @@ The cap invariant (DESIGN.md): the stations' commitments — what each station m
 draw under the profiles it holds or may hold, online or offline — add up to at most
 the limit in force, and their fallback caps to at most ``fallback_limit_w``, at every
 instant; the one exception is the window right after the limit itself went down, in
-which only cuts go out. ``gateway.ledger`` keeps one station's commitments,
-``gateway.fleet`` the sums and the order of moves (cuts before raises), and
-``gateway.demand`` what share a station can use. ``limit_enforced`` means the
+which only cuts go out. ``gateway.core.ledger`` keeps one station's commitments,
+``gateway.core.fleet`` the sums and the order of moves (cuts before raises), and
+``gateway.core.demand`` what share a station can use. ``limit_enforced`` means the
 commitments fit the limit and every connected station is bound by a profile it
 accepted.
 """
@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.decisions import (
+from gateway.core.decisions import (
     AllStationsEnforced,
     ConfirmSetpoint,
     Decision,
@@ -47,8 +47,8 @@ from gateway.decisions import (
     RejectSetpoint,
     StationReleaseRefused,
 )
-from gateway.durable import DurableLimit, resume
-from gateway.events import (
+from gateway.core.durable import DurableLimit, resume
+from gateway.core.events import (
     DsoLinkLost,
     DsoLinkUp,
     Event,
@@ -61,10 +61,10 @@ from gateway.events import (
     StationReleased,
     Tick,
 )
-from gateway.fleet import Fleet, FleetSettings, Station
-from gateway.ledger import StationLedger
-from gateway.model import MODE_SOURCE, LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
-from gateway.setpoint_rules import Refusal, SetpointBounds, check_setpoint
+from gateway.core.fleet import Fleet, FleetSettings, Station
+from gateway.core.ledger import StationLedger
+from gateway.core.model import MODE_SOURCE, LimitSource, Mode, OcppVersion, ProfileOutcome, Quality
+from gateway.core.setpoint_rules import Refusal, SetpointBounds, check_setpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ class Arbiter:
 
     @classmethod
     def start(cls, settings: ArbiterSettings, resumed: DurableLimit | None, now_s: float) -> Arbiter:
-        """Build the core at start-up, resuming what the store kept (see gateway.durable.resume).
+        """Build the core at start-up, resuming what the store kept (see gateway.core.durable.resume).
 
         Nothing stored starts INITIAL here; what a *missing* store means is the shell's call.
         """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.model import LimitSource, Mode, Quality, RejectReason
+from gateway.core.model import LimitSource, Mode, Quality, RejectReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.model import OcppVersion, ProfileOutcome, SetpointKind
+from gateway.core.model import OcppVersion, ProfileOutcome, SetpointKind
 
 
 @dataclass(frozen=True, slots=True)
