@@ -72,7 +72,6 @@ from enum import Enum
 import c104
 from prometheus_client import Counter, Gauge
 
-from gateway.config import Iec104Config
 from gateway.core.decisions import Decision
 from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived
 from gateway.core.model import RejectReason
@@ -96,6 +95,7 @@ from iec104.points import (
     telemetry_from_view,
     translate_command,
 )
+from iec104.settings import Iec104Config
 
 log = logging.getLogger(__name__)
 

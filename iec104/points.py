@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.config import PointConfig, PointMap
 from gateway.core.arbiter import SiteView
 from gateway.core.decisions import Decision, EnforcementChanged, LimitChanged, PublishTotalPower, TimeToComply
 from gateway.core.events import SetpointReceived
 from gateway.core.model import Mode, Quality, RejectReason, SetpointKind
 from iec104.codec import Cot, Cp56Time, QualityFlag, TypeId
+from iec104.settings import PointConfig, PointMap
 
 
 class Role(StrEnum):

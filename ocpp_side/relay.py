@@ -49,7 +49,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from gateway.config import OcppConfig, UpstreamConfig
 from gateway.core.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.core.model import LimitSource, OcppVersion
 from gateway.core.profile_cap import DSO_SOURCES, dso_limit_in_force
@@ -62,6 +61,7 @@ from ocpp_side.outbox import Outbox
 from ocpp_side.outbox_drain import OutboxDrain
 from ocpp_side.relay_link import BOOT, RelayMetrics, StationEnd, UpstreamRelay
 from ocpp_side.session import CallOutcome
+from ocpp_side.settings import OcppConfig, UpstreamConfig
 from ocpp_side.translated_relay import TranslatedRelay, Translators
 from ocpp_side.translation.api import TranslationState
 from ocpp_side.upstream import LinkSettings, UpstreamLink, client_ssl_context

@@ -32,7 +32,6 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from gateway.config import OcppConfig, UpstreamConfig
 from gateway.core.model import OcppVersion
 from gateway.runtime import CoreRuntime
 from ocpp_side import codec, schemas
@@ -41,6 +40,7 @@ from ocpp_side.csms_guard import capped_max_profile
 from ocpp_side.limit_notice import StationCapNotices, so_limit_call
 from ocpp_side.outbox import Outbox
 from ocpp_side.session import CallOutcome, StationSession
+from ocpp_side.settings import OcppConfig, UpstreamConfig
 from ocpp_side.translation.api import TranslationState
 from ocpp_side.translation.downward import NO_COUNTERPART
 from ocpp_side.upstream import STOP_TIMEOUT_S, LinkSettings, UpstreamLink

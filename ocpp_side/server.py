@@ -28,7 +28,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from gateway.config import LegacyConfig, OcppConfig, UpstreamConfig
 from gateway.core.decisions import ApplyStationLimit, Decision
 from gateway.core.events import StationConnected, StationDisconnected
 from gateway.core.model import OcppVersion
@@ -44,6 +43,7 @@ from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.profiles import ProfileSettings, RateUnit, StationCaps
 from ocpp_side.relay import RelayHub
 from ocpp_side.session import SessionContext, StationSession
+from ocpp_side.settings import LegacyConfig, OcppConfig, UpstreamConfig
 from ocpp_side.station_id import BadStationId, parse_station_id, station_id_from_path
 from ocpp_side.station_setup import Discovered, MeteringPlan
 from ocpp_side.versions import SUBPROTOCOLS, rules_for

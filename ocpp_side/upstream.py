@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
-from gateway.config import UpstreamConfig
+from ocpp_side.settings import UpstreamConfig
 from ocpp_side.wire import send_now
 
 log = logging.getLogger(__name__)

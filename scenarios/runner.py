@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, PointConfig, parse_config
+from gateway.config import Config, parse_config
 from gateway.core.model import OcppVersion
+from iec104.settings import PointConfig
 from scenarios.csms_transactions import judge as judge_transactions
 from scenarios.csms_transactions import ran_transactions
 from scenarios.link_errors import describe as describe_failure

@@ -34,8 +34,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from gateway.config import Config, PointMap, parse_config, read_toml
+from gateway.config import Config, parse_config, read_toml
 from gateway.errors import ConfigError
+from iec104.settings import PointMap
 from scenarios.run_config import gateway_config
 
 _STRICT = ConfigDict(extra="forbid", strict=True)

@@ -37,13 +37,13 @@ from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from gateway.config import LegacyConfig, OcppConfig
 from ocpp_side import v16
 from ocpp_side.legacy.dialect import DialectSettings, Leniency, UnitDialect
 from ocpp_side.legacy.hello import Hello, HelloReader, HelloRules, RefusalReason, Refused
 from ocpp_side.legacy.session import LegacySession
 from ocpp_side.peer_log import PeerLog, printable
 from ocpp_side.session import SessionContext, StationSession
+from ocpp_side.settings import LegacyConfig, OcppConfig
 
 log = logging.getLogger(__name__)
 

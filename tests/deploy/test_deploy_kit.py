@@ -22,7 +22,9 @@ import pytest
 
 from gateway import __version__
 from gateway.app import run_until_stopped
-from gateway.config import Iec104Config, MetricsConfig, OcppConfig, load_config
+from gateway.config import MetricsConfig, load_config
+from iec104.settings import Iec104Config
+from ocpp_side.settings import OcppConfig
 from tests.gateway.test_status_page import families, scrape_full_gateway
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,13 +19,14 @@ import struct
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import PointMap, parse_config
+from gateway.config import parse_config
 from gateway.core.arbiter import Arbiter
 from gateway.core.decisions import ConfirmSetpoint, RejectSetpoint
 from gateway.core_build import arbiter_settings
 from gateway.errors import PeerInputError
 from iec104.codec import IFrame, decode_asdu, decode_frame, encode_asdu
 from iec104.points import CommandIn, CommandRefused, SetpointTest, point_specs, translate_command
+from iec104.settings import PointMap
 from tests.fuzz.iec104_cases import (
     COMMON_ADDRESS,
     Command,

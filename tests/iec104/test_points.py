@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from gateway.config import PointConfig, PointMap
 from gateway.core.arbiter import SiteView
 from gateway.core.decisions import (
     ConfirmSetpoint,
@@ -32,6 +31,7 @@ from iec104.points import (
     to_watts,
     translate_command,
 )
+from iec104.settings import PointConfig, PointMap
 
 SPECS = point_specs(PointMap())
 KW_SPECS = point_specs(PointMap(limit_setpoint=PointConfig(100, "kW"), total_power=PointConfig(200, "kW")))
