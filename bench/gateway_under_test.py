@@ -178,16 +178,16 @@ class GatewayUnderTest:
         self.runtime = runtime
         inner_submit = runtime.submit
 
-        async def submit(event: Event) -> list[Decision]:
+        def submit(event: Event) -> list[Decision]:
             if type(event) is ProfileResult:
                 arrived = time.perf_counter()
-                decisions = await inner_submit(event)  # may send the raises this answer made room for
+                decisions = inner_submit(event)  # may send the raises this answer made room for
                 self._on_profile_result(event, arrived)
                 return decisions
             if type(event) is MeterSampled:
                 self.meter_samples += 1
                 self.last_power_w[event.station_id] = event.power_w
-            return await inner_submit(event)
+            return inner_submit(event)
 
         runtime.submit = submit  # type: ignore[method-assign]
         inner_setpoint = runtime.submit_setpoint
@@ -327,7 +327,7 @@ class GatewayUnderTest:
         assert self.runtime is not None
         gone = [s.station_id for s in self.runtime.view().stations if not s.online]
         for station_id in gone:
-            await self.runtime.submit(StationReleased(station_id, "bench: warm-up station gone", by="bench"))
+            self.runtime.submit(StationReleased(station_id, "bench: warm-up station gone", by="bench"))
         return len(gone)
 
     def total_power_w(self) -> float:

@@ -88,7 +88,7 @@ class RequestSpool:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("operator request %s refused: %s", request.name, exc)
             return {"ok": False, "detail": f"malformed request: {exc}"}
-        decisions = await self.runtime.submit(StationReleased(station_id, reason, by))
+        decisions = self.runtime.submit(StationReleased(station_id, reason, by))
         refused = next((d for d in decisions if isinstance(d, StationReleaseRefused)), None)
         if refused is not None:
             return {"ok": False, "detail": refused.detail}

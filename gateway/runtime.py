@@ -151,7 +151,7 @@ class CoreRuntime:
             misfire_grace_time=None,
         )
 
-    async def submit(self, event: Event) -> list[Decision]:
+    def submit(self, event: Event) -> list[Decision]:
         """Feed one fact into the core and fan its decisions out."""
         if isinstance(event, SetpointReceived):
             raise TypeError("setpoints go through submit_setpoint, which stores before confirming")

@@ -804,7 +804,7 @@ class Iec104Outstation:
             if (seen or active > 0) and not self._link_up:
                 self._link_up = True
                 log.info("DSO link up (%d master(s) in data transfer)", active)
-                await self.runtime.submit(DsoLinkUp())
+                self.runtime.submit(DsoLinkUp())
             if active > 0 and (new_session or active > previous):
                 # A poll that sees the count rise before the STARTDT con is reported resends
                 # too: a master may get the same values twice, never none.
@@ -812,7 +812,7 @@ class Iec104Outstation:
             if active == 0 and self._link_up:
                 self._link_up = False
                 log.warning("DSO link lost: no master in data transfer")
-                await self.runtime.submit(DsoLinkLost())
+                self.runtime.submit(DsoLinkLost())
             elif self._link_up and self._pending_spontaneous():
                 self._flush()  # a transmit c104 refused earlier is retried here
 

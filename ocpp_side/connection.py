@@ -71,7 +71,7 @@ class StationConnection:
             if isinstance(event, StationCalled | RelayedAnswered):
                 self._to_relay(event, now)
             else:
-                await runtime.submit(event)
+                runtime.submit(event)
         frames = session.frames_to_send(now)
         if frames:
             await self.write(frames)

@@ -452,7 +452,7 @@ class StationServer:
         max_w = entry.max_power_w if entry is not None and entry.max_power_w is not None else None
         min_w = entry.min_power_w if entry is not None and entry.min_power_w is not None else None
         try:
-            await self.runtime.submit(
+            self.runtime.submit(
                 StationConnected(
                     station_id,
                     version,
@@ -472,4 +472,4 @@ class StationServer:
             if self.connections.get(station_id) is conn:
                 del self.connections[station_id]
                 log.info("%s: disconnected", station_id)
-                await self.runtime.submit(StationDisconnected(station_id))
+                self.runtime.submit(StationDisconnected(station_id))

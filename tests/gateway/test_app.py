@@ -119,10 +119,10 @@ async def test_a_restart_resumes_the_hold_from_when_the_master_was_last_seen(tmp
     clock = [1000.0]
     first = build_gateway(config, clock=lambda: clock[0])
     try:
-        await first.runtime.submit(DsoLinkUp())
+        first.runtime.submit(DsoLinkUp())
         assert (await first.runtime.submit_setpoint(SetpointReceived(20000))).accepted
         clock[0] = 1030.0
-        await first.runtime.submit(DsoLinkLost())
+        first.runtime.submit(DsoLinkLost())
     finally:
         await first.runtime.close()
     clock[0] = 1100.0

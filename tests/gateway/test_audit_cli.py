@@ -37,7 +37,7 @@ async def write_site_history(path: Path) -> None:
     runtime = make_runtime(path, clock)
     stations = Stations(runtime)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         await stations.connect("cp1", 11000)
         clock.now = T0 + 1
         await stations.connect("cp2", 11000)
@@ -46,8 +46,8 @@ async def write_site_history(path: Path) -> None:
         clock.now = T0 + 10.25
         await stations.accept_all()
         clock.now = T0 + 12.5
-        await runtime.submit(MeterSampled("cp1", 5000))
-        await runtime.submit(MeterSampled("cp2", 5000))
+        runtime.submit(MeterSampled("cp1", 5000))
+        runtime.submit(MeterSampled("cp2", 5000))
         clock.now = T0 + 20
         await runtime.submit_setpoint(SetpointReceived(1.0, peer="scada"))  # entry 3: below the minimum
         clock.now = T0 + 60
@@ -204,7 +204,7 @@ async def test_reading_a_running_gateways_store_does_not_disturb_it(tmp_path: Pa
         path = config.store.path
         files = {s: os.stat(path + s).st_ino for s in ("", "-wal", "-shm")}
         assert (await runtime.submit_setpoint(SetpointReceived(20000, peer="scada"))).accepted
-        await runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
+        runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
         listed = await asyncio.to_thread(audit, "list", "--store", path)
         assert listed.returncode == 0, listed.stderr
         assert "C_SE_NC_1 setpoint 20000 W from scada: accepted" in listed.stdout
@@ -216,7 +216,7 @@ async def test_reading_a_running_gateways_store_does_not_disturb_it(tmp_path: Pa
             assert (await runtime.submit_setpoint(SetpointReceived(value, peer="scada"))).accepted
             verified = await asyncio.to_thread(audit, "verify", "--store", path)
             assert verified.returncode == 0, verified.stdout
-        await runtime.submit(ProfileResult("cp1", 1, ProfileOutcome.ACCEPTED))
+        runtime.submit(ProfileResult("cp1", 1, ProfileOutcome.ACCEPTED))
         assert runtime.store.failure is None
         assert {s: os.stat(path + s).st_ino for s in ("", "-wal", "-shm")} == files
         assert [r.value_w for r in runtime.store.audit()] == [20000.0, 21000.0, 22000.0]

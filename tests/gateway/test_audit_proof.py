@@ -85,12 +85,12 @@ class Stations:
             while self._answered < len(self.sent):
                 d = self.sent[self._answered]
                 self._answered += 1
-                await self.runtime.submit(ProfileResult(d.station_id, d.seq, ProfileOutcome.ACCEPTED))
+                self.runtime.submit(ProfileResult(d.station_id, d.seq, ProfileOutcome.ACCEPTED))
 
     async def connect(self, station_id: str, draw_w: float) -> None:
-        await self.runtime.submit(StationConnected(station_id, OcppVersion.V16, 22000, 4140))
+        self.runtime.submit(StationConnected(station_id, OcppVersion.V16, 22000, 4140))
         await self.accept_all()
-        await self.runtime.submit(MeterSampled(station_id, draw_w))
+        self.runtime.submit(MeterSampled(station_id, draw_w))
 
 
 def by_kind(entries: list[AuditEntry]) -> list[str]:
@@ -103,7 +103,7 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
     runtime, clock = clock_runtime
     start = clock.now
     stations = Stations(runtime)
-    await runtime.submit(DsoLinkUp())
+    runtime.submit(DsoLinkUp())
     await stations.connect("cp1", 11000)
     clock.now = start + 1
     await stations.connect("cp2", 11000)
@@ -119,8 +119,8 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
     clock.now = start + 10.4
     await stations.accept_all()  # the stations accept their cuts
     clock.now = start + 12
-    await runtime.submit(MeterSampled("cp1", 5000))
-    await runtime.submit(MeterSampled("cp2", 5000))
+    runtime.submit(MeterSampled("cp1", 5000))
+    runtime.submit(MeterSampled("cp2", 5000))
     runtime.proof.flush()  # the open record reaches the store within a few seconds otherwise
     [latest] = runtime.store.recent_commands(1)
     assert latest.entry.id == command.id and latest.record is not None
@@ -148,11 +148,11 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
 async def test_hold_fallback_and_their_ends_are_chained_with_a_fallback_record(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path / "s.sqlite3", hold_timeout_s=0.2)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         await runtime.submit_setpoint(SetpointReceived(20000, peer="scada"))
-        await runtime.submit(DsoLinkLost())
-        await runtime.submit(DsoLinkUp())
-        await runtime.submit(DsoLinkLost())
+        runtime.submit(DsoLinkLost())
+        runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkLost())
         async with asyncio.timeout(10):  # the hold times out on the event loop
             while "fallback" not in by_kind(runtime.store.entries()):
                 await asyncio.sleep(0.02)

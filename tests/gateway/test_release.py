@@ -19,11 +19,11 @@ async def test_release_frees_an_offline_station_and_is_audited(tmp_path: Path) -
     spool = RequestSpool(config.store.path, runtime)
     await spool.start()
     try:
-        decisions = await runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
+        decisions = runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
         for d in decisions:
             if hasattr(d, "seq"):
-                await runtime.submit(ProfileResult("cp1", d.seq, ProfileOutcome.ACCEPTED))  # type: ignore[attr-defined]
-        await runtime.submit(StationDisconnected("cp1"))
+                runtime.submit(ProfileResult("cp1", d.seq, ProfileOutcome.ACCEPTED))  # type: ignore[attr-defined]
+        runtime.submit(StationDisconnected("cp1"))
         assert runtime.metrics.registry.get_sample_value("ocpp809_stations_offline_reserved") == 1
 
         ask = asyncio.to_thread(request_release, config.store.path, "cp1", "decommissioned", "alice", 5.0)
@@ -34,7 +34,7 @@ async def test_release_frees_an_offline_station_and_is_audited(tmp_path: Path) -
         assert (row.peer, row.accepted, row.detail) == ("alice", True, "cp1: decommissioned")
 
         # A connected station, or an unknown one, is refused with the reason; nothing changes.
-        await runtime.submit(StationConnected("cp2", OcppVersion.V16, 22000, 4140))
+        runtime.submit(StationConnected("cp2", OcppVersion.V16, 22000, 4140))
         ok, detail = await asyncio.to_thread(request_release, config.store.path, "cp2", "oops", "bob", 5.0)
         assert not ok and "online" in detail
         ok, detail = await asyncio.to_thread(request_release, config.store.path, "ghost", "typo", "bob", 5.0)

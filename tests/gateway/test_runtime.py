@@ -81,7 +81,7 @@ async def test_store_failure_refuses_the_setpoint_and_keeps_the_limit(
 
 async def test_restart_resumes_the_stored_limit_as_a_hold(tmp_path: Path) -> None:
     first = make_runtime(tmp_path / "s.sqlite3")
-    await first.submit(DsoLinkUp())
+    first.submit(DsoLinkUp())
     assert (await first.submit_setpoint(SetpointReceived(20000))).accepted
     await first.close()
     second = make_runtime(tmp_path / "s.sqlite3")
@@ -102,9 +102,9 @@ async def test_hold_turns_into_fallback_on_the_scheduler(tmp_path: Path) -> None
 
     runtime.add_listener(listen)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         await runtime.submit_setpoint(SetpointReceived(20000))
-        await runtime.submit(DsoLinkLost())
+        runtime.submit(DsoLinkLost())
         assert runtime.view().mode is Mode.HOLD
         await asyncio.wait_for(fell_back.wait(), timeout=10)
         assert runtime.view().limit_w == 10000
@@ -127,7 +127,7 @@ async def test_a_failing_listener_does_not_starve_the_others(runtime: CoreRuntim
 
 async def test_setpoints_must_use_submit_setpoint(runtime: CoreRuntime) -> None:
     with pytest.raises(TypeError):
-        await runtime.submit(SetpointReceived(20000))
+        runtime.submit(SetpointReceived(20000))
 
 
 # -- the store never confirms what it cannot keep ---------------------------------------
@@ -171,7 +171,7 @@ async def test_a_store_fault_refuses_the_next_setpoint_and_keeps_the_confirmed_l
     path = tmp_path / "s.sqlite3"
     runtime = make_runtime(path)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         assert (await runtime.submit_setpoint(SetpointReceived(20000, peer="scada"))).accepted
         damage, why = STORE_FAULTS[fault]
         damage(path)
@@ -207,13 +207,13 @@ async def test_link_events_store_when_a_master_was_last_seen(tmp_path: Path) -> 
     clock = FakeClock(1000.0)
     runtime = make_runtime(tmp_path / "s.sqlite3", clock=clock)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         assert runtime.store.load_limit().master_seen_at_s == 1000.0  # type: ignore[union-attr]
         clock.now = 1042.0
-        await runtime.submit(DsoLinkLost())
+        runtime.submit(DsoLinkLost())
         assert runtime.store.load_limit().master_seen_at_s == 1042.0  # type: ignore[union-attr]
         clock.now = 1050.0
-        await runtime.submit(DsoLinkLost())  # no change of the link: nothing new to store
+        runtime.submit(DsoLinkLost())  # no change of the link: nothing new to store
         assert runtime.store.load_limit().master_seen_at_s == 1042.0  # type: ignore[union-attr]
     finally:
         await runtime.close()
@@ -223,7 +223,7 @@ async def test_downtime_counts_toward_the_hold(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     clock = FakeClock(1000.0)
     first = make_runtime(path, hold_timeout_s=300, clock=clock)
-    await first.submit(DsoLinkUp())
+    first.submit(DsoLinkUp())
     assert (await first.submit_setpoint(SetpointReceived(20000))).accepted
     clock.now = 1010.0
     await first.close()  # the master was connected until the gateway stopped
@@ -261,7 +261,7 @@ async def test_a_crash_loses_at_most_one_refresh_of_the_last_seen_time(
 
     monkeypatch.setattr(runtime.store, "save_master_seen", spy)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         clock.now = 1234.0
         await asyncio.wait_for(refreshed.wait(), timeout=10)
         assert runtime.store.load_limit().master_seen_at_s == 1234.0  # type: ignore[union-attr]
@@ -289,7 +289,7 @@ async def test_a_store_fault_found_by_the_refresh_is_logged_once(
 
     monkeypatch.setattr(runtime.store, "save_master_seen", spy)
     try:
-        await runtime.submit(DsoLinkUp())
+        runtime.submit(DsoLinkUp())
         os.remove(f"{path}-wal")
         with caplog.at_level(logging.ERROR, logger="gateway.runtime"):
             await asyncio.wait_for(third.wait(), timeout=10)
@@ -327,7 +327,7 @@ async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
 
     runtime.add_listener(check)
     for i in range(50):
-        decisions = await runtime.submit(StationConnected(f"cp{i}", OcppVersion.V16, 11000.0, 0.0))
+        decisions = runtime.submit(StationConnected(f"cp{i}", OcppVersion.V16, 11000.0, 0.0))
         assert any(isinstance(d, ApplyStationLimit) for d in decisions)
     assert writes == []  # nothing went out yet: the 50 batches wait for one commit
     await asyncio.sleep(0)  # the loop's next turn

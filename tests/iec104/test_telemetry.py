@@ -19,9 +19,9 @@ def station(station_id: str = "cs1") -> StationConnected:
 async def test_t4_stations_drawing_7200_w_read_7200_at_ioa_200_with_a_current_time_tag(site: Site) -> None:
     async with site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
-        await site.runtime.submit(station())
+        site.runtime.submit(station())
         before = time.time()
-        await site.runtime.submit(MeterSampled("cs1", 7200.0))
+        site.runtime.submit(MeterSampled("cs1", 7200.0))
         total = await master.wait_for_measurement(200, lambda m: m.value == 7200.0 and m.quality == 0)
         assert total.type_id == TypeId.M_ME_TF_1
         assert total.cot == Cot.SPONTANEOUS
@@ -35,12 +35,12 @@ async def test_t4_stations_drawing_7200_w_read_7200_at_ioa_200_with_a_current_ti
 async def test_a_station_without_a_reading_makes_the_total_invalid(site: Site) -> None:
     async with site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
-        await site.runtime.submit(station("cs1"))
-        await site.runtime.submit(MeterSampled("cs1", 3000.0))
-        await site.runtime.submit(station("cs2"))  # connected, never reported
+        site.runtime.submit(station("cs1"))
+        site.runtime.submit(MeterSampled("cs1", 3000.0))
+        site.runtime.submit(station("cs2"))  # connected, never reported
         invalid = await master.wait_for_measurement(200, lambda m: bool(m.quality & QualityFlag.IV))
         assert invalid.value == 3000.0
-        await site.runtime.submit(MeterSampled("cs2", 4000.0))
+        site.runtime.submit(MeterSampled("cs2", 4000.0))
         good = await master.wait_for_measurement(200, lambda m: m.value == 7000.0)
         assert good.quality == 0
 
@@ -49,8 +49,8 @@ async def test_stale_measurement_is_flagged_not_topical(tmp_path: Path) -> None:
     config = site_config(tmp_path, ocpp={"meter_stale_after_s": 0.3})
     async with running_site(config) as site, site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
-        await site.runtime.submit(station())
-        await site.runtime.submit(MeterSampled("cs1", 7200.0))
+        site.runtime.submit(station())
+        site.runtime.submit(MeterSampled("cs1", 7200.0))
         await master.wait_for_measurement(200, lambda m: m.value == 7200.0 and m.quality == 0)
         stale = await master.wait_for_measurement(
             200, lambda m: bool(m.quality & QualityFlag.NT), timeout_s=5
@@ -58,7 +58,7 @@ async def test_stale_measurement_is_flagged_not_topical(tmp_path: Path) -> None:
         assert stale.value == 7200.0  # the old value is still shown, but flagged
         interrogated = {m.ioa: m for m in await master.interrogate()}
         assert interrogated[200].quality & QualityFlag.NT
-        await site.runtime.submit(MeterSampled("cs1", 7000.0))
+        site.runtime.submit(MeterSampled("cs1", 7000.0))
         fresh = await master.wait_for_measurement(200, lambda m: m.value == 7000.0)
         assert fresh.quality == 0
 
@@ -69,13 +69,13 @@ async def test_spontaneous_only_beyond_the_deadband_and_interrogation_has_the_ex
     config = site_config(tmp_path, deadband_w=500.0)
     async with running_site(config) as site, site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
-        await site.runtime.submit(station())
-        await site.runtime.submit(MeterSampled("cs1", 7200.0))
+        site.runtime.submit(station())
+        site.runtime.submit(MeterSampled("cs1", 7200.0))
         await master.wait_for_measurement(200, lambda m: m.value == 7200.0)
-        await site.runtime.submit(MeterSampled("cs1", 7300.0))  # inside the deadband
+        site.runtime.submit(MeterSampled("cs1", 7300.0))  # inside the deadband
         interrogated = {m.ioa: m for m in await master.interrogate()}
         assert interrogated[200].value == 7300.0
-        await site.runtime.submit(MeterSampled("cs1", 7750.0))  # 550 W from the last one sent
+        site.runtime.submit(MeterSampled("cs1", 7750.0))  # 550 W from the last one sent
         await master.wait_for_measurement(200, lambda m: m.value == 7750.0 and m.cot == Cot.SPONTANEOUS)
         spontaneous = [
             m.value
@@ -107,8 +107,8 @@ async def test_cyclic_transmission_repeats_every_point_as_spontaneous(tmp_path: 
 
 
 async def test_values_are_sent_when_data_transfer_starts_and_answer_interrogation(site: Site) -> None:
-    await site.runtime.submit(station())
-    await site.runtime.submit(MeterSampled("cs1", 5000.0))  # no master yet: nothing can be queued
+    site.runtime.submit(station())
+    site.runtime.submit(MeterSampled("cs1", 5000.0))  # no master yet: nothing can be queued
     async with site.master() as master:
         for ioa, value in ((200, 5000.0), (201, 100000.0), (300, False), (301, False)):
             got = await master.wait_for_measurement(ioa, timeout_s=5)
@@ -127,9 +127,9 @@ async def test_a_burst_of_samples_ends_with_the_master_holding_the_last_value(tm
     config = site_config(tmp_path, periodic_interval_s=0.5)
     async with running_site(config) as site, site.master() as master:
         await site.until(lambda: site.outstation.link_up, what="link up")
-        await site.runtime.submit(station())
+        site.runtime.submit(station())
         for i in range(1, 501):
-            await site.runtime.submit(MeterSampled("cs1", float(i)))
+            site.runtime.submit(MeterSampled("cs1", float(i)))
             if i % 2:
                 await asyncio.sleep(0)  # let some flushes through, so c104's queue sees a burst
         last = await master.wait_for_measurement(200, lambda m: m.value == 500.0, timeout_s=10)
@@ -141,14 +141,14 @@ async def test_a_burst_of_samples_ends_with_the_master_holding_the_last_value(tm
 async def test_the_last_commands_time_to_comply_reaches_the_master(site: Site) -> None:
     """IOA 202: a command's time to comply, from its compliance record, once the record closes
     (here: when the next command arrives); not topical until then."""
-    await site.runtime.submit(station())
+    site.runtime.submit(station())
     async with site.master() as master:
         first = await master.wait_for_measurement(202, timeout_s=5)
         assert (first.value, first.quality) == (0.0, QualityFlag.NT)
-        await site.runtime.submit(MeterSampled("cs1", 30000.0))  # above the coming limit
+        site.runtime.submit(MeterSampled("cs1", 30000.0))  # above the coming limit
         assert (await master.send_setpoint(100, 20000.0)).positive
         await asyncio.sleep(0.3)
-        await site.runtime.submit(MeterSampled("cs1", 15000.0))  # ... then complies
+        site.runtime.submit(MeterSampled("cs1", 15000.0))  # ... then complies
         assert (await master.send_setpoint(100, 25000.0)).positive  # closes the first record
         got = await master.wait_for_measurement(
             202, lambda m: m.cot == Cot.SPONTANEOUS and m.quality == 0, timeout_s=5

@@ -104,7 +104,12 @@ def test_the_session_is_pure(module: str) -> None:
         assert not _imports(MODULES[name])[1] & IO, f"{module} imports I/O through {name}"
 
 
-@pytest.mark.parametrize("module", sorted(set(MODULES) - VERSION_MODULES))
+# The configuration's vocabulary: an operator chooses a version by name there
+# (``upstream.csms_protocol = "ocpp2.0.1"``); no rule of a version lives in it.
+CONFIG_MODULES = {"settings"}
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - VERSION_MODULES - CONFIG_MODULES))
 def test_versions_are_named_only_in_their_modules(module: str) -> None:
     """A rule of one version lives in its module: nothing else names a version."""
     for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
