@@ -31,8 +31,8 @@ from pathlib import Path
 
 from iec104.apdu_guard import SHAPES, check_apdu
 from iec104.master import Iec104Master
-from tests.fuzz.gateway_subprocess import GatewayProcess, site_file
 from tests.fuzz.raw104 import RawPeer, i_frame
+from tests.support.gateway_process import GatewayProcess, loopback_config
 
 CRASHERS = {
     "M_SP_TB_1 SQ=1 without objects": bytes.fromhex("680a00000000" + "1e8106000100"),
@@ -52,7 +52,7 @@ async def _survives(name: str, frame: bytes, tmp_path: Path) -> str | None:
     """None when a gateway takes ``frame`` and then serves a master; else what happened."""
     home = tmp_path / name.split()[0]
     home.mkdir()
-    gateway = await asyncio.to_thread(GatewayProcess, site_file(home))
+    gateway = await asyncio.to_thread(GatewayProcess, loopback_config(home))
     try:
         async with RawPeer("127.0.0.1", gateway.iec104_port) as peer:
             await peer.start_data_transfer()
@@ -92,7 +92,7 @@ def _shapes_that_pass() -> list[bytes]:
 async def test_every_shape_the_guard_passes_is_one_c104_survives(tmp_path: Path) -> None:
     asdus = _shapes_that_pass()
     assert all(check_apdu(i_frame(0, 0, asdu)) is None for asdu in asdus)
-    gateway = await asyncio.to_thread(GatewayProcess, site_file(tmp_path))
+    gateway = await asyncio.to_thread(GatewayProcess, loopback_config(tmp_path))
     try:
         for asdu in asdus:  # a connection each: c104 may end one over a cause it does not take
             async with RawPeer("127.0.0.1", gateway.iec104_port) as peer:

@@ -29,8 +29,8 @@ import pytest
 from gateway.core.events import SetpointReceived
 from gateway.store import AuditReader, Store
 from iec104.master import Iec104Master, MasterError
-from tests.fuzz.gateway_subprocess import GatewayProcess, site_file
 from tests.iec104.conftest import site_config
+from tests.support.gateway_process import GatewayProcess, loopback_config
 from tests.support.loopback import start_core
 
 CYCLES = 3
@@ -48,7 +48,7 @@ async def _limit_in_force(master: Iec104Master) -> float:
 async def test_kill_9_mid_stream_loses_no_confirmed_setpoint(tmp_path: Path) -> None:
     seed = int(os.environ.get("KILL9_SEED") or random.randrange(2**32))  # KILL9_SEED replays a run
     rng = random.Random(seed)
-    config = site_file(tmp_path)
+    config = loopback_config(tmp_path)
     acked: list[float] = []  # every value a positive ACT_CON answered, in order
     in_flight: list[float] = []  # values whose answer the kill cut off
     resumed: list[float] = []  # the limit in force after each start
