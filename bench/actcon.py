@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.harness import BenchError, Child, cpu_s, folder_bytes, load_avg_1m, percentile
+from bench.harness import BenchError, Child, connect_fleet, cpu_s, folder_bytes, load_avg_1m, percentile
 from bench.master import run_master
 from bench.server_process import run_server
 from bench.stations import V16, run_simulator
@@ -255,19 +255,8 @@ def run_actcon_case(stations: int, opts: ActconOptions) -> ActconResult:
         started = server.request("start", 60)
         url = f"ws://127.0.0.1:{started['port']}"
         sim = Child("stations", run_simulator)
-        boot = sim.request(
-            "connect",
-            t * 2,
-            url=url,
-            version=V16,
-            prefix="S",
-            count=stations,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t,
-        )
+        boot = connect_fleet(sim, url, stations, opts.connect_concurrency, t)
         result.connect_boot_s = boot["elapsed_s"]
-        if boot["failed"]:
-            raise BenchError(f"{boot['failed']} of {stations} stations did not boot: {boot['errors']}")
         master = Child("master", run_master)
         run = _Run(result, opts, server, sim, master, folder.name)
         run.ready()

@@ -66,6 +66,27 @@ class Child:
         self.conn.close()
 
 
+def connect_fleet(
+    sim: Child, url: str, count: int, concurrency: int, timeout_s: float, **extra: Any
+) -> dict[str, Any]:
+    """``count`` 1.6 stations (ids S…) connected and booted through the station process
+    ``sim``, ``concurrency`` handshakes at a time; BenchError if any did not boot."""
+    boot: dict[str, Any] = sim.request(
+        "connect",
+        timeout_s * 2,
+        url=url,
+        version="ocpp1.6",
+        prefix="S",
+        count=count,
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        **extra,
+    )
+    if boot["failed"]:
+        raise BenchError(f"{boot['failed']} of {count} stations did not boot: {boot['errors']}")
+    return boot
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.fast_csms import run_fast_csms
-from bench.harness import BenchError, Child, cpu_s, load_avg_1m, machine_cpu_s, percentile
+from bench.harness import BenchError, Child, connect_fleet, cpu_s, load_avg_1m, machine_cpu_s, percentile
 from bench.relay_gateway import run_relay_gateway
 from bench.relay_stations import ACTIONS, METER, START, STOP, run_tx_stations
 from bench.stations import V16, V201
@@ -177,19 +177,8 @@ def run_relay_case(case: str, n: int, opts: RelayOptions, run: int = 1) -> Relay
             )
             url = f"ws://127.0.0.1:{gateway.request('start', 60)['port']}"
         sim = processes["stations"] = Child("relay-stations", run_tx_stations)
-        boot = sim.request(
-            "connect",
-            t * 2,
-            url=url,
-            version=V16,
-            prefix="S",
-            count=n,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t,
-        )
+        boot = connect_fleet(sim, url, n, opts.connect_concurrency, t)
         result.connect_boot_s = boot["elapsed_s"]
-        if boot["failed"]:
-            raise BenchError(f"{boot['failed']} of {n} stations did not boot: {boot['errors']}")
         if gateway is not None:
             ready = gateway.request("wait_ready", t, stations=n, timeout_s=t / 2)
             if not ready["ok"]:

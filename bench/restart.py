@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchError, Child, cpu_s, free_port, load_avg_1m, percentile
+from bench.harness import BenchError, Child, connect_fleet, cpu_s, free_port, load_avg_1m, percentile
 from bench.server_process import run_server
 from bench.stations import V16, W_PER_A, run_simulator
 
@@ -147,21 +147,9 @@ def run_restart_case(stations: int, transport: str, opts: RestartOptions) -> Res
         old.request("start", 60)
         sim = Child("stations", run_simulator)
         cpu_before = cpu_s(old.pid)
-        boot = sim.request(
-            "connect",
-            t * 2,
-            url=url,
-            version=V16,
-            prefix="S",
-            count=stations,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t,
-            **connect_extra,
-        )
+        boot = connect_fleet(sim, url, stations, opts.connect_concurrency, t, **connect_extra)
         result.connect_boot_s = boot["elapsed_s"]
         result.connect_cpu_ms_per_station = (cpu_s(old.pid) - cpu_before) / stations * 1000
-        if boot["failed"]:
-            raise BenchError(f"{boot['failed']} of {stations} stations did not boot: {boot['errors']}")
         _ready(old, stations, t, "gateway A")
         limit_w = stations * SHARE_W
         old.request("fan_out", t, site_limit_w=limit_w, timeout_s=t / 2)  # stored: B resumes it

@@ -29,10 +29,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import BenchError, Child, cpu_s, fd_count, folder_bytes, load_avg_1m, percentile, rss_kb
+from bench.harness import (
+    BenchError,
+    Child,
+    connect_fleet,
+    cpu_s,
+    fd_count,
+    folder_bytes,
+    load_avg_1m,
+    percentile,
+    rss_kb,
+)
 from bench.master import run_master
 from bench.server_process import run_server
-from bench.stations import V16, run_simulator
+from bench.stations import run_simulator
 
 SHARES_W = (10000.0, 11000.0)
 C104_BYTES_PER_FRAME_IN_T1 = 410  # docs/c104/README.md: on_send_raw, set for t1 after each connect
@@ -93,19 +103,8 @@ def run_soak(opts: SoakOptions) -> SoakResult:
         gateway = Child("server-gateway", run_server, "gateway", n, options)
         started = gateway.request("start", 60)
         sim = Child("stations", run_simulator)
-        boot = sim.request(
-            "connect",
-            t * 2,
-            url=f"ws://127.0.0.1:{started['port']}",
-            version=V16,
-            prefix="S",
-            count=n,
-            concurrency=opts.connect_concurrency,
-            timeout_s=t,
-        )
+        boot = connect_fleet(sim, f"ws://127.0.0.1:{started['port']}", n, opts.connect_concurrency, t)
         result.connect_boot_s = boot["elapsed_s"]
-        if boot["failed"]:
-            raise BenchError(f"{boot['failed']} of {n} stations did not boot: {boot['errors']}")
         ready = gateway.request("wait_ready", t, stations=n, timeout_s=t / 2)
         if not ready["ok"]:
             raise BenchError(f"gateway not settled with {n} stations: {gateway.request('diagnose', 30)}")
