@@ -140,6 +140,7 @@ class Arbiter:
     _joined: set[str] = field(default_factory=set)  # connected since the last reallocation
     _published: tuple[float, Quality] | None = None
     _last_now_s: float = 0.0
+    _checked: tuple[SetpointReceived, float, Refusal | None] | None = None  # see check_setpoint
 
     def __post_init__(self) -> None:
         self.fleet = Fleet(self.settings.fleet)
@@ -237,8 +238,13 @@ class Arbiter:
     # -- deciding --------------------------------------------------------------
 
     def check_setpoint(self, event: SetpointReceived, now_s: float) -> Refusal | None:
-        """Would ``event`` be refused? Lets the shell store an accepted limit before confirming."""
-        return check_setpoint(event, self.settings.bounds, now_s)
+        """Would ``event`` be refused? Lets the shell store an accepted limit before confirming.
+
+        The verdict is kept for ``handle`` of the same event at the same instant: a setpoint
+        is validated once on its way in."""
+        refusal = check_setpoint(event, self.settings.bounds, now_s)
+        self._checked = (event, now_s, refusal)
+        return refusal
 
     def durable_after(self, event: SetpointReceived, now_s: float) -> DurableLimit:
         """The durable state that accepting ``event`` at ``now_s`` produces."""
@@ -281,7 +287,11 @@ class Arbiter:
         return out
 
     def _on_setpoint(self, event: SetpointReceived, now_s: float, out: list[Decision]) -> None:
-        refusal = self.check_setpoint(event, now_s)
+        checked, self._checked = self._checked, None
+        if checked is not None and checked[0] is event and checked[1] == now_s:
+            refusal = checked[2]  # the shell asked already (check_setpoint), for this very event
+        else:
+            refusal = check_setpoint(event, self.settings.bounds, now_s)
         if refusal is not None:
             out.append(RejectSetpoint(event.value_w, refusal.reason, refusal.detail))
             return

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -335,3 +336,21 @@ async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
     assert unstored == []
     assert len(runtime.store.load_commitments()) == 50
     await runtime.close()
+
+
+async def test_an_accepted_setpoint_is_validated_once(
+    runtime: CoreRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.core.arbiter as arbiter_module
+
+    calls: list[float] = []
+    real = arbiter_module.check_setpoint
+
+    def counting(event: SetpointReceived, bounds: Any, now_s: float) -> Any:
+        calls.append(event.value_w)
+        return real(event, bounds, now_s)
+
+    monkeypatch.setattr(arbiter_module, "check_setpoint", counting)
+    assert (await runtime.submit_setpoint(SetpointReceived(20000))).accepted
+    assert not (await runtime.submit_setpoint(SetpointReceived(0.0))).accepted
+    assert calls == [20000, 0.0]  # once each, though the shell asks before the core decides
