@@ -1,4 +1,10 @@
-"""The project's one small exception tree: who is at fault decides how it is handled."""
+"""The project's one small exception tree: who is at fault decides how it is handled.
+
+- the operator's: ``ConfigError`` (and ``ConfigErrors``), ``StartupError`` -- one line, exit 2;
+- a peer's: ``PeerInputError`` (OCPP's ``OcppViolation`` is one) -- refused at protocol level;
+- ours: ``InternalError`` -- logged with its traceback, answered as an internal error;
+- the machine's: ``StoreError`` -- never a silent reset, never a confirmation it cannot keep.
+"""
 
 from __future__ import annotations
 
@@ -42,3 +48,8 @@ class PeerInputError(Ocpp809Error):
 
 class StoreError(Ocpp809Error):
     """The durable store cannot be opened, read or written: never a silent reset."""
+
+
+class InternalError(Ocpp809Error):
+    """A bug of ours (something we built broke our own rules): logged with its traceback, the
+    peer gets a protocol-level InternalError, the gateway goes on."""

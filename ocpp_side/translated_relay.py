@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.core.model import OcppVersion
+from gateway.errors import InternalError
 from ocpp_side import codec, schemas
 from ocpp_side.codec import Call, CallError, CallResult, ErrorKind, OcppViolation
 from ocpp_side.csms_guard import judge
@@ -258,7 +259,10 @@ class TranslatedRelay(UpstreamRelay):
         if call.action == "GetTransactionStatus":
             # The translator cannot see the outbox: messages kept for the CSMS are still to come.
             answer = {**answer, "messagesInQueue": self.hub.outbox.has_pending(self.station_id)}
-        schemas.validate(self.up_rules.VERSION, call.action, answer, request=False)  # ours: invalid is a bug
+        try:
+            schemas.validate(self.up_rules.VERSION, call.action, answer, request=False)
+        except OcppViolation as exc:  # we built it: a bug of ours, not the CSMS's or the station's
+            raise InternalError(f"our {call.action} answer is invalid: {exc.description}") from exc
         self.link.send(codec.encode_result(call.unique_id, answer))
         self.hub.metrics.relayed.labels("csms_to_station").inc()
         if follow_up:

@@ -4,17 +4,19 @@ NotSupported, a gateway restart mid-transaction, and per-station K14 notices."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ocpp.exceptions import NotSupportedError
+from ocpp.exceptions import InternalError, NotSupportedError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from gateway.core.events import SetpointReceived
 from gateway.core.model import OcppVersion
+from gateway.errors import InternalError as OursInternalError
 from tests.relay.conftest import relay_station
 from tests.translation.relay_support import (
     Csms201,
@@ -418,3 +420,30 @@ async def test_a_201_station_beside_them_stays_verbatim_and_hears_its_cap(
     notice = csms.calls_in("CP201", "NotifyChargingLimit")[0].payload
     assert notice["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 15000.0
     assert schema_failures(csms_wire(csms, "CP201"), OcppVersion.V201) == []
+
+
+async def test_an_answer_of_ours_that_breaks_the_schema_is_an_internal_error(
+    make_site: MakeSite, csms: Csms201, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours (here: a translator that builds an invalid Reset answer) reaches the CSMS
+    as a CALLERROR InternalError, is logged as ours, and the link goes on."""
+    site = await make_site()
+    async with station16(site.port, "CP5") as cp:
+        await _booted(site, cp, "CP5")
+        hub = site.server.relay_hub
+        assert hub is not None and hub.translators is not None
+        translators = hub.translators
+        real = translators.downward
+
+        def broken(state: Any, station_id: str, action: str, payload: Any, now: Any) -> Any:
+            translated = real(state, station_id, action, payload, now)
+            return dataclasses.replace(translated, answer=lambda answers: {"status": "Maybe"})
+
+        object.__setattr__(translators, "downward", broken)  # frozen: the relay holds this very object
+        with pytest.raises(InternalError):
+            await csms.call("CP5", call201.Reset(type="Immediate"), suppress=False)
+        [logged] = [r for r in caplog.records if r.exc_info and r.exc_info[0] is OursInternalError]
+        assert "our Reset answer is invalid" in str(logged.exc_info[1])  # type: ignore[index]
+        object.__setattr__(translators, "downward", real)
+        reset = await csms.call("CP5", call201.Reset(type="Immediate"))
+        assert reset.status == "Accepted"  # the link went on
