@@ -267,7 +267,11 @@ def payloads(version: OcppVersion, action: str) -> st.SearchStrategy[dict[str, A
 
 Json = Any
 _WRONG: st.SearchStrategy[Any] = st.one_of(
-    st.sampled_from([None, True, False, 0, -1, 1.5, 2**64, "", "x", [], {}, [[[]]], {"a": {"b": {}}}]),
+    # Copied on every draw: a later mutation (an "extra" key) must never change the shared
+    # literal, or hypothesis sees a strategy that draws differently each time (FlakyStrategyDefinition).
+    st.sampled_from([None, True, False, 0, -1, 1.5, 2**64, "", "x", [], {}, [[[]]], {"a": {"b": {}}}]).map(
+        copy.deepcopy
+    ),
     st.text(max_size=10),
     st.integers(),
 )
