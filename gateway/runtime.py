@@ -314,12 +314,9 @@ class CoreRuntime:
             self._dispatch(decisions)
 
     def _commitments_changed(self) -> None:
-        fleet = self.arbiter.fleet
-        if not fleet.has_changes:
-            return
-        if fleet.sent_since_drain:
-            self._store_commitments(sync=True)
-        elif self._commit_flush is None:
+        """Only answers changed ledgers (a profile sent goes through ``_commit_and_release``):
+        they can only lower a commitment, so they are stored a moment later, together."""
+        if self.arbiter.fleet.has_changes and self._commit_flush is None:
             loop = asyncio.get_running_loop()
             self._commit_flush = loop.call_later(COMMITMENTS_FLUSH_S, self._store_commitments)
 
