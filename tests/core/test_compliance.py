@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -18,10 +19,9 @@ from gateway.core.compliance import (
     Outcome,
     RecordKind,
     closed_at_restart,
-    dumps,
-    entry_to_dict,
+    entry_json,
     record_from_dict,
-    record_to_dict,
+    record_json,
     stations_by_answer,
     summary,
 )
@@ -388,7 +388,7 @@ def test_a_record_survives_its_json_form_and_a_restart() -> None:
     site.answer(site.setpoint(10000, T0 + 10), T0 + 10.5)
     site.tracker.anchor(3, RecordKind.COMMAND)
     record = site.record
-    text = dumps(record_to_dict(record))
+    text = record_json(record)
     data = json.loads(text)
     assert data["time_to_enforce_s"] == 0.5 and data["outcome"] == "open"
     assert record_from_dict(data) == record
@@ -403,7 +403,7 @@ def test_an_entry_has_a_json_form() -> None:
     entry = LimitEntry(
         EntryKind.HOLD, T0, 20000, Mode.HOLD, LimitSource.HOLD, "DSO link lost", Mode.NORMAL, 20000
     )
-    assert json.loads(dumps(entry_to_dict(entry))) == {
+    assert json.loads(entry_json(entry)) == {
         "kind": "hold",
         "at_s": T0,
         "limit_w": 20000,
@@ -428,4 +428,31 @@ def test_any_finite_record_round_trips(limit_w: float, power_w: float | None, re
     tracker.observe([_apply("cp1", 5000.5, 1), EnforcementChanged(False)], T0 + 1)
     record = tracker.snapshot()
     assert record is not None
-    assert record_from_dict(json.loads(dumps(record_to_dict(record)))) == record
+    assert record_from_dict(json.loads(record_json(record))) == record
+
+
+@given(
+    st.floats(width=64),
+    st.floats(width=64),
+    st.one_of(st.none(), st.floats(width=64)),
+)
+def test_the_stored_form_is_strict_json_whatever_the_numbers(
+    limit_w: float, share_w: float, power_w: float | None
+) -> None:
+    """NaN and infinities are written as null (strict JSON for any reader), never as NaN."""
+    tracker = ComplianceTracker(power_w, None if power_w is None else Quality.GOOD)
+    tracker.observe(
+        [ConfirmSetpoint(limit_w), LimitChanged(limit_w, LimitSource.DSO_SETPOINT, Mode.NORMAL, "r")], T0
+    )
+    tracker.observe([_apply("cp1", share_w, 1)], T0 + 1)
+    record = tracker.snapshot()
+    assert record is not None
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the stored form")
+
+    data = json.loads(record_json(record), parse_constant=refuse)
+    assert data["limit_w"] == (limit_w if math.isfinite(limit_w) else None)
+    [station] = data["stations"]
+    assert station["share_w"] == (share_w if math.isfinite(share_w) else None)
+    assert station["station_id"] == "cp1" and station["seq"] == 1

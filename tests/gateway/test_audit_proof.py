@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.config import parse_config
 from gateway.core.arbiter import Arbiter
-from gateway.core.compliance import RecordKind, dumps, record_to_dict
+from gateway.core.compliance import RecordKind, record_json
 from gateway.core.decisions import ApplyStationLimit
 from gateway.core.events import (
     DsoLinkLost,
@@ -111,13 +111,17 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
     assert (await runtime.submit_setpoint(SetpointReceived(10000, peer="scada"))).accepted
     await settle()
     [command] = [e for e in runtime.store.entries() if e.is_command]
-    kept = runtime.store.load_open_record()
-    assert kept is not None and kept.anchor_id == command.id and kept.kind is RecordKind.COMMAND
-    assert kept.power_before_w == 22000 and kept.enforced_at_s is None
+    # While the cuts are out the record waits (writing it would hold them back); it is
+    # kept once they are Accepted.
+    assert runtime.store.load_open_record() is None
     assert {(d.station_id, d.limit_w) for d in stations.sent[-2:]} == {("cp1", 5000), ("cp2", 5000)}
 
     clock.now = start + 10.4
     await stations.accept_all()  # the stations accept their cuts
+    await settle()
+    kept = runtime.store.load_open_record()
+    assert kept is not None and kept.anchor_id == command.id and kept.kind is RecordKind.COMMAND
+    assert kept.power_before_w == 22000 and kept.enforced_at_s == pytest.approx(start + 10.4)
     clock.now = start + 12
     runtime.submit(MeterSampled("cp1", 5000))
     runtime.submit(MeterSampled("cp2", 5000))
@@ -143,6 +147,30 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
     )
     assert runtime.metrics.registry.get_sample_value("ocpp809_time_to_comply_seconds_count") == 1
     assert runtime.store.verify_chain().ok
+
+
+async def test_a_record_whose_cuts_are_never_answered_is_kept_within_flush_s(
+    clock_runtime: tuple[CoreRuntime, Clock],
+) -> None:
+    runtime, clock = clock_runtime
+    runtime.proof.flush_s = 0.3  # 5 s in the gateway
+    stations = Stations(runtime)
+    runtime.submit(DsoLinkUp())
+    await stations.connect("cp1", 11000)
+    clock.now += 10
+    assert (await runtime.submit_setpoint(SetpointReceived(10000, peer="scada"))).accepted
+    await settle()
+    assert runtime.store.load_open_record() is None  # the cut is out, unanswered
+    [command] = [e for e in runtime.store.entries() if e.is_command]
+    for _ in range(100):  # bounded: 100 x 20 ms
+        kept = runtime.store.load_open_record()
+        if kept is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert kept is not None and kept.anchor_id == command.id and kept.enforced_at_s is None
+    [cut] = [d for d in stations.sent if d.limit_w == 10000]
+    [shown] = [s for s in kept.stations if s.station_id == "cp1"]
+    assert (shown.seq, shown.answer) == (cut.seq, None)
 
 
 async def test_hold_fallback_and_their_ends_are_chained_with_a_fallback_record(tmp_path: Path) -> None:
@@ -196,7 +224,7 @@ async def test_stopping_closes_the_open_record_and_a_crash_is_closed_at_the_next
     assert first.load_open_record() is None
     # A crash: the open record is still in the store when the next run starts.
     left = dataclasses.replace(record, closed_at_s=None, close_reason=None)
-    first.save_open_record(dumps(record_to_dict(left)), left.updated_at_s)
+    first.save_open_record(record_json(left), left.updated_at_s)
     first.close()
     again = make_runtime(path)
     try:

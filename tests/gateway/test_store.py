@@ -17,8 +17,7 @@ from gateway.core.compliance import (
     ComplianceRecord,
     ComplianceTracker,
     RecordKind,
-    dumps,
-    record_to_dict,
+    record_json,
     summary,
 )
 from gateway.core.decisions import ConfirmSetpoint, LimitChanged
@@ -506,7 +505,7 @@ def test_an_open_record_is_kept_then_closed_onto_the_chain(tmp_path: Path) -> No
     first = store.append_audit(AuditRow(10.0, "m", "C_SE_NC_1", 10000.0, None, True, "ok", ""))
     refused = store.append_audit(AuditRow(11.0, "m", "C_SE_NC_1", 0.0, None, False, "below_min", "too low"))
     open_record = _record(first, 10.0)
-    store.save_open_record(dumps(record_to_dict(open_record)), 10.0)
+    store.save_open_record(record_json(open_record), 10.0)
     store.close()
     store = Store(path)
     assert store.load_open_record() == open_record  # kept across a restart
@@ -516,7 +515,7 @@ def test_an_open_record_is_kept_then_closed_onto_the_chain(tmp_path: Path) -> No
 
     closed = dataclasses.replace(open_record, complied_at_s=14.0, closed_at_s=20.0, close_reason="next")
     row = AuditRow(10.0, "ocpp809", "compliance", 10000.0, None, True, "complied", summary(closed))
-    record_id = store.close_record(row, dumps(record_to_dict(closed)))
+    record_id = store.close_record(row, record_json(closed))
     assert store.load_open_record() is None
     [_, older] = store.recent_commands(5)
     assert older.record == closed and older.record.time_to_comply_s == 4.0
