@@ -134,6 +134,8 @@ class ProofRecorder:
         if outcome.writes:
             self._queue.extend(outcome.writes)
         self._dirty |= outcome.changed
+        if not (outcome.writes or outcome.milestone) and self._flush_handle is not None:
+            return  # a plain change (an answer): the flush already due is at least as soon
         if schedule and (outcome.writes or outcome.changed):
             self._schedule(bool(outcome.writes), outcome.milestone)
             self._arm_window()

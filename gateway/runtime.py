@@ -40,7 +40,7 @@ from gateway.core.events import (
     StationReleased,
     Tick,
 )
-from gateway.core.model import Mode, RejectReason
+from gateway.core.model import Mode, ProfileOutcome, RejectReason
 from gateway.errors import StoreError
 from gateway.metrics import CoreMetrics
 from gateway.proof import ProofRecorder
@@ -99,6 +99,8 @@ class CoreRuntime:
         self._store_fault_logged: str | None = None
         self._stored: DurableLimit | None = None  # what the last successful save_limit wrote
         self._commit_flush: asyncio.TimerHandle | None = None
+        self._gauges_due = False  # the fleet gauges wait for the end of the loop's turn
+        self._profile_results = {o: metrics.profile_results.labels(o.value) for o in ProfileOutcome}
         self._held: list[list[Decision]] = []  # batches waiting for their ledgers to be on disk
         self._closed = False
         # Proof of execution (issue 12): compliance records and limit entries, fed from here.
@@ -242,10 +244,18 @@ class CoreRuntime:
         before = self.arbiter.durable
         decisions = self.arbiter.handle(event, now)
         self._persist_if_changed(before)
-        self._count(event)
         self.proof.observe(event, decisions, now)  # proof of execution (issue 12)
-        if not isinstance(event, MeterSampled) or decisions and len(decisions) > 1:
-            self._observe_fleet(event, decisions, now)
+        if type(event) is ProfileResult:
+            # A fan-out's thousands of answers: counted here, the fleet's gauges and log lines
+            # once at the end of the loop's turn (they read the sums, not the answers).
+            self._profile_results[event.outcome].inc()
+            if not self._gauges_due:
+                self._gauges_due = True
+                asyncio.get_running_loop().call_soon(self._observe_answers)
+        else:
+            self._count(event)
+            if type(event) is not MeterSampled or len(decisions) > 1:
+                self._observe_fleet(event, decisions, now)
         for decision in decisions:
             if isinstance(decision, MeterRefused):
                 log.warning(
@@ -282,6 +292,10 @@ class CoreRuntime:
         self._arm_deadline()
         return decisions
 
+    def _observe_answers(self) -> None:
+        if self._gauges_due:
+            self._observe_fleet(None, [], self.clock())
+
     def _persist_if_changed(self, before: object) -> None:
         if self.arbiter.link_up is not self._link_stored:
             # Link up or down: a master was there until now. Stored before the mode it may
@@ -289,7 +303,7 @@ class CoreRuntime:
             self._link_stored = self.arbiter.link_up
             self._save_master_seen(self.clock(), sync=True)
         durable = self.arbiter.durable
-        if durable == before or durable == self._stored:
+        if durable is before or durable == before or durable == self._stored:
             return
         try:
             self.store.save_limit(durable)
@@ -355,9 +369,10 @@ class CoreRuntime:
         if self.arbiter.link_up:
             self._save_master_seen(self.clock(), sync=False)
 
-    def _observe_fleet(self, event: Event, decisions: list[Decision], now: float) -> None:
+    def _observe_fleet(self, event: Event | None, decisions: list[Decision], now: float) -> None:
         """Commitments, offline reserves and waiting raises: metrics, and a log line when they matter."""
         fleet, m = self.arbiter.fleet, self.metrics
+        self._gauges_due = False
         waiting_before, self._raises_waiting = self._raises_waiting, len(fleet.raises_waiting)
         self._fleet_gauges(now)
         if isinstance(event, StationDisconnected):
@@ -437,8 +452,6 @@ class CoreRuntime:
                 version = self._stations_by_version.pop(event.station_id, None)
                 if version is not None:
                     m.stations_connected.labels(version).dec()
-            case ProfileResult():
-                m.profile_results.labels(event.outcome.value).inc()
             case _:
                 pass
 

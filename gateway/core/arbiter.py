@@ -226,14 +226,16 @@ class Arbiter:
 
     def next_deadline(self) -> float | None:
         """When the shell must come back with a Tick, or None if only events matter."""
-        candidates = (
+        best: float | None = None
+        for d in (
             self._hold_expiry(),
             self._next_stale_check_s,
             self._realloc_due_s,
             self.fleet.next_deadline(),
-        )
-        deadlines = [d for d in candidates if d is not None]
-        return min(deadlines) if deadlines else None
+        ):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     # -- deciding --------------------------------------------------------------
 
@@ -253,6 +255,9 @@ class Arbiter:
     def handle(self, event: Event, now_s: float) -> list[Decision]:
         out: list[Decision] = []
         self._last_now_s = now_s
+        if type(event) is ProfileResult:  # the hot path of a fan-out: thousands of answers
+            self._on_profile_result(event, now_s, out)
+            return out
         match event:
             case SetpointReceived():
                 self._on_setpoint(event, now_s, out)

@@ -165,6 +165,7 @@ class Outcome:
 
 
 NOTHING = Outcome()
+_CHANGED = Outcome(changed=True)
 
 
 @dataclass(slots=True)
@@ -255,6 +256,18 @@ class ComplianceTracker:
     def observe(self, decisions: Sequence[Decision], now_s: float, event: Event | None = None) -> Outcome:
         """One batch of the core's decisions, and the event that caused it (if any)."""
         rec = self._open
+        if (
+            not decisions
+            and type(event) is ProfileResult
+            and (rec is None or now_s < rec.opened_at_s + self.window_s)
+        ):
+            # The hot path of a fan-out: an answer that decided nothing (no enforcement change).
+            d = None if rec is None else rec.deliveries.get(event.station_id)
+            if rec is None or d is None or d.seq != event.seq or d.answer is not None:
+                return NOTHING
+            d.answer, d.answered_at_s, d.view = event.outcome, now_s, None
+            rec.updated_at_s = now_s
+            return _CHANGED
         if (
             not decisions
             and not isinstance(event, ProfileResult | StationReleased)

@@ -272,9 +272,11 @@ class Fleet:
         return not self._unbound
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self._cache_until_s, self._next_refresh_s, self._raise_due_s) if t is not None]
-        times = [t for t in times if math.isfinite(t)]
-        return min(times) if times else None
+        best: float | None = None
+        for t in (self._cache_until_s, self._next_refresh_s, self._raise_due_s):
+            if t is not None and math.isfinite(t) and (best is None or t < best):
+                best = t
+        return best
 
     def _refresh(self, now_s: float) -> None:
         if now_s < self._cache_until_s:
