@@ -92,14 +92,22 @@ def build_core(
 
 def _restore_commitments(arbiter: Arbiter, store: Store, now: float) -> None:
     fleet = arbiter.fleet
-    restored = []
-    for station_id, version, entries in store.load_commitments():
-        try:
-            restored.append((station_id, OcppVersion(version), StationLedger.restored(json.loads(entries))))
-        except (ValueError, TypeError) as exc:  # a row we cannot read: the store is not ours to trust
-            raise StoreError(
-                f"store {store.path}: commitment of station {station_id!r} unreadable: {exc}"
-            ) from None
+    # Each station's stored ledger, plus the entries journaled since it was stored (sent,
+    # maybe held: ``StationLedger.restored`` counts them as pending).
+    rows: dict[str, tuple[OcppVersion, list[list[float]]]] = {}
+    what = "commitments"
+    try:
+        for station_id, version, entries in store.load_commitments():
+            what = f"commitment of station {station_id!r}"
+            rows[station_id] = (OcppVersion(version), json.loads(entries))
+        for journaled in store.load_commitment_journal():
+            what = "commitment journal entry"
+            for station_id, version, seq, live_w, live_until_s, fallback_w in json.loads(journaled):
+                known = rows.setdefault(str(station_id), (OcppVersion(version), []))
+                known[1].append([seq, live_w, live_until_s, fallback_w, 0])
+        restored = [(sid, version, StationLedger.restored(r)) for sid, (version, r) in rows.items()]
+    except (ValueError, TypeError) as exc:  # a row we cannot read: the store is not ours to trust
+        raise StoreError(f"store {store.path}: {what} unreadable: {exc}") from None
     arbiter.restore(restored, now)
     if fleet.offline_count:
         live_w, fallback_w = fleet.offline_reserve(now)

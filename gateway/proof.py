@@ -10,10 +10,10 @@ asks the pure ``ComplianceTracker`` what that means and writes it to the store:
   enforced, complying or not any more), other changes within ``flush_s``; never more
   often than every ``MIN_GAP_S`` (a total hovering around the limit makes every meter
   sample a milestone; the record is written at the pace of the store, not of the meters);
-- while a limit change is being enforced (its profiles going out, its record not yet
-  enforced), every write waits for the enforcement, ``flush_s`` at most: the record of
-  the previous change and the new one's first form go out together, after the fan-out
-  they would otherwise delay.
+- while a fan-out is under way (the runtime's ``busy``: a reallocation due, profiles out
+  unanswered), every write waits for its last answer, ``flush_s`` at most: the record
+  of the previous change and the new one's first form go out together, after the
+  fan-out they would otherwise delay.
 
 Writes never happen inside the batch that caused them (only at start and stop): they run
 right after it on the event loop, so a DSO's activation confirmation never waits for them. They
@@ -66,6 +66,7 @@ class ProofRecorder:
         window_s: float = RECORD_WINDOW_S,
         flush_s: float = FLUSH_S,
         on_command_closed: Callable[[float | None], None] | None = None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -79,6 +80,10 @@ class ProofRecorder:
         self._flush_handle: asyncio.Handle | None = None
         self._flush_due_s: float | None = None
         self._last_flush_s = float("-inf")  # loop time of the last write of the open record
+        self._pending_since_s: float | None = None  # loop time of the oldest change not written
+        # A fan-out is under way (the runtime knows): big writes wait for it, flush_s at most.
+        self._busy = busy
+        self._deferred = False  # the flush due was put off for a fan-out
         self._window_timer: asyncio.TimerHandle | None = None
         self._window_s: float | None = None
         self._fault_logged: str | None = None
@@ -116,6 +121,8 @@ class ProofRecorder:
 
     def observe(self, event: Event | None, decisions: Sequence[Decision], now_s: float) -> None:
         self._take(self.tracker.observe(decisions, now_s, event))
+        if self._deferred and self._flush_handle is not None and not self._busy():
+            self._schedule(bool(self._queue), True)  # the fan-out is over (or never started)
 
     def command_audited(self, audit_id: int | None) -> None:
         """The accepted command whose batch was just observed was audited as ``audit_id``."""
@@ -134,6 +141,8 @@ class ProofRecorder:
         if outcome.writes:
             self._queue.extend(outcome.writes)
         self._dirty |= outcome.changed
+        if self._pending_since_s is None and (outcome.writes or outcome.changed):
+            self._pending_since_s = _loop_time()
         if not (outcome.writes or outcome.milestone) and self._flush_handle is not None:
             return  # a plain change (an answer): the flush already due is at least as soon
         if schedule and (outcome.writes or outcome.changed):
@@ -147,11 +156,17 @@ class ProofRecorder:
             self.flush()
             return
         now = loop.time()
-        if self.tracker.enforcing:
-            # A limit change's fan-out is under way: writing a record of every station now would
-            # hold its profiles back (~40 ms at 5,000 stations, bench/README.md). The writes wait
-            # for enforcement (a milestone), flush_s at most.
-            due = now + self.flush_s
+        deferred = self._busy()
+        if deferred:
+            # A fan-out is under way: writing a record of every station now would hold its
+            # profiles back (~50 ms at 5,000 stations, bench/README.md). The writes wait for
+            # its last answer, and a write already due waits with them: no change waits
+            # longer than flush_s.
+            since = now if self._pending_since_s is None else self._pending_since_s
+            due = max(now, since + self.flush_s)
+            if self._flush_handle is not None and self._flush_due_s is not None and self._flush_due_s < due:
+                self._flush_handle.cancel()
+                self._flush_handle = None
         elif writes:
             due = now
         elif milestone:
@@ -162,7 +177,7 @@ class ProofRecorder:
             if self._flush_due_s is not None and self._flush_due_s <= due:
                 return
             self._flush_handle.cancel()
-        self._flush_due_s = due
+        self._flush_due_s, self._deferred = due, deferred
         if due <= now:
             self._flush_handle = loop.call_soon(self.flush)
         else:
@@ -201,6 +216,7 @@ class ProofRecorder:
             self._flush_handle.cancel()
         self._flush_handle = self._flush_due_s = None
         queue, self._queue = self._queue, []
+        self._pending_since_s = None
         pending_anchor: tuple[float, int] | None = None  # (at_s, id) of a fallback entry just written
         try:
             for item in queue:

@@ -40,7 +40,8 @@ from gateway.core.events import (
     StationReleased,
     Tick,
 )
-from gateway.core.model import Mode, ProfileOutcome, RejectReason
+from gateway.core.ledger import Profiles
+from gateway.core.model import Mode, OcppVersion, ProfileOutcome, RejectReason
 from gateway.errors import StoreError
 from gateway.metrics import CoreMetrics
 from gateway.proof import ProofRecorder
@@ -112,7 +113,16 @@ class CoreRuntime:
             clock,
             metrics.store_errors.inc,
             on_command_closed=self._command_closed,
+            busy=self._delivering,
         )
+
+    def _delivering(self) -> bool:
+        """A limit change is on its way to the stations: its reallocation is due, or profiles
+        are out unanswered (the proof recorder keeps its big writes out of the way)."""
+        if self.arbiter.fleet.delivering:
+            return True
+        deadline = self.arbiter.next_deadline()
+        return deadline is not None and deadline <= self.clock()
 
     def add_listener(self, listener: Listener) -> None:
         """``listener`` gets every batch of decisions, on the loop thread; it must not block."""
@@ -143,6 +153,7 @@ class CoreRuntime:
         self._fleet_gauges(self.clock())  # stations restored from the store are reserved already
         self._dispatch([decision])
         self._arm_deadline()
+        self._commitments_changed()  # restored ledgers stored whole soon: the journal folds in
         self.scheduler.add_job(
             self._refresh_master_seen,
             "interval",
@@ -278,11 +289,12 @@ class CoreRuntime:
                         "mode": decision.mode.value,
                     },
                 )
-        if self._held or self.arbiter.fleet.sent_since_drain:
-            # A profile goes out: the ledgers that changed are on disk before it does (a raise
-            # must survive a crash). Group commit: every batch until the loop's next turn shares
-            # one fsync (a burst of 5,000 joins is not 5,000 fsyncs); later batches wait behind
-            # it so decisions keep their order.
+        fleet = self.arbiter.fleet
+        if self._held or fleet.sent_since_drain or fleet.store_now:
+            # A profile goes out: it is journaled on disk before it does (a raise must survive
+            # a crash). Group commit: every batch until the loop's next turn shares one fsync
+            # (a burst of 5,000 joins is not 5,000 fsyncs); later batches wait behind it so
+            # decisions keep their order.
             if not self._held:
                 asyncio.get_running_loop().call_soon(self._commit_and_release)
             self._held.append(decisions)
@@ -319,40 +331,62 @@ class CoreRuntime:
         self._dispatch([TimeToComply(seconds)])
 
     def _commit_and_release(self) -> None:
-        """Store the changed ledgers (one fsync), then hand the held decisions on, in order."""
+        """Journal the profiles about to go out (one fsync), then hand the held decisions on,
+        in order; the changed ledgers are stored whole a moment later."""
         if self._closed:
             return
         held, self._held = self._held, []
-        self._store_commitments(sync=True)
+        fleet = self.arbiter.fleet
+        if fleet.store_now:
+            self._store_commitments(sync=True)
+        else:
+            self._journal_commitments(fleet.drain_sent())
+            self._commitments_changed()
         for decisions in held:
             self._dispatch(decisions)
 
     def _commitments_changed(self) -> None:
-        """Only answers changed ledgers (a profile sent goes through ``_commit_and_release``):
-        they can only lower a commitment, so they are stored a moment later, together."""
+        """Ledgers changed: stored whole a moment later, together (answers can only lower a
+        commitment; a profile sent is in the journal already)."""
         if self.arbiter.fleet.has_changes and self._commit_flush is None:
             loop = asyncio.get_running_loop()
             self._commit_flush = loop.call_later(COMMITMENTS_FLUSH_S, self._store_commitments)
 
+    def _journal_commitments(self, sent: list[tuple[str, OcppVersion, Profiles]]) -> None:
+        """Append the profiles about to go out to the store's journal, durably: one short
+        write for a whole fan-out (gateway.core.fleet: "Commitments outlive the gateway")."""
+        if not sent:
+            return
+        entries = [
+            (station_id, version.value, e.seq, e.live_w, e.live_until_s, e.fallback_w)
+            for station_id, version, e in sent
+        ]
+        try:
+            self.store.journal_commitments(orjson.dumps(entries).decode(), self.clock())
+        except StoreError as exc:
+            self._commitments_not_stored(exc)
+
     def _store_commitments(self, sync: bool = False) -> None:
-        """Store every station ledger that changed (gateway.core.fleet: "Commitments outlive the gateway")."""
+        """Store every station ledger that changed whole, in place of the journal."""
         if self._commit_flush is not None:
             self._commit_flush.cancel()
             self._commit_flush = None
         changed, removed, sent = self.arbiter.fleet.drain_changes()
         if not changed and not removed:
             return
-        # orjson: a 5,000-station fan-out stores 5,000 ledgers before it goes out (json: 5x slower).
         rows = [(s.station_id, s.version.value, orjson.dumps(s.ledger.entries()).decode()) for s in changed]
         try:
             self.store.save_commitments(rows, removed, self.clock(), sync=sync or sent)
         except StoreError as exc:
-            # Profiles still go out: holding back a cut would break the cap now, not after a restart.
-            self.metrics.store_errors.inc()
-            failure = self.store.failure
-            if failure is None or failure != self._store_fault_logged:
-                self._store_fault_logged = failure
-                log.error("station commitments not stored (a restart may not know them): %s", exc)
+            self._commitments_not_stored(exc)
+
+    def _commitments_not_stored(self, exc: StoreError) -> None:
+        # Profiles still go out: holding back a cut would break the cap now, not after a restart.
+        self.metrics.store_errors.inc()
+        failure = self.store.failure
+        if failure is None or failure != self._store_fault_logged:
+            self._store_fault_logged = failure
+            log.error("station commitments not stored (a restart may not know them): %s", exc)
 
     def _save_master_seen(self, at_s: float, sync: bool) -> None:
         try:

@@ -96,7 +96,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
-_OUR_TABLES = {"limit_state", "audit", "sqlite_sequence", "audit_head", "compliance_open", "commitments"}
+_OUR_TABLES = {
+    "limit_state",
+    "audit",
+    "sqlite_sequence",
+    "audit_head",
+    "compliance_open",
+    "commitments",
+    "commitment_journal",
+}
 
 
 def _migrate_to_1(db: sqlite3.Connection) -> str:
@@ -134,10 +142,19 @@ def _migrate_to_2(db: sqlite3.Connection) -> str:
     return "station commitments kept from now on"
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> str:
+    """2 -> 3: profiles journaled before they go out, folded into ``commitments`` soon after."""
+    db.execute(
+        "CREATE TABLE commitment_journal (id INTEGER PRIMARY KEY, at_s REAL NOT NULL, entries TEXT NOT NULL)"
+    )
+    return "profiles journaled before they go out"
+
+
 # Each step takes the store from the version before it to its own, inside one transaction.
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], str]], ...] = (
     (1, _migrate_to_1),
     (2, _migrate_to_2),
+    (3, _migrate_to_3),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -758,9 +775,10 @@ class Store:
     def save_commitments(
         self, changed: list[tuple[str, str, str]], removed: list[str], at_s: float, sync: bool
     ) -> None:
-        """Store station ledgers ``(station_id, version, entries JSON)`` and forget ``removed``,
-        as one transaction. ``sync=False`` when they can only have gone down (answers): a power
-        cut may then lose them, which leaves a restart reserving more, never less."""
+        """Store station ledgers ``(station_id, version, entries JSON)`` whole, forget ``removed``
+        and empty the journal they include, as one transaction. ``sync=False`` when nothing
+        in them is newer than the journal: a power cut may then lose them with the journal
+        kept, which leaves a restart reserving what it did before, never less."""
 
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
@@ -770,8 +788,26 @@ class Store:
                 [(station_id, version, entries, at_s) for station_id, version, entries in changed],
             )
             db.executemany("DELETE FROM commitments WHERE station_id = ?", [(i,) for i in removed])
+            db.execute("DELETE FROM commitment_journal")
 
         self._transaction(work, "write commitments to", sync=sync)
+
+    def journal_commitments(self, entries: str, at_s: float) -> None:
+        """Append profiles about to go out (``entries``: a JSON array of ``[station_id,
+        version, seq, live_w, live_until_s, fallback_w]``), durably, before they are sent."""
+        self._write(
+            "INSERT INTO commitment_journal (at_s, entries) VALUES (?, ?)",
+            (at_s, entries),
+            "journal commitments in",
+        )
+
+    def load_commitment_journal(self) -> list[str]:
+        """The journaled entries not yet folded into ``commitments``, oldest first (JSON)."""
+        try:
+            rows = self._db.execute("SELECT entries FROM commitment_journal ORDER BY id").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from None
+        return [str(r[0]) for r in rows]
 
     def load_commitments(self) -> list[tuple[str, str, str]]:
         """Every stored ledger as ``(station_id, version, entries JSON)``."""

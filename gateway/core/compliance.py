@@ -234,11 +234,6 @@ class ComplianceTracker:
     # -- reading ---------------------------------------------------------------
 
     @property
-    def enforcing(self) -> bool:
-        """The open record's limit is not enforced yet: its profiles are still going out."""
-        return self._open is not None and self._open.enforced_at_s is None
-
-    @property
     def is_open(self) -> bool:
         return self._open is not None
 

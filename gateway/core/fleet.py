@@ -19,11 +19,16 @@ itself went down, when only cuts go out.
 - A station that goes offline keeps its reserve: it may be charging under what it holds.
   Its live cap lapses at its ``validTo``; from then its fallback cap counts. Only a
   reconnect followed by Accepted profiles, or an operator's release, frees it.
-- Commitments outlive the gateway: every ledger that changed is handed to the shell
-  (``drain_changes``), which stores it before the decisions go out when a profile was
-  sent (a raise must be on disk before a station can hold it), or soon after when only
-  answers arrived (they can only lower a commitment). ``restore`` brings each stored
-  station back at start-up as offline, reserving what it may still hold.
+- Commitments outlive the gateway. Every profile sent is handed to the shell
+  (``drain_sent``), which journals it before the decisions go out: a raise, or a cut
+  that moves a validTo on, must be on disk before a station can hold it. Appending the
+  new entries is one short write whatever the fan-out (storing 5,000 whole ledgers
+  first cost a 5,000-station fan-out ~50 ms, bench/README.md). The ledgers that changed
+  are stored whole soon after (``drain_changes``), replacing the journal; answers alone
+  are stored that way too (they can only lower a commitment), and an operator's release
+  at once (``store_now``). ``restore`` brings each stored station back at start-up as
+  offline, reserving what it may still hold: its stored ledger plus every journaled
+  entry newer than it, counted as possibly held.
 - The live profile is re-sent every ``refresh_s`` (in batches, so stations share one
   tick) with a new ``validTo`` of ``live_validity_s`` ahead.
 """
@@ -137,10 +142,11 @@ class Fleet:
     _fixed_epoch: int = 0  # counts changes of which stations are fixed
     _targets_epoch: int = 0  # ... as it was when targets were set
     _margin_s: float = 0.0  # settings.margin_s, read on every answer
-    # Ledgers changed since the shell last stored them; a profile sent since then (sync).
+    # Ledgers changed since the shell last stored them whole, stations forgotten since then,
+    # and the profiles sent since the shell last journaled them (see the module doc).
     _changed: set[str] = field(default_factory=set)
     _removed: set[str] = field(default_factory=set)
-    _sent_since_drain: bool = False
+    _sent: list[tuple[Station, Profiles]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._margin_s = self.settings.margin_s
@@ -195,14 +201,23 @@ class Fleet:
         self.stations[station_id] = station
         self.offline_count += 1
         self._restate(station, now_s)
+        # Stored whole at the next store (which empties the journal it may have come from).
+        self._changed.add(station_id)
+
+    def drain_sent(self) -> list[tuple[str, OcppVersion, Profiles]]:
+        """The profiles sent since the last call (or ``drain_changes``), oldest first: the
+        shell journals them before they go out (see the module doc)."""
+        sent, self._sent = self._sent, []
+        return [(station.station_id, station.version, entry) for station, entry in sent]
 
     def drain_changes(self) -> tuple[list[Station], list[str], bool]:
-        """(stations whose ledger changed, stations forgotten, whether a profile went out)
-        since the last call; the shell stores them (see the module doc)."""
+        """(stations whose ledger changed, stations forgotten, whether a profile went out and
+        was not journaled yet) since the last call: the shell stores these ledgers whole,
+        in place of the journal (see the module doc)."""
         changed = [self.stations[i] for i in self._changed if i in self.stations]
         removed = [i for i in self._removed if i not in self.stations]
-        sent = self._sent_since_drain
-        self._changed, self._removed, self._sent_since_drain = set(), set(), False
+        sent = bool(self._sent)
+        self._changed, self._removed, self._sent = set(), set(), []
         return changed, removed, sent
 
     @property
@@ -211,7 +226,19 @@ class Fleet:
 
     @property
     def sent_since_drain(self) -> bool:
-        return self._sent_since_drain
+        """A profile went out since the last drain: it must be on disk before it is sent."""
+        return bool(self._sent)
+
+    @property
+    def delivering(self) -> bool:
+        """A profile is out, unanswered, at an online station (a fan-out is under way)."""
+        return bool(self._awaiting)
+
+    @property
+    def store_now(self) -> bool:
+        """A station was forgotten (an operator's release): stored whole, at once, before the
+        decisions go out (the journal would otherwise bring it back at a restart)."""
+        return bool(self._removed)
 
     def leave(self, station_id: str, now_s: float) -> Station | None:
         station = self.stations.get(station_id)
@@ -242,8 +269,7 @@ class Fleet:
         self.offline_count -= 1
         self._unbound.discard(station_id)
         self._changed.discard(station_id)
-        self._removed.add(station_id)
-        self._sent_since_drain = True  # an operator's release is stored at once
+        self._removed.add(station_id)  # stored at once, whole (``store_now``)
         return None
 
     def online(self) -> Iterable[Station]:
@@ -535,12 +561,13 @@ class Fleet:
         station.seq = self._seq
         station.live_sent_s = now_s
         last = station.ledger.last_sent
-        station.ledger.sent(Profiles(self._seq, live_w, until, fallback_w), now_s)
+        entry = Profiles(self._seq, live_w, until, fallback_w)
+        station.ledger.sent(entry, now_s)
         if last is None or live_w != last.live_w:  # a refresh of the same cap leaves the EV's window running
             station.demand.restart_window(now_s)
         self._awaiting.add(station.station_id)
         self._changed.add(station.station_id)
-        self._sent_since_drain = True
+        self._sent.append((station, entry))
         # The sums move by what the new entry adds (nothing for a cut): O(1), the hot path
         # of a fan-out; the ledger's own reckoning takes over at the next refresh.
         if now_s >= self._cache_until_s:

@@ -110,11 +110,16 @@ class StationLedger:
 
     @classmethod
     def restored(cls, rows: list[list[float]]) -> StationLedger:
-        """The ledger ``entries`` described; every entry counts as answered (the station's
-        answers to the gateway that sent them are lost with it)."""
+        """The ledger ``entries`` described, plus any journaled entries (``held`` 0) appended
+        to them: an entry twice counts once, as held if either says so. Every entry counts
+        as answered (the station's answers to the gateway that sent them are lost with it)."""
         ledger = cls()
-        for seq, live_w, live_until_s, fallback_w, held in sorted(rows, key=lambda r: r[0]):
+        seen: set[int] = set()
+        for seq, live_w, live_until_s, fallback_w, held in sorted(rows, key=lambda r: (r[0], -r[4])):
             entry = Profiles(int(seq), float(live_w), float(live_until_s), float(fallback_w))
+            if entry.seq in seen:
+                continue  # the held copy came first
+            seen.add(entry.seq)
             if held:
                 ledger.held = entry
             else:

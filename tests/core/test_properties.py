@@ -130,19 +130,25 @@ class Site:
         self.now = T0
         self.last_accepted: float | None = None
         self.settings = self.arbiter.settings
-        # The store's commitments table as the shell keeps it (gateway.runtime): ledgers
-        # stored before a profile goes out; those only answers changed, a moment later.
+        # The store as the shell keeps it (gateway.runtime): every profile journaled before it
+        # goes out; the changed ledgers stored whole a moment later (a crash may lose that
+        # write, never the journal), which empties the journal; a release stored at once.
         self.disk: dict[str, tuple[OcppVersion, str]] = {}
+        self.journal: list[tuple[str, OcppVersion, list[float]]] = []
         self.unflushed: dict[str, tuple[OcppVersion, str] | None] = {}
 
     def feed(self, event: Event) -> list[object]:
         decisions = self.arbiter.handle(event, self.now)
-        changed, removed, sent = self.arbiter.fleet.drain_changes()
+        fleet = self.arbiter.fleet
+        release = fleet.store_now
+        for sid, version, e in fleet.drain_sent():
+            self.journal.append((sid, version, [e.seq, e.live_w, e.live_until_s, e.fallback_w, 0]))
+        changed, removed, _ = fleet.drain_changes()
         for station in changed:
             self.unflushed[station.station_id] = (station.version, json.dumps(station.ledger.entries()))
         for sid in removed:
             self.unflushed[sid] = None
-        if sent:
+        if release:
             self.flush()
         for d in decisions:
             if isinstance(d, ApplyStationLimit):
@@ -153,12 +159,20 @@ class Site:
         return list(decisions)
 
     def flush(self) -> None:
+        """The shell's store of whole ledgers: what changed (restored stations included), in
+        place of the journal."""
+        changed, removed, _ = self.arbiter.fleet.drain_changes()
+        for station in changed:
+            self.unflushed[station.station_id] = (station.version, json.dumps(station.ledger.entries()))
+        for sid in removed:
+            self.unflushed[sid] = None
         for sid, row in self.unflushed.items():
             if row is None:
                 self.disk.pop(sid, None)
             else:
                 self.disk[sid] = row
         self.unflushed.clear()
+        self.journal.clear()
 
     def restart(self, action: Restart) -> None:
         if action.flushed:
@@ -169,7 +183,10 @@ class Site:
                 sim.apply(sim.queue[0], live_only=True)
             sim.online, sim.queue = False, []
         self.arbiter = Arbiter.start(self.settings, self.arbiter.durable, self.now)
-        stored = [(sid, v, StationLedger.restored(json.loads(e))) for sid, (v, e) in self.disk.items()]
+        rows = {sid: (v, json.loads(e)) for sid, (v, e) in self.disk.items()}
+        for sid, v, entry in self.journal:
+            rows.setdefault(sid, (v, []))[1].append(entry)
+        stored = [(sid, v, StationLedger.restored(r)) for sid, (v, r) in rows.items()]
         self.arbiter.restore(stored, self.now)
 
     def act(self, action: object) -> tuple[Event | None, list[object]]:

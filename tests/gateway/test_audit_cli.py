@@ -204,6 +204,10 @@ async def test_reading_a_running_gateways_store_does_not_disturb_it(tmp_path: Pa
         path = config.store.path
         files = {s: os.stat(path + s).st_ino for s in ("", "-wal", "-shm")}
         assert (await runtime.submit_setpoint(SetpointReceived(20000, peer="scada"))).accepted
+        for _ in range(100):  # the open record is written once nothing is on its way (bounded)
+            if runtime.store.load_open_record() is not None:
+                break
+            await asyncio.sleep(0.02)
         runtime.submit(StationConnected("cp1", OcppVersion.V16, 22000, 4140))
         listed = await asyncio.to_thread(audit, "list", "--store", path)
         assert listed.returncode == 0, listed.stderr

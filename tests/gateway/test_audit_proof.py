@@ -137,6 +137,10 @@ async def test_a_command_gets_its_record_beside_its_audit_row(
     clock.now = start + 30
     await runtime.submit_setpoint(SetpointReceived(12000, peer="scada"))  # closes the first record
     await settle()
+    # The closed record waits while the raise goes out (it would hold the profiles back) ...
+    assert by_kind(runtime.store.entries()) == ["start", "C_SE_NC_1", "C_SE_NC_1"]
+    await stations.accept_all()
+    await settle()  # ... and is written once the stations answered
     kinds = by_kind(runtime.store.entries())
     assert kinds == ["start", "C_SE_NC_1", "C_SE_NC_1", "compliance"]  # the command, then what it closed
     [closed] = [e.record() for e in runtime.store.entries() if e.row.kind == "compliance"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -17,8 +18,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from gateway.config import parse_config
 from gateway.core.arbiter import Arbiter
 from gateway.core.decisions import ApplyStationLimit, Decision, LimitChanged
-from gateway.core.events import DsoLinkLost, DsoLinkUp, SetpointReceived, StationConnected
-from gateway.core.model import Mode, OcppVersion, RejectReason
+from gateway.core.events import DsoLinkLost, DsoLinkUp, ProfileResult, SetpointReceived, StationConnected
+from gateway.core.model import Mode, OcppVersion, ProfileOutcome, RejectReason
 from gateway.core_build import arbiter_settings, build_core
 from gateway.errors import StoreError
 from gateway.metrics import CoreMetrics
@@ -301,29 +302,40 @@ async def test_a_store_fault_found_by_the_refresh_is_logged_once(
         await runtime.close()
 
 
+def on_disk(store: Store) -> set[tuple[str, int]]:
+    """(station, seq) of every profile a restart would count: stored ledgers and the journal."""
+    found = {(sid, int(e[0])) for sid, _, entries in store.load_commitments() for e in json.loads(entries)}
+    for journaled in store.load_commitment_journal():
+        found |= {(str(e[0]), int(e[2])) for e in json.loads(journaled)}
+    return found
+
+
 async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Group commit: 50 stations joining within one loop turn cost one fsync'd write, and no
-    ApplyStationLimit reaches an adapter before the ledger it adds to is in the store."""
+    """Group commit: 50 stations joining within one loop turn cost one fsync'd journal write,
+    no ApplyStationLimit reaches an adapter before it is on disk, and the ledgers are stored
+    whole (the journal emptied) a moment later."""
     config = parse_config({"limits": {"reallocation_settle_s": 0.0}, "store": {"path": str(tmp_path / "s")}})
     runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
     runtime.scheduler.start()
     runtime.start()
-    writes: list[tuple[int, bool]] = []
-    real = runtime.store.save_commitments
+    writes: list[int] = []
+    real = runtime.store.journal_commitments
 
-    def counting(changed: list[tuple[str, str, str]], removed: list[str], at_s: float, sync: bool) -> None:
-        writes.append((len(changed), sync))
-        real(changed, removed, at_s, sync)
+    def counting(entries: str, at_s: float) -> None:
+        writes.append(len(json.loads(entries)))
+        real(entries, at_s)
 
-    monkeypatch.setattr(runtime.store, "save_commitments", counting)
+    monkeypatch.setattr(runtime.store, "journal_commitments", counting)
     unstored: list[str] = []
 
     def check(decisions: Sequence[Decision]) -> None:
-        stored = {row[0] for row in runtime.store.load_commitments()}
+        stored = on_disk(runtime.store)
         unstored.extend(
-            d.station_id for d in decisions if isinstance(d, ApplyStationLimit) and d.station_id not in stored
+            d.station_id
+            for d in decisions
+            if isinstance(d, ApplyStationLimit) and (d.station_id, d.seq) not in stored
         )
 
     runtime.add_listener(check)
@@ -332,10 +344,53 @@ async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
         assert any(isinstance(d, ApplyStationLimit) for d in decisions)
     assert writes == []  # nothing went out yet: the 50 batches wait for one commit
     await asyncio.sleep(0)  # the loop's next turn
-    assert writes == [(50, True)]
+    assert len(writes) == 1 and writes[0] >= 50  # every profile sent, the first ones' cuts too
     assert unstored == []
+    assert runtime.store.load_commitments() == []  # whole ledgers come a moment later
+    for _ in range(100):  # bounded: 100 x 50 ms (runtime.COMMITMENTS_FLUSH_S is 1 s)
+        if len(runtime.store.load_commitments()) == 50:
+            break
+        await asyncio.sleep(0.05)
     assert len(runtime.store.load_commitments()) == 50
+    assert runtime.store.load_commitment_journal() == []
     await runtime.close()
+
+
+async def test_a_crash_between_the_journal_and_the_whole_ledgers_keeps_what_was_sent(tmp_path: Path) -> None:
+    """The gateway dies after a raise went out and before its ledger was stored whole: the
+    restarted core counts the raise from the journal (the station may hold it)."""
+    config = parse_config(
+        {
+            "limits": {"reallocation_settle_s": 0.0, "fallback_limit_w": 6000.0},
+            "sharing": {"raise_interval_s": 0.0},
+            "store": {"path": str(tmp_path / "s")},
+        }
+    )
+    runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    runtime.scheduler.start()
+    runtime.start()
+    sent: list[ApplyStationLimit] = []
+    runtime.add_listener(lambda ds: sent.extend(d for d in ds if isinstance(d, ApplyStationLimit)))
+    assert (await runtime.submit_setpoint(SetpointReceived(8000))).accepted
+    runtime.submit(StationConnected("cp1", OcppVersion.V16, 11000.0, 0.0))
+    for _ in range(10):  # the join's reallocation (a deadline of now), then its journal write
+        await asyncio.sleep(0)
+    [first] = sent
+    runtime.submit(ProfileResult("cp1", first.seq, ProfileOutcome.ACCEPTED))
+    runtime._store_commitments()  # the ledger stored whole: 8 kW held
+    assert (await runtime.submit_setpoint(SetpointReceived(11000))).accepted
+    for _ in range(10):
+        await asyncio.sleep(0)
+    raise_ = sent[-1]
+    assert raise_.limit_w == 11000.0 and ("cp1", raise_.seq) in on_disk(runtime.store)
+    # A crash: no compaction, no close. The next gateway starts from the same file.
+    runtime.scheduler.shutdown(wait=False)
+    runtime.store.close()
+    again = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    station = again.arbiter.fleet.stations["cp1"]
+    assert not station.online and station.ledger.commitment_w(time.time()) == 11000.0
+    assert again.arbiter.fleet.reserve_sum(time.time()) == 11000.0
+    again.store.close()
 
 
 async def test_an_accepted_setpoint_is_validated_once(

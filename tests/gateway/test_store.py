@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sqlite3
@@ -582,5 +583,24 @@ def test_commitments_survive_reopen_and_a_release_removes_one(tmp_path: Path) ->
     again = Store(path)
     try:
         assert again.load_commitments() == [("cp1", "ocpp1.6", "[[2,6000.0,2.0,3000.0,1]]")]
+    finally:
+        again.close()
+
+
+def test_journaled_profiles_survive_reopen_in_order_until_the_ledgers_are_stored_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    store.journal_commitments('[["cp1","ocpp1.6",3,7400.0,9.0,3000.0]]', 1.0)
+    store.journal_commitments(
+        '[["cp1","ocpp1.6",4,6000.0,9.0,3000.0],["cp2","ocpp2.0.1",5,1.0,9.0,0.0]]', 2.0
+    )
+    store.close()
+    again = Store(path)
+    try:
+        assert [len(json.loads(j)) for j in again.load_commitment_journal()] == [1, 2]  # oldest first
+        again.save_commitments([("cp1", "ocpp1.6", "[[4,6000.0,9.0,3000.0,1]]")], [], 3.0, False)
+        assert again.load_commitment_journal() == []  # the whole ledgers include what it held
     finally:
         again.close()
