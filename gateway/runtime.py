@@ -263,10 +263,12 @@ class CoreRuntime:
             if not self._gauges_due:
                 self._gauges_due = True
                 asyncio.get_running_loop().call_soon(self._observe_answers)
+        elif type(event) is MeterSampled:  # counts nothing; moves the fleet only with a reallocation
+            if len(decisions) > 1:
+                self._observe_fleet(event, decisions, now)
         else:
             self._count(event)
-            if type(event) is not MeterSampled or len(decisions) > 1:
-                self._observe_fleet(event, decisions, now)
+            self._observe_fleet(event, decisions, now)
         for decision in decisions:
             if isinstance(decision, MeterRefused):
                 log.warning(

@@ -255,8 +255,12 @@ class Arbiter:
     def handle(self, event: Event, now_s: float) -> list[Decision]:
         out: list[Decision] = []
         self._last_now_s = now_s
-        if type(event) is ProfileResult:  # the hot path of a fan-out: thousands of answers
+        # The hot paths first: a fan-out's thousands of answers, every station's meter samples.
+        if type(event) is ProfileResult:
             self._on_profile_result(event, now_s, out)
+            return out
+        if type(event) is MeterSampled:
+            self._on_meter(event, now_s, out)
             return out
         match event:
             case SetpointReceived():
