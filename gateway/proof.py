@@ -156,7 +156,9 @@ class ProofRecorder:
             self.flush()
             return
         now = loop.time()
-        deferred = self._busy()
+        # A fallback entry is written at once all the same: the record it opens is anchored
+        # to it when the entry is written (rare: the link stayed down for hold_timeout_s).
+        deferred = self._busy() and not any(isinstance(i, LimitEntry) and i.opens_record for i in self._queue)
         if deferred:
             # A fan-out is under way: writing a record of every station now would hold its
             # profiles back (~50 ms at 5,000 stations, bench/README.md). The writes wait for

@@ -366,6 +366,7 @@ class CoreRuntime:
         try:
             self.store.journal_commitments(orjson.dumps(entries).decode(), self.clock())
         except StoreError as exc:
+            self.arbiter.fleet.not_stored((), (), sent=True)  # whole ledgers, synced, next time
             self._commitments_not_stored(exc)
 
     def _store_commitments(self, sync: bool = False) -> None:
@@ -380,7 +381,11 @@ class CoreRuntime:
         try:
             self.store.save_commitments(rows, removed, self.clock(), sync=sync or sent)
         except StoreError as exc:
+            # Nothing landed, the journal included: the next store must cover these stations too.
+            self.arbiter.fleet.not_stored([s.station_id for s in changed], removed, sent)
             self._commitments_not_stored(exc)
+            if not self._closed:
+                self._commitments_changed()  # tried again a moment later
 
     def _commitments_not_stored(self, exc: StoreError) -> None:
         # Profiles still go out: holding back a cut would break the cap now, not after a restart.

@@ -147,6 +147,7 @@ class Fleet:
     _changed: set[str] = field(default_factory=set)
     _removed: set[str] = field(default_factory=set)
     _sent: list[tuple[Station, Profiles]] = field(default_factory=list)
+    _unjournaled: bool = False  # a journal write failed: the next store of whole ledgers syncs
 
     def __post_init__(self) -> None:
         self._margin_s = self.settings.margin_s
@@ -216,9 +217,18 @@ class Fleet:
         in place of the journal (see the module doc)."""
         changed = [self.stations[i] for i in self._changed if i in self.stations]
         removed = [i for i in self._removed if i not in self.stations]
-        sent = bool(self._sent)
-        self._changed, self._removed, self._sent = set(), set(), []
+        sent = bool(self._sent) or self._unjournaled
+        self._changed, self._removed, self._sent, self._unjournaled = set(), set(), [], False
         return changed, removed, sent
+
+    def not_stored(self, changed: Iterable[str], removed: Iterable[str], sent: bool) -> None:
+        """A store failed: what it was to keep waits for the next one (``sent``: profiles
+        went out that neither the journal nor a whole ledger holds, so that one syncs). Its
+        journal rows stay on disk, and the next store of whole ledgers, which empties the
+        journal, must cover their stations."""
+        self._changed.update(i for i in changed if i in self.stations)
+        self._removed.update(i for i in removed if i not in self.stations)
+        self._unjournaled |= sent
 
     @property
     def has_changes(self) -> bool:

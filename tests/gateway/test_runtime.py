@@ -393,6 +393,56 @@ async def test_a_crash_between_the_journal_and_the_whole_ledgers_keeps_what_was_
     again.store.close()
 
 
+async def test_a_failed_store_of_whole_ledgers_never_lets_a_later_one_drop_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raise is journaled; the store of whole ledgers that would fold it in fails (disk
+    full, say), then another station's store succeeds and empties the journal: the raise
+    must be in it, or a restart forgets what the station may hold."""
+    config = parse_config(
+        {
+            "limits": {"reallocation_settle_s": 0.0, "fallback_limit_w": 6000.0},
+            "sharing": {"raise_interval_s": 0.0},
+            "store": {"path": str(tmp_path / "s")},
+        }
+    )
+    runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    runtime.scheduler.start()
+    runtime.start()
+    sent: list[ApplyStationLimit] = []
+    runtime.add_listener(lambda ds: sent.extend(d for d in ds if isinstance(d, ApplyStationLimit)))
+
+    async def turns() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    assert (await runtime.submit_setpoint(SetpointReceived(8000))).accepted
+    runtime.submit(StationConnected("cp1", OcppVersion.V16, 11000.0, 0.0))
+    await turns()
+    runtime.submit(ProfileResult("cp1", sent[-1].seq, ProfileOutcome.ACCEPTED))
+    runtime._store_commitments()  # 8 kW held, stored whole
+    assert (await runtime.submit_setpoint(SetpointReceived(11000))).accepted
+    await turns()
+    assert sent[-1].limit_w == 11000.0  # journaled, out, never answered
+
+    real = runtime.store.save_commitments
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("cannot write commitments to s: database or disk is full")
+
+    monkeypatch.setattr(runtime.store, "save_commitments", full)
+    runtime._store_commitments()  # fails: nothing landed, the journal stays
+    monkeypatch.setattr(runtime.store, "save_commitments", real)
+    runtime.submit(DsoLinkUp())
+    runtime._store_commitments()  # succeeds, and empties the journal
+    assert runtime.store.load_commitment_journal() == []
+    runtime.scheduler.shutdown(wait=False)
+    runtime.store.close()  # a crash
+    again = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    assert again.arbiter.fleet.stations["cp1"].ledger.commitment_w(time.time()) == 11000.0
+    again.store.close()
+
+
 async def test_an_accepted_setpoint_is_validated_once(
     runtime: CoreRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
