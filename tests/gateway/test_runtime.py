@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.config import parse_config
+from gateway.config import Config, parse_config
 from gateway.core.arbiter import Arbiter
 from gateway.core.decisions import ApplyStationLimit, Decision, LimitChanged
 from gateway.core.events import DsoLinkLost, DsoLinkUp, ProfileResult, SetpointReceived, StationConnected
@@ -356,9 +356,14 @@ async def test_a_profile_goes_out_only_once_its_station_commitment_is_on_disk(
     await runtime.close()
 
 
-async def test_a_crash_between_the_journal_and_the_whole_ledgers_keeps_what_was_sent(tmp_path: Path) -> None:
-    """The gateway dies after a raise went out and before its ledger was stored whole: the
-    restarted core counts the raise from the journal (the station may hold it)."""
+async def turns() -> None:
+    """Let a deferred reallocation (a deadline of now) and the journal write after it run."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def holding_8kw(tmp_path: Path) -> tuple[Config, CoreRuntime, list[ApplyStationLimit]]:
+    """A runtime on a store in ``tmp_path`` whose one station cp1 holds 8 kW, stored whole."""
     config = parse_config(
         {
             "limits": {"reallocation_settle_s": 0.0, "fallback_limit_w": 6000.0},
@@ -373,20 +378,29 @@ async def test_a_crash_between_the_journal_and_the_whole_ledgers_keeps_what_was_
     runtime.add_listener(lambda ds: sent.extend(d for d in ds if isinstance(d, ApplyStationLimit)))
     assert (await runtime.submit_setpoint(SetpointReceived(8000))).accepted
     runtime.submit(StationConnected("cp1", OcppVersion.V16, 11000.0, 0.0))
-    for _ in range(10):  # the join's reallocation (a deadline of now), then its journal write
-        await asyncio.sleep(0)
+    await turns()
     [first] = sent
     runtime.submit(ProfileResult("cp1", first.seq, ProfileOutcome.ACCEPTED))
     runtime._store_commitments()  # the ledger stored whole: 8 kW held
-    assert (await runtime.submit_setpoint(SetpointReceived(11000))).accepted
-    for _ in range(10):
-        await asyncio.sleep(0)
-    raise_ = sent[-1]
-    assert raise_.limit_w == 11000.0 and ("cp1", raise_.seq) in on_disk(runtime.store)
-    # A crash: no compaction, no close. The next gateway starts from the same file.
+    return config, runtime, sent
+
+
+def crash_and_restart(config: Config, runtime: CoreRuntime) -> CoreRuntime:
+    """No store of whole ledgers, no close: the next gateway starts from the same file."""
     runtime.scheduler.shutdown(wait=False)
     runtime.store.close()
-    again = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    return build_core(config, Store(config.store.path), time.time, missing_start=None)
+
+
+async def test_a_crash_between_the_journal_and_the_whole_ledgers_keeps_what_was_sent(tmp_path: Path) -> None:
+    """The gateway dies after a raise went out and before its ledger was stored whole: the
+    restarted core counts the raise from the journal (the station may hold it)."""
+    config, runtime, sent = await holding_8kw(tmp_path)
+    assert (await runtime.submit_setpoint(SetpointReceived(11000))).accepted
+    await turns()
+    raise_ = sent[-1]
+    assert raise_.limit_w == 11000.0 and ("cp1", raise_.seq) in on_disk(runtime.store)
+    again = crash_and_restart(config, runtime)
     station = again.arbiter.fleet.stations["cp1"]
     assert not station.online and station.ledger.commitment_w(time.time()) == 11000.0
     assert again.arbiter.fleet.reserve_sum(time.time()) == 11000.0
@@ -397,30 +411,9 @@ async def test_a_failed_store_of_whole_ledgers_never_lets_a_later_one_drop_the_j
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A raise is journaled; the store of whole ledgers that would fold it in fails (disk
-    full, say), then another station's store succeeds and empties the journal: the raise
-    must be in it, or a restart forgets what the station may hold."""
-    config = parse_config(
-        {
-            "limits": {"reallocation_settle_s": 0.0, "fallback_limit_w": 6000.0},
-            "sharing": {"raise_interval_s": 0.0},
-            "store": {"path": str(tmp_path / "s")},
-        }
-    )
-    runtime = build_core(config, Store(config.store.path), time.time, missing_start=None)
-    runtime.scheduler.start()
-    runtime.start()
-    sent: list[ApplyStationLimit] = []
-    runtime.add_listener(lambda ds: sent.extend(d for d in ds if isinstance(d, ApplyStationLimit)))
-
-    async def turns() -> None:
-        for _ in range(10):
-            await asyncio.sleep(0)
-
-    assert (await runtime.submit_setpoint(SetpointReceived(8000))).accepted
-    runtime.submit(StationConnected("cp1", OcppVersion.V16, 11000.0, 0.0))
-    await turns()
-    runtime.submit(ProfileResult("cp1", sent[-1].seq, ProfileOutcome.ACCEPTED))
-    runtime._store_commitments()  # 8 kW held, stored whole
+    full, say), then another store succeeds and empties the journal: the raise must be in
+    it, or a restart forgets what the station may hold."""
+    config, runtime, sent = await holding_8kw(tmp_path)
     assert (await runtime.submit_setpoint(SetpointReceived(11000))).accepted
     await turns()
     assert sent[-1].limit_w == 11000.0  # journaled, out, never answered
@@ -436,9 +429,7 @@ async def test_a_failed_store_of_whole_ledgers_never_lets_a_later_one_drop_the_j
     runtime.submit(DsoLinkUp())
     runtime._store_commitments()  # succeeds, and empties the journal
     assert runtime.store.load_commitment_journal() == []
-    runtime.scheduler.shutdown(wait=False)
-    runtime.store.close()  # a crash
-    again = build_core(config, Store(config.store.path), time.time, missing_start=None)
+    again = crash_and_restart(config, runtime)
     assert again.arbiter.fleet.stations["cp1"].ledger.commitment_w(time.time()) == 11000.0
     again.store.close()
 
