@@ -103,8 +103,9 @@ def _restore_commitments(arbiter: Arbiter, store: Store, now: float) -> None:
         for journaled in store.load_commitment_journal():
             what = "commitment journal entry"
             for station_id, version, seq, live_w, live_until_s, fallback_w in json.loads(journaled):
-                known = rows.setdefault(str(station_id), (OcppVersion(version), []))
-                known[1].append([seq, live_w, live_until_s, fallback_w, 0])
+                known = rows.get(str(station_id), (OcppVersion(version), []))[1]
+                known.append([seq, live_w, live_until_s, fallback_w, 0])
+                rows[str(station_id)] = (OcppVersion(version), known)  # the journal is newer
         restored = [(sid, version, StationLedger.restored(r)) for sid, (version, r) in rows.items()]
     except (ValueError, TypeError) as exc:  # a row we cannot read: the store is not ours to trust
         raise StoreError(f"store {store.path}: {what} unreadable: {exc}") from None
