@@ -11,7 +11,7 @@ asks the pure ``ComplianceTracker`` what that means and writes it to the store:
   often than every ``MIN_GAP_S`` (a total hovering around the limit makes every meter
   sample a milestone; the record is written at the pace of the store, not of the meters);
 - while a fan-out is under way (the runtime's ``busy``: a reallocation due, profiles out
-  unanswered), every write waits for its last answer, ``flush_s`` at most: the record
+  unanswered), every write waits for its last answer, ``FANOUT_WAIT_S`` at most: the record
   of the previous change and the new one's first form go out together, after the
   fan-out they would otherwise delay.
 
@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 FLUSH_S = 5.0  # a change of the open record reaches the store at most this late
 MIN_GAP_S = 0.5  # ... and no sooner than this after the last write (entries and closed records: at once)
+# While a fan-out is under way writes wait for its last answer, this long at most: a 5,000-
+# station fan-out is answered in ~0.5 s (bench/README.md), and what waits is lost if the
+# process dies meanwhile (a record written at once survives a crash, only not a power cut).
+FANOUT_WAIT_S = 1.0
 
 
 class ProofRecorder:
@@ -163,9 +167,9 @@ class ProofRecorder:
             # A fan-out is under way: writing a record of every station now would hold its
             # profiles back (~50 ms at 5,000 stations, bench/README.md). The writes wait for
             # its last answer, and a write already due waits with them: no change waits
-            # longer than flush_s.
+            # longer than FANOUT_WAIT_S.
             since = now if self._pending_since_s is None else self._pending_since_s
-            due = max(now, since + self.flush_s)
+            due = max(now, since + min(self.flush_s, FANOUT_WAIT_S))
             if self._flush_handle is not None and self._flush_due_s is not None and self._flush_due_s < due:
                 self._flush_handle.cancel()
                 self._flush_handle = None
