@@ -85,7 +85,7 @@ class ProofRecorder:
         self._flush_due_s: float | None = None
         self._last_flush_s = float("-inf")  # loop time of the last write of the open record
         self._pending_since_s: float | None = None  # loop time of the oldest change not written
-        # A fan-out is under way (the runtime knows): big writes wait for it, flush_s at most.
+        # A fan-out is under way (the runtime knows): big writes wait for it, FANOUT_WAIT_S at most.
         self._busy = busy
         self._deferred = False  # the flush due was put off for a fan-out
         self._window_timer: asyncio.TimerHandle | None = None
@@ -170,9 +170,6 @@ class ProofRecorder:
             # longer than FANOUT_WAIT_S.
             since = now if self._pending_since_s is None else self._pending_since_s
             due = max(now, since + min(self.flush_s, FANOUT_WAIT_S))
-            if self._flush_handle is not None and self._flush_due_s is not None and self._flush_due_s < due:
-                self._flush_handle.cancel()
-                self._flush_handle = None
         elif writes:
             due = now
         elif milestone:
@@ -180,7 +177,8 @@ class ProofRecorder:
         else:
             due = max(now + self.flush_s, self._last_flush_s + MIN_GAP_S)
         if self._flush_handle is not None:
-            if self._flush_due_s is not None and self._flush_due_s <= due:
+            # The sooner write stands, unless a fan-out puts it off (it waits with the rest).
+            if not deferred and self._flush_due_s is not None and self._flush_due_s <= due:
                 return
             self._flush_handle.cancel()
         self._flush_due_s, self._deferred = due, deferred
